@@ -1,0 +1,51 @@
+# lightning_sdc — `make help` lists the targets.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install demo test test-all test-gpu bench lint format figures reproduce clean
+
+help:  ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the package with its dev extras
+
+demo: $(STAMP)  ## distill real bundled MNIST (mnist5k) on the CPU; print accuracy with and without SDC
+	$(BIN)/python -m lightning_sdc.demo
+
+test: $(STAMP)  ## fast test suite (CPU, < 15 min)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-all: $(STAMP)  ## every CPU test, including @slow
+	$(BIN)/python -m pytest -q -m "not cuda" $(PYTEST_ARGS)
+
+test-gpu: $(STAMP)  ## CUDA tests and a short CUDA benchmark (on a GPU machine)
+	$(BIN)/python -m pytest -q -m cuda $(PYTEST_ARGS)
+	$(BIN)/python -m benchmarks --device cuda --quick
+
+bench: $(STAMP)  ## benchmarks: ratios measured in one run, written to benchmarks/RESULTS.md
+	$(BIN)/python -m benchmarks
+
+figures: $(STAMP)  ## theory figures 4a/4b/4c/15 into docs/figures
+	for f in 4a 4b 4c 15; do $(BIN)/lightning-sdc theory --figure $$f --out docs/figures || exit 1; done
+
+reproduce: $(STAMP)  ## run a reproduction grid (GRID=fmnist-cpu by default)
+	$(BIN)/python -m lightning_sdc.experiments --grid $${GRID:-fmnist-cpu}
+
+lint: $(STAMP)  ## ruff
+	$(BIN)/ruff check lightning_sdc tests benchmarks
+
+format: $(STAMP)  ## ruff format + fixes
+	$(BIN)/ruff format lightning_sdc tests benchmarks && $(BIN)/ruff check --fix lightning_sdc tests benchmarks
+
+clean:  ## remove build artefacts and logs
+	rm -rf build dist *.egg-info lightning_logs .pytest_cache

@@ -1,0 +1,84 @@
+"""The ``lightning-sdc`` command line (also ``python -m lightning_sdc``).
+
+``fit | validate | test`` are LightningCLI subcommands over any registered method and DataModule::
+
+    lightning-sdc fit --config configs/trainer/cpu.yaml --config configs/demo/mnist5k_dsa_ipc10.yaml \
+        --model.init_args.sdc_lambda 0.002
+
+The other subcommands are plain functions exposed through ``jsonargparse.auto_cli`` (typed ``--help`` from
+their signatures, ``--config`` files accepted)::
+
+    lightning-sdc evaluate PATH --archs ConvNet ResNet18 ...   score a saved synthetic set
+    lightning-sdc experts ...                                   train expert trajectories (TM)
+    lightning-sdc difficulty ...                                GraDN / EL2N / χ difficulty scores
+    lightning-sdc coreset ...                                   Random / Herding / Forgetting baselines
+    lightning-sdc theory --figure 4a|4b|4c|15 --out DIR         the perceptron scaling-law figures
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+#: subcommand -> "module:function" (imported only when used)
+SUBCOMMANDS = {
+    "evaluate": "lightning_sdc.evaluation.command:evaluate_command",
+    "experts": "lightning_sdc.experts.command:experts_command",
+    "difficulty": "lightning_sdc.difficulty.command:difficulty_command",
+    "coreset": "lightning_sdc.coresets.command:coreset_command",
+    "theory": "lightning_sdc.theory.cli:theory_command",
+}
+
+TRAINER_DEFAULTS: dict[str, Any] = {
+    # distillation data is an infinite stream of steps: validation is scheduled by steps, not epochs
+    "check_val_every_n_epoch": None,
+    "num_sanity_val_steps": 0,
+    "max_epochs": -1,
+    "log_every_n_steps": 10,
+}
+
+
+def _function(name: str) -> Any:
+    module, func = SUBCOMMANDS[name].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def build_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
+    """The LightningCLI over every registered method (subclass mode) and DataModule."""
+    from pytorch_lightning import LightningDataModule
+    from pytorch_lightning.cli import LightningCLI
+
+    import lightning_sdc.callbacks  # noqa: F401 - short class names in configs
+    import lightning_sdc.data  # noqa: F401
+    import lightning_sdc.methods  # noqa: F401
+    from lightning_sdc.methods import DistillationModule
+
+    return LightningCLI(
+        DistillationModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults=TRAINER_DEFAULTS,
+        parser_kwargs={"description": __doc__.split("\n\n")[0] + " Other subcommands: " + ", ".join(SUBCOMMANDS)},
+        args=list(args) if args is not None else None,
+        run=run,
+    )
+
+
+def main(args: Sequence[str] | None = None) -> Any:
+    """Entry point of the console script."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in SUBCOMMANDS:
+        from jsonargparse import auto_cli
+
+        return auto_cli(_function(argv[0]), args=argv[1:])
+    return build_cli(argv)
+
+
+if __name__ == "__main__":
+    main()

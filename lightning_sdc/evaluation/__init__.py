@@ -1,0 +1,28 @@
+"""Evaluation of synthetic sets: the reference training protocol and cross-architecture tables."""
+
+from lightning_sdc.evaluation.protocol import (
+    CROSS_ARCHS,
+    EVAL_AUGMENTS,
+    EvalResult,
+    evaluate_synset,
+    make_train_augment,
+    seeded_generator,
+    test_accuracy,
+    train_network,
+)
+from lightning_sdc.evaluation.tables import evaluate_archs, results_csv, results_markdown, write_results
+
+__all__ = [
+    "CROSS_ARCHS",
+    "EVAL_AUGMENTS",
+    "EvalResult",
+    "evaluate_archs",
+    "evaluate_synset",
+    "make_train_augment",
+    "results_csv",
+    "results_markdown",
+    "seeded_generator",
+    "test_accuracy",
+    "train_network",
+    "write_results",
+]

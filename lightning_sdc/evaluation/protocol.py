@@ -1,0 +1,243 @@
+"""The evaluation protocol: train fresh networks on a synthetic set, test them on the real test split.
+
+Follows DC ``utils.py:evaluate_synset`` (also MTT's and DATM's): SGD with momentum 0.9 and weight decay 5e-4,
+``epochs + 1`` passes over the synthetic set (batch 256, shuffled), after pass ``epochs // 2 + 1`` the learning
+rate is multiplied by 0.1 and a *new* optimiser is built (momentum buffer reset, as the reference), training
+augmentation per batch (DSA non-Siamese, DC's augmentation, or none), and the top-1 accuracy of the *final*
+network on the whole test set. Soft targets (probabilities) are trained with cross-entropy on probabilities,
+as TESLA/DATM's ``SoftCrossEntropy``.
+
+Differences from the references, on purpose: network initialisation and augmentation draw from explicit
+``torch.Generator``s seeded from ``seed`` and the model index (the references reseed the global RNG from the
+wall clock), so an evaluation is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+EVAL_AUGMENTS = ("dsa", "dc", "none")
+
+#: Cross-architecture pool of DC's ``get_eval_pool('M')`` (Tables 3/9–11 of the paper).
+CROSS_ARCHS = ("ConvNet", "ResNet18", "VGG11", "AlexNet", "LeNet", "MLP")
+
+
+@dataclass
+class EvalResult:
+    """Accuracies of ``num_models`` fresh networks of one architecture trained on one synthetic set."""
+
+    arch: str
+    accuracies: list[float]
+    epochs: int
+    lr: float
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_models(self) -> int:
+        return len(self.accuracies)
+
+    @property
+    def mean(self) -> float:
+        return float(sum(self.accuracies) / len(self.accuracies))
+
+    @property
+    def std(self) -> float:
+        """Population std (``np.std``), as the references report."""
+        m = self.mean
+        return float(math.sqrt(sum((a - m) ** 2 for a in self.accuracies) / len(self.accuracies)))
+
+    def __str__(self) -> str:
+        return f"{self.arch}: {100 * self.mean:.2f} ± {100 * self.std:.2f} % ({self.num_models} models)"
+
+
+def seeded_generator(*keys: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A generator whose seed is a deterministic mix of integer ``keys`` (e.g. ``(seed, model_index)``)."""
+    h = 0x9E3779B97F4A7C15
+    for k in keys:
+        h = (h ^ (int(k) & 0xFFFFFFFFFFFFFFFF)) * 0x100000001B3 & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 29
+    g = torch.Generator(device=device)
+    g.manual_seed(h & 0x7FFFFFFFFFFFFFFF)
+    return g
+
+
+def make_train_augment(
+    augment: str, *, dataset: str = "", arch: str = "ConvNet", dsa_strategy: str | None = None
+) -> Callable[[Tensor, torch.Generator], Tensor] | None:
+    """The per-batch training augmentation of the evaluation protocol.
+
+    ``"dsa"``: DSA with per-image parameters (``siamese=False``), strategy ``dsa_strategy`` or the dataset's
+    default (no flip for digits); ``"dc"``: DC's ``get_daparam`` augmentation (only MNIST-like data and
+    ConvNetBN get one); ``"none"``: nothing.
+    """
+    if augment not in EVAL_AUGMENTS:
+        raise ValueError(f"augment={augment!r} is not allowed; allowed: {', '.join(EVAL_AUGMENTS)}")
+    if augment == "none":
+        return None
+    from lightning_sdc import augment as aug
+
+    if augment == "dsa":
+        strategy = dsa_strategy or aug.default_dsa_strategy(dataset)
+
+        def dsa(x: Tensor, g: torch.Generator) -> Tensor:
+            return aug.diff_augment(x, strategy, generator=g, siamese=False)
+
+        return dsa
+    strategy = aug.dc_augment_strategy(dataset, arch)
+    if strategy == "none":
+        return None
+
+    def dc(x: Tensor, g: torch.Generator) -> Tensor:
+        return aug.dc_augment(x, strategy, g)
+
+    return dc
+
+
+def train_network(
+    net: nn.Module,
+    images: Tensor,
+    targets: Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int = 256,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+    generator: torch.Generator | None = None,
+) -> nn.Module:
+    """Train ``net`` in place on ``(images, targets)`` with the reference schedule (see module docstring)."""
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"evaluation lr must be a finite number > 0, got {lr}")
+    generator = generator or torch.Generator().manual_seed(0)
+    net.train()
+    n = images.shape[0]
+    decay_at = epochs // 2 + 1
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    for ep in range(epochs + 1):
+        order = torch.randperm(n, generator=generator).to(images.device) if n > batch_size else None
+        for start in range(0, n, batch_size):
+            idx = None if order is None else order[start : start + batch_size]
+            x = images if idx is None else images[idx]
+            y = targets if idx is None else targets[idx]
+            if augment is not None:
+                x = augment(x, generator)
+            loss = F.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if ep == decay_at:
+            lr *= 0.1
+            opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return net
+
+
+@torch.no_grad()
+def test_accuracy(net: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 2048) -> float:
+    """Top-1 accuracy of ``net`` (eval mode) on a labelled tensor set."""
+    net.eval()
+    correct = 0
+    for start in range(0, images.shape[0], batch_size):
+        x = images[start : start + batch_size]
+        y = labels[start : start + batch_size].to(x.device)
+        correct += int((net(x).argmax(dim=1) == y).sum())
+    return correct / max(1, images.shape[0])
+
+
+def _unpack_synset(synset: Any) -> tuple[Tensor, Tensor, float | None, str]:
+    from lightning_sdc.synthetic import SyntheticSet
+
+    if isinstance(synset, SyntheticSet):
+        images, targets, lr = synset.detached()
+        return images, targets, lr, synset.dataset
+    if isinstance(synset, (tuple, list)) and len(synset) in (2, 3):
+        lr = float(synset[2]) if len(synset) == 3 and synset[2] is not None else None
+        return synset[0].detach(), synset[1].detach(), lr, ""
+    raise TypeError(f"synset must be a SyntheticSet or (images, targets[, lr]), got {type(synset).__name__}")
+
+
+def _unpack_test(test: Any) -> tuple[Tensor, Tensor, str]:
+    if hasattr(test, "test_images"):
+        return test.test_images, test.test_labels, getattr(test, "name", "")
+    if isinstance(test, (tuple, list)) and len(test) == 2:
+        return test[0], test[1], ""
+    raise TypeError(f"test data must be a DatasetSpec or (images, labels), got {type(test).__name__}")
+
+
+def evaluate_synset(
+    synset: Any,
+    test: Any,
+    *,
+    arch: str = "ConvNet",
+    num_models: int = 5,
+    epochs: int = 300,
+    lr: float | None = None,
+    batch_size: int = 256,
+    augment: str = "dsa",
+    dsa_strategy: str | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    network_kwargs: dict[str, Any] | None = None,
+    num_classes: int | None = None,
+    models: Sequence[int] | None = None,
+) -> EvalResult:
+    """Train ``num_models`` fresh ``arch`` networks on ``synset`` and test each on ``test``.
+
+    Args:
+        synset: a :class:`~lightning_sdc.synthetic.SyntheticSet` or ``(images, targets[, lr])``; soft targets
+            are probabilities.
+        test: a ``DatasetSpec`` (its test split) or ``(images, labels)``.
+        arch: any registered network name.
+        num_models: fresh networks to train (the references use 20 for GM tables, 5 for TM).
+        epochs: 300 (DC without augmentation) or 1000 (DSA / TM), as the references.
+        lr: training lr; ``None`` uses the set's learned ``syn_lr`` if it has one, else 0.01 (``lr_net``).
+        augment: ``"dsa"`` | ``"dc"`` | ``"none"``.
+        seed: network init and augmentation of model ``i`` draw from a generator seeded by ``(seed, i)``.
+        device: where to train (default: the synthetic images' device).
+        network_kwargs: extra keyword arguments for ``build_network`` (e.g. ``width``, ``depth``).
+        num_classes: defaults to the set's.
+        models: indices of the models to train (default ``range(num_models)``); lets DDP ranks split them.
+
+    Returns:
+        :class:`EvalResult` with one accuracy per model.
+    """
+    from lightning_sdc.models import build_network
+
+    if num_models < 1:
+        raise ValueError(f"num_models must be >= 1, got {num_models}")
+    images, targets, set_lr, set_dataset = _unpack_synset(synset)
+    test_images, test_labels, test_dataset = _unpack_test(test)
+    if tuple(test_images.shape[1:]) != tuple(images.shape[1:]):
+        raise ValueError(
+            f"synthetic images have shape {tuple(images.shape[1:])} but the test images {tuple(test_images.shape[1:])}"
+        )
+    if num_classes is None:
+        num_classes = getattr(synset, "num_classes", None) or int(
+            targets.shape[1] if targets.dim() == 2 else int(targets.max()) + 1
+        )
+    lr = lr if lr is not None else (set_lr if set_lr is not None else 0.01)
+    device = torch.device(device) if device is not None else images.device
+    images, targets = images.to(device), targets.to(device)
+    test_images, test_labels = test_images.to(device), test_labels.to(device)
+    train_aug = make_train_augment(augment, dataset=set_dataset or test_dataset, arch=arch, dsa_strategy=dsa_strategy)
+    c, h, w = images.shape[1:]
+    accs = []
+    t0 = time.perf_counter()
+    for i in models if models is not None else range(num_models):
+        g = seeded_generator(seed, i)
+        net = build_network(arch, c, num_classes, (h, w), generator=g, **(network_kwargs or {})).to(device)
+        with torch.enable_grad():
+            train_network(net, images, targets, epochs=epochs, lr=lr, batch_size=batch_size, augment=train_aug, generator=g)
+        accs.append(test_accuracy(net, test_images, test_labels))
+    return EvalResult(arch=arch, accuracies=accs, epochs=epochs, lr=float(lr), seconds=time.perf_counter() - t0)

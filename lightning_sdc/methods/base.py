@@ -1,0 +1,325 @@
+"""``DistillationModule``: the Lightning skeleton every distillation method shares.
+
+One ``training_step`` is **one update of the synthetic set** (one ``optimizer.step()``), so Lightning's
+``global_step``, ``max_steps``, ``val_check_interval``, checkpoint names and the ASDC λ ramp all count the same
+unit. (DC/DSA's "iteration" is ``outer_loop`` such updates with one freshly initialised network; the GM base
+keeps that network between steps and checkpoints it, see ``methods/gradient.py``.)
+
+What lives here:
+
+* the :class:`~lightning_sdc.synthetic.SyntheticSet` (``self.synset``), shaped in ``__init__`` from the
+  dataset's static metadata so that a checkpoint loads into a fresh module, and initialised from real images
+  (or noise) in ``setup("fit")``;
+* manual optimisation with **one** optimiser whose parameter groups are the images (SGD, momentum 0.5 as both
+  reference families) and, where the method learns them, the student lr and the labels (:meth:`param_groups`);
+* the SDC coefficient ``sdc_lambda`` as a plain attribute read at every step (the ASDC callback moves it) and
+  ``sdc_power`` (1: eq. 11/12, 2: Algorithms 1/2; see :mod:`lightning_sdc.matching.sdc`);
+* randomness from generators keyed on ``(seed, step, …)`` — never the global RNG — so that resuming from a
+  checkpoint and DDP ranks reproduce the same draws (:meth:`generator`);
+* the validation loop = the evaluation protocol: ``eval_models`` fresh networks trained on a detached copy of
+  the synthetic set, tested on the real test split (the DataModule's validation data), accuracy mean ± std
+  logged as ``eval/acc_mean`` / ``eval/acc_std``. Under DDP every rank trains the same networks (same seeds)
+  and tests its shard of the test split; the counts are summed across ranks.
+* divergence guard: a non-finite loss or synthetic set stops the run with the step and the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from lightning_sdc.evaluation.protocol import make_train_augment, seeded_generator, train_network
+from lightning_sdc.matching.sdc import check_sdc_args
+from lightning_sdc.synthetic import LABEL_MODES, SyntheticSet
+
+INITS = ("real", "noise")
+
+
+class DivergenceError(RuntimeError):
+    """A non-finite loss or synthetic set: the run stops instead of writing NaN images."""
+
+
+def _check_positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> None:
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type:
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"{name} must be {kind}, got {type(value).__name__}: {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+class DistillationModule(pl.LightningModule):
+    """Base class of every distillation method (see the module docstring).
+
+    Args:
+        dataset: dataset registry name (shapes the synthetic set; the DataModule must serve the same one).
+        ipc: images per class.
+        sdc_lambda: SDC coefficient λ (0 = the baseline method, step for step).
+        sdc_power: 1 (eq. 11/12: ``λ‖∇θL_syn‖``) or 2 (Algorithms 1/2: ``λ‖∇θL_syn‖²``).
+        lr_img: learning rate of the images.
+        momentum_img: momentum of the image SGD (0.5 in DC/DSA/DCC and MTT/FTD/TESLA/DATM).
+        init: ``"real"`` (random real images of each class) or ``"noise"`` (N(0,1) in normalised space).
+        seed: seeds every generator of the run.
+        label_mode: ``"hard"`` | ``"soft"`` | ``"learned"``.
+        syn_lr: initial student lr (trajectory matching); ``None`` for none.
+        learn_lr: learn ``syn_lr``.
+        zca: the data are ZCA-whitened (must match the DataModule).
+        arch: the network the method matches with (network registry name).
+        arch_kwargs: extra ``build_network`` keywords (e.g. ``width``/``depth`` for CPU-sized runs).
+        eval_arch: architecture of the evaluation networks (default ``arch``).
+        eval_models: fresh networks per evaluation.
+        eval_epochs: training epochs of each evaluation network (300 DC, 1000 DSA/TM).
+        eval_lr: evaluation lr (``None``: the learned ``syn_lr`` if any, else 0.01).
+        eval_augment: ``"dsa"`` | ``"dc"`` | ``"none"``.
+        eval_batch_size: batch size when training evaluation networks (256; DATM 128).
+        dsa_strategy: DSA strategy string (``None``: the dataset's default; no flip for digits).
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        ipc: int,
+        *,
+        sdc_lambda: float = 0.0,
+        sdc_power: int = 1,
+        lr_img: float = 0.1,
+        momentum_img: float = 0.5,
+        init: str = "real",
+        seed: int = 0,
+        label_mode: str = "hard",
+        syn_lr: float | None = None,
+        learn_lr: bool = False,
+        zca: bool = False,
+        arch: str = "ConvNet",
+        arch_kwargs: dict[str, Any] | None = None,
+        eval_arch: str | None = None,
+        eval_models: int = 5,
+        eval_epochs: int = 300,
+        eval_lr: float | None = None,
+        eval_augment: str = "dsa",
+        eval_batch_size: int = 256,
+        dsa_strategy: str | None = None,
+    ) -> None:
+        super().__init__()
+        from lightning_sdc.data import dataset_info
+        from lightning_sdc.models import NETWORKS
+
+        _check_positive("ipc", ipc, integer=True)
+        check_sdc_args(sdc_lambda, sdc_power)
+        _check_positive("lr_img", lr_img)
+        _check_positive("momentum_img", momentum_img, allow_zero=True)
+        _check_positive("eval_models", eval_models, integer=True)
+        _check_positive("eval_epochs", eval_epochs, integer=True, allow_zero=True)
+        _check_positive("eval_batch_size", eval_batch_size, integer=True)
+        if eval_lr is not None:
+            _check_positive("eval_lr", eval_lr)
+        if syn_lr is not None:
+            _check_positive("syn_lr", syn_lr)
+        if init not in INITS:
+            raise ValueError(f"init={init!r} is not allowed; allowed: {', '.join(INITS)}")
+        if label_mode not in LABEL_MODES:
+            raise ValueError(f"label_mode={label_mode!r} is not allowed; allowed: {', '.join(LABEL_MODES)}")
+        if eval_augment not in ("dsa", "dc", "none"):
+            raise ValueError(f"eval_augment={eval_augment!r} is not allowed; allowed: dsa, dc, none")
+        self.arch = NETWORKS.canonical(arch)
+        self.eval_arch = NETWORKS.canonical(eval_arch or arch)
+        info = dataset_info(dataset)
+        self.save_hyperparameters()
+        self.info = info
+        self.sdc_lambda = float(sdc_lambda)
+        self.sdc_power = int(sdc_power)
+        self.seed = int(seed)
+        self.arch_kwargs = dict(arch_kwargs or {})
+        self.synset = SyntheticSet.blank(
+            num_classes=info.num_classes,
+            ipc=ipc,
+            image_shape=info.image_shape,
+            label_mode=label_mode,
+            dataset=info.name,
+            mean=info.mean,
+            std=info.std,
+            syn_lr=syn_lr,
+            learn_lr=learn_lr,
+            class_names=info.class_names,
+        )
+        self.automatic_optimization = False
+        self._initialised = False
+        self._eval_nets: list[torch.nn.Module] = []
+        self._eval_counts = torch.zeros(0, 2, dtype=torch.long)
+
+    # ------------------------------------------------------------------ data access
+    @property
+    def datamodule(self) -> Any:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:
+            raise RuntimeError(f"{type(self).__name__} needs a DataModule passed to the Trainer (e.g. RealDataModule)")
+        return dm
+
+    @property
+    def real(self) -> Any:
+        """The class-indexed real training images (``ClassIndexedImages``) of the attached DataModule."""
+        return self.datamodule.real
+
+    @property
+    def num_classes(self) -> int:
+        return self.synset.num_classes
+
+    def local_classes(self) -> list[int]:
+        """Classes this rank is responsible for (all classes on one process; ``range(rank, C, world)`` under DDP)."""
+        world = self.trainer.world_size if self._trainer is not None else 1
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        return list(range(rank, self.num_classes, world))
+
+    def generator(self, *keys: int, device: torch.device | str | None = None) -> torch.Generator:
+        """A generator seeded from ``(seed, *keys)`` on ``device`` (default CPU)."""
+        return seeded_generator(self.seed, *keys, device=device or "cpu")
+
+    @property
+    def step_index(self) -> int:
+        """Index of the synthetic-set update about to be made (== ``global_step`` for every method)."""
+        return int(self.global_step)
+
+    # ------------------------------------------------------------------ lifecycle
+    def setup(self, stage: str) -> None:
+        """Check the DataModule matches, then initialise the synthetic set (before a checkpoint restore)."""
+        if stage != "fit" or self._initialised:
+            return
+        dm = self.datamodule
+        dm_name = getattr(getattr(dm, "info", None), "name", None)
+        if dm_name is not None and dm_name != self.info.name:
+            raise ValueError(f"model dataset {self.info.name!r} does not match the DataModule's dataset {dm_name!r}")
+        dm_zca = getattr(dm, "zca", None)
+        if dm_zca is not None and bool(dm_zca) != bool(self.hparams.zca):
+            raise ValueError(f"model zca={self.hparams.zca} does not match the DataModule's zca={dm_zca}")
+        self.init_synset()
+        self._initialised = True
+
+    def init_synset(self) -> None:
+        """Initialise the images (real or noise) with a generator seeded by ``(seed, -1)``; methods may extend."""
+        g = self.generator(-1)
+        if self.hparams.init == "real":
+            self.synset.init_from_real(self.real, g)
+        else:
+            self.synset.init_noise(g)
+        spec = getattr(self.datamodule, "spec", None)
+        zca = getattr(spec, "zca", None)
+        if zca is not None:
+            self.synset.zca_state = zca.to_dict()
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups; the base learns only the images (SGD, ``lr_img``, ``momentum_img``)."""
+        return [{"params": [self.synset.images], "lr": self.hparams.lr_img, "momentum": self.hparams.momentum_img}]
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.param_groups())
+
+    # ------------------------------------------------------------------ the update
+    def apply_update(self, loss: Tensor, logs: dict[str, Any] | None = None) -> None:
+        """``zero_grad → manual_backward(loss) → step``, refusing non-finite losses or gradients."""
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        self.check_finite(loss, "loss")
+        self.manual_backward(loss)
+        self.step_optimizer()
+        if logs:
+            self.log_dict({k: float(v) for k, v in logs.items()}, prog_bar=False, on_step=True, on_epoch=False)
+
+    def step_optimizer(self) -> None:
+        """Check the gradients are finite, then ``opt.step()`` (one synthetic-set update)."""
+        for group in self.param_groups():
+            for p in group["params"]:
+                if p.grad is not None:
+                    self.check_finite(p.grad, "gradient")
+        self.optimizers().step()
+
+    def check_finite(self, value: Tensor, what: str) -> None:
+        """Raise :class:`DivergenceError` naming the step and the last checkpoint if ``value`` is not finite."""
+        if bool(torch.isfinite(value).all()):
+            return
+        ckpt = None
+        if self._trainer is not None and self.trainer.checkpoint_callback is not None:
+            ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", None) or None
+        raise DivergenceError(
+            f"non-finite {what} at step {self.step_index} of {type(self).__name__}; the synthetic set was not "
+            f"updated. Last good checkpoint: {ckpt or 'none saved'}. Lower lr_img/sdc_lambda or resume from it."
+        )
+
+    def log_step(self, **values: Any) -> None:
+        """Log per-step scalars (and λ), one value each."""
+        values.setdefault("sdc/lambda", self.sdc_lambda)
+        self.log_dict({k: float(v) for k, v in values.items()}, on_step=True, on_epoch=False)
+
+    # ------------------------------------------------------------------ evaluation (validation loop)
+    def eval_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`~lightning_sdc.evaluation.evaluate_synset` for this method's protocol."""
+        return {
+            "arch": self.eval_arch,
+            "num_models": self.hparams.eval_models,
+            "epochs": self.hparams.eval_epochs,
+            "lr": self.hparams.eval_lr,
+            "batch_size": self.hparams.eval_batch_size,
+            "augment": self.hparams.eval_augment,
+            "dsa_strategy": self.hparams.dsa_strategy,
+            "seed": self.seed,
+            "network_kwargs": self.arch_kwargs if self.eval_arch == self.arch else {},
+        }
+
+    def eval_synset(self) -> SyntheticSet:
+        """The set the evaluation trains on (FTD overrides it with the EMA of the images)."""
+        return self.synset
+
+    def on_validation_epoch_start(self) -> None:
+        from lightning_sdc.models import build_network
+
+        kw = self.eval_kwargs()
+        synset = self.eval_synset()
+        images, targets, set_lr = synset.detached()
+        lr = kw["lr"] if kw["lr"] is not None else (set_lr if set_lr is not None else 0.01)
+        aug = make_train_augment(kw["augment"], dataset=self.info.name, arch=kw["arch"], dsa_strategy=kw["dsa_strategy"])
+        c, h, w = images.shape[1:]
+        self._eval_nets = []
+        with torch.inference_mode(False), torch.enable_grad():
+            images, targets = images.clone(), targets.clone()  # leave any inference-mode tensors behind
+            for i in range(kw["num_models"]):
+                # keyed on the step too, so successive evaluations use fresh networks
+                g = seeded_generator(self.seed, 7919, self.step_index, i)
+                net = build_network(kw["arch"], c, self.num_classes, (h, w), generator=g, **kw["network_kwargs"])
+                net = net.to(images.device)
+                train_network(net, images, targets, epochs=kw["epochs"], lr=lr, batch_size=kw["batch_size"],
+                              augment=aug, generator=g)
+                net.eval()
+                self._eval_nets.append(net)
+        self._eval_counts = torch.zeros(len(self._eval_nets), 2, dtype=torch.long, device=self.device)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        with torch.no_grad():
+            for i, net in enumerate(self._eval_nets):
+                self._eval_counts[i, 0] += (net(x).argmax(dim=1) == y).sum()
+                self._eval_counts[i, 1] += y.numel()
+
+    def on_validation_epoch_end(self) -> None:
+        counts = self._eval_counts
+        if self._trainer is not None and self.trainer.world_size > 1:
+            counts = self.trainer.strategy.reduce(counts.clone(), reduce_op="sum")
+        accs = counts[:, 0].double() / counts[:, 1].clamp(min=1).double()
+        self.last_eval_accuracies = [float(a) for a in accs]
+        mean = accs.mean()
+        std = accs.std(unbiased=False) if accs.numel() > 1 else torch.zeros((), dtype=accs.dtype)
+        self.log("eval/acc_mean", float(mean), prog_bar=True, sync_dist=False, rank_zero_only=False)
+        self.log("eval/acc_std", float(std), sync_dist=False)
+        self._eval_nets = []
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)
+
+    def on_test_epoch_start(self) -> None:
+        self.on_validation_epoch_start()
+
+    def on_test_epoch_end(self) -> None:
+        self.on_validation_epoch_end()
