@@ -1,0 +1,5 @@
+"""Matching losses and the SDC term shared by every distillation method."""
+
+from lightning_sdc.matching.sdc import SDC_POWERS, check_sdc_args, grad_sq_norm, sdc_term
+
+__all__ = ["SDC_POWERS", "check_sdc_args", "grad_sq_norm", "sdc_term"]
