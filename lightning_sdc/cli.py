@@ -76,7 +76,7 @@ def main(args: Sequence[str] | None = None) -> Any:
     if argv and argv[0] in SUBCOMMANDS:
         from jsonargparse import auto_cli
 
-        return auto_cli(_function(argv[0]), args=argv[1:])
+        return auto_cli(_function(argv[0]), args=argv[1:], as_positional=False)
     return build_cli(argv)
 
 
