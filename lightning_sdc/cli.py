@@ -31,6 +31,9 @@ SUBCOMMANDS = {
     "theory": "lightning_sdc.theory.cli:theory_command",
 }
 
+#: subcommands whose required arguments are positional (``evaluate PATH``); the others take ``--name value``
+POSITIONAL = {"evaluate"}
+
 TRAINER_DEFAULTS: dict[str, Any] = {
     # distillation data is an infinite stream of steps: validation is scheduled by steps, not epochs
     "check_val_every_n_epoch": None,
@@ -76,7 +79,7 @@ def main(args: Sequence[str] | None = None) -> Any:
     if argv and argv[0] in SUBCOMMANDS:
         from jsonargparse import auto_cli
 
-        return auto_cli(_function(argv[0]), args=argv[1:], as_positional=False)
+        return auto_cli(_function(argv[0]), args=argv[1:], as_positional=argv[0] in POSITIONAL)
     return build_cli(argv)
 
 

@@ -11,19 +11,19 @@ SMALL = {"width": 32, "depth": 2}
 def test_real_images_beat_noise(digits):
     """10 real images per class of digits train a ConvNet far above chance; noise images do not."""
     real = random_coreset(digits, ipc=10, seed=0)
-    kw = dict(arch="ConvNet", num_models=3, epochs=150, augment="none", network_kwargs=SMALL)
+    kw = dict(arch="ConvNet", num_models=2, epochs=80, augment="none", network_kwargs=SMALL)
     acc_real = evaluate_synset(real, digits, **kw)
     noise = SyntheticSet.blank(num_classes=10, ipc=10, image_shape=digits.image_shape)
     noise.init_noise(torch.Generator().manual_seed(0))
     acc_noise = evaluate_synset(noise, digits, **kw)
     assert acc_real.mean > 0.75, acc_real
     assert acc_noise.mean < 0.25, acc_noise
-    assert acc_real.num_models == 3 and len(set(acc_real.accuracies)) >= 1
+    assert acc_real.num_models == 2
 
 
 def test_evaluation_is_deterministic_and_soft_labels_work(digits):
     s = random_coreset(digits, ipc=2, seed=3)
-    kw = dict(num_models=2, epochs=20, augment="dsa", network_kwargs=SMALL, seed=5)
+    kw = dict(num_models=2, epochs=8, augment="dsa", network_kwargs=SMALL, seed=5)
     a = evaluate_synset(s, digits, **kw)
     b = evaluate_synset(s, digits, **kw)
     assert a.accuracies == b.accuracies
