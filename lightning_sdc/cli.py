@@ -73,14 +73,19 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
     )
 
 
-def main(args: Sequence[str] | None = None) -> Any:
-    """Entry point of the console script."""
+def run(args: Sequence[str] | None = None) -> Any:
+    """Run a command line in-process and return its result (the LightningCLI, or the subcommand's value)."""
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] in SUBCOMMANDS:
         from jsonargparse import auto_cli
 
         return auto_cli(_function(argv[0]), args=argv[1:], as_positional=argv[0] in POSITIONAL)
     return build_cli(argv)
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Entry point of the console script (returns nothing, so the exit status is 0 on success)."""
+    run(args)
 
 
 if __name__ == "__main__":

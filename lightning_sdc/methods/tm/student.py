@@ -1,0 +1,81 @@
+"""The functional student of trajectory matching: one network structure driven by a flat parameter vector.
+
+MTT wraps its student in a ``ReparamModule`` that deletes the module's parameters and splices in views of one
+flat vector (MTT ``reparam_module.py``, tm_reference §2.4). Here the module keeps its own (unused) parameters
+and :func:`lightning_sdc.models.functional.functional_forward` runs it with the views of the flat vector
+(``torch.func.functional_call``), in ``named_parameters()`` order — the order the expert buffer stores.
+The student is a plain object, not an ``nn.Module`` attribute of the LightningModule, so it is neither
+registered, checkpointed nor all-reduced (lightning_and_ecosystem §0.4).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class FunctionalStudent:
+    """A network template run on flat parameter vectors ``θ ∈ R^P`` (see module docstring).
+
+    Args:
+        module: the network whose structure (not whose parameters) is used.
+        layout: its :class:`~lightning_sdc.models.functional.ParamLayout` (default: read from ``module``).
+    """
+
+    def __init__(self, module: nn.Module, layout: Any = None) -> None:
+        from lightning_sdc.models.functional import ParamLayout
+
+        self.module = module
+        self.layout = layout if layout is not None else ParamLayout.from_module(module)
+        for p in module.parameters():  # never trained: its own values only fix shapes and dtypes
+            p.requires_grad_(False)
+
+    @classmethod
+    def build(
+        cls,
+        arch: str,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        arch_kwargs: dict[str, Any] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> FunctionalStudent:
+        """Build ``arch`` from the network registry for ``image_shape`` (C, H, W) and ``num_classes``."""
+        from lightning_sdc.models import build_network
+
+        c, h, w = image_shape
+        net = build_network(arch, c, num_classes, (h, w), generator=torch.Generator().manual_seed(0), **(arch_kwargs or {}))
+        return cls(net.to(device))
+
+    @property
+    def num_params(self) -> int:
+        return int(self.layout.total)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def forward(self, theta: Tensor, x: Tensor) -> Tensor:
+        """Logits of the network with parameters ``theta`` (flat, ``[P]``) on the batch ``x``."""
+        from lightning_sdc.models.functional import functional_forward
+
+        return functional_forward(self.module, theta, x, layout=self.layout)
+
+    __call__ = forward
+
+    def loss(self, theta: Tensor, x: Tensor, targets: Tensor) -> Tensor:
+        """Inner training loss: cross-entropy with class indices, or with probabilities (DATM's
+        ``SoftCrossEntropy`` = mean over the batch of ``Σ_c −log softmax(z)_c · p_c``)."""
+        return F.cross_entropy(self.forward(theta, x), targets)
+
+    @torch.no_grad()
+    def logits(self, theta: Tensor, x: Tensor, batch_size: int = 256) -> Tensor:
+        """Logits in eval mode (no augmentation, no graph), computed in chunks of ``batch_size``."""
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            return torch.cat([self.forward(theta, x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+        finally:
+            self.module.train(was_training)
