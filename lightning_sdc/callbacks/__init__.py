@@ -1,5 +1,26 @@
 """Callbacks: ASDC λ ramp, evaluation, GraDN tracking, image logging and export."""
 
 from lightning_sdc.callbacks.asdc import RAMP_SHAPES, ASDCRamp, asdc_lambda
+from lightning_sdc.callbacks.cross_arch import CrossArchEvaluation
+from lightning_sdc.callbacks.gradn import (
+    GraDNTracker,
+    curve_summary,
+    ema_smooth,
+    plot_gradn_curves,
+    read_curve,
+)
+from lightning_sdc.callbacks.images import SyntheticImageLogger, SyntheticSetExporter
 
-__all__ = ["RAMP_SHAPES", "ASDCRamp", "asdc_lambda"]
+__all__ = [
+    "RAMP_SHAPES",
+    "ASDCRamp",
+    "CrossArchEvaluation",
+    "GraDNTracker",
+    "SyntheticImageLogger",
+    "SyntheticSetExporter",
+    "asdc_lambda",
+    "curve_summary",
+    "ema_smooth",
+    "plot_gradn_curves",
+    "read_curve",
+]

@@ -1,6 +1,7 @@
 """Gradient matching with SDC: DC, DSA, DCC and DSAC (paper eq. 1, 3, 11 and Algorithm 1).
 
-Reference behaviour (VICO-UoE/DatasetCondensation ``main.py``/``utils.py``; Saehyung-Lee/DCC ``main.py``):
+Reference behaviour (VICO-UoE/DatasetCondensation ``main.py``/``utils.py``; Saehyung-Lee/DCC ``main.py``;
+gm_reference §3, §5, §7):
 
 * A DC *iteration* draws a freshly initialised network, then makes ``outer_loop`` image updates; between two
   updates the network is trained ``inner_loop`` epochs on the (detached) synthetic set with plain SGD
@@ -8,28 +9,40 @@ Reference behaviour (VICO-UoE/DatasetCondensation ``main.py``/``utils.py``; Saeh
   image update. ``outer_loop, inner_loop`` come from ``get_loops(ipc)`` (DCC: ipc 1 → (10, 5)).
 * Each image update sums, over classes ``c``, ``D(∇θ CE(net(S_c)), ∇θ CE(net(R_c)))`` with ``R_c`` =
   ``batch_real`` random real images of class ``c``; the real gradient is detached, the synthetic one built with
-  ``create_graph=True``; DSA augments ``R_c`` and ``S_c`` with one shared (Siamese) parameter draw.
+  ``create_graph=True``; DSA augments ``R_c`` and ``S_c`` with one shared (Siamese) parameter draw per
+  (update, class).
 * DCC/DSAC (eq. 3): after the bi-level warm-up (iteration ≥ ``outer_warmup`` or outer step ≥
-  ``inner_warmup``) one distance between the class-averaged real gradient and the gradient of the mean loss
-  over the whole (augmented, class-ordered) synthetic set.
-* **SDC** (eq. 11): ``λ·‖∇θ L_syn‖`` is added to every class's distance (to the contrastive distance in DCC
-  mode), computed from the synthetic gradient the matching already holds, so it costs no extra pass. When
-  ``sdc_lambda == 0`` the term is not added to the graph at all, so the baseline is reproduced bit for bit;
-  its value is still logged (``sdc/term``).
+  ``inner_warmup``) **one** distance between the class-averaged real gradient and the gradient of the mean
+  loss over the whole (Siamese-augmented, class-ordered) synthetic set.
+* **SDC** (eq. 11): ``λ·‖∇θ L_syn‖`` (``sdc_power=2``: its square, as Algorithm 1) is added to every class's
+  distance — to the contrastive distance in DCC mode — computed from the synthetic gradient the matching
+  already holds, so it costs no extra pass. When ``sdc_lambda == 0`` the term is not put in the graph at all,
+  so the baseline is reproduced bit for bit; its value is still logged from the detached gradient.
 
-Here one ``training_step`` is one image update (``global_step`` counts updates; one reference iteration is
-``outer_loop`` steps, so the references' 1000 iterations are ``max_steps = 1000·outer_loop``). The network of
-the current iteration lives outside the module's parameters (it is not learned by the optimiser) and is
-written into checkpoints, so a run resumed mid-iteration continues exactly. Randomness comes from generators
-keyed on ``(seed, iteration, outer step, class)`` rather than the references' wall-clock reseeding; every DDP
-rank therefore builds the same network and draws the same batches for a class. Under DDP each rank matches
-its own classes (``local_classes``) and scales its loss by the world size, so the averaged image gradient
-equals the single-process sum over classes.
+Units and state: one ``training_step`` is one image update (``global_step`` counts updates; one reference
+iteration is ``outer_loop`` steps, so the references' 1000 iterations are ``max_steps = 1000·outer_loop``).
+The network of the current iteration is a plain attribute, not a registered submodule (the optimiser and DDP
+never see it); it is written into checkpoints (``gm_network``), so a run resumed mid-iteration continues
+exactly, and it is dropped after the iteration's last update.
 
-Deliberate choices: ``init="real"`` for every method (DC's repository defaults to noise, its README and the
-DSA/DCC runs use real images; ``init="noise"`` is available); the evaluation protocol follows ``main.py``:
-DC trains evaluation networks 300 epochs without augmentation, or 1000 epochs with DC's augmentation where
-``get_daparam`` gives one (MNIST); DSA/DSAC train 1000 epochs with DSA.
+Randomness: generators keyed on ``(seed, iteration)`` (network init), ``(seed, iteration, outer, c)`` (real
+batch of class ``c``), ``(seed, iteration, outer, c, 1)`` (its Siamese DSA draw), ``(seed, iteration, outer,
+-2)`` (network update) and ``(seed, iteration, outer, -3)`` (BatchNorm statistics batch) replace the
+references' wall-clock reseeding; every DDP rank builds the same network and draws the same batch for a class.
+
+DDP: class-wise matching shards the classes (``local_classes``) and scales the local loss by the world size,
+so DDP's averaged image gradient equals the single-process sum over classes (lightning_and_ecosystem §1.3).
+Contrastive matching all-reduces the sum of the ranks' real gradients; every rank then builds the same
+synthetic-side loss, which is not scaled.
+
+Deliberate choices (documented deviations):
+
+* ``init="real"`` for every method: the paper's Algorithm 1 (line 1) and the DSA README/DCC code use real
+  initialisation; DC's ``main.py`` defaults to noise, available as ``init="noise"``.
+* A class with fewer than ``batch_real`` real images contributes all of them (DC's ``get_images`` slices a
+  permutation, so it silently does the same); relevant only for small data sets such as ``digits``.
+* Evaluation protocol as ``main.py``: DC trains evaluation networks 300 epochs without augmentation, or 1000
+  epochs with DC's augmentation where ``get_daparam`` gives one (MNIST); DSA/DSAC train 1000 epochs with DSA.
 """
 
 from __future__ import annotations
@@ -40,24 +53,37 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_sdc.augment import apply_dsa, dc_augment_strategy, default_dsa_strategy, diff_augment, sample_dsa
-from lightning_sdc.matching.distances import METRICS, gradient_distance
+from lightning_sdc.augment import DSASample, apply_dsa, dc_augment_strategy, default_dsa_strategy, sample_dsa
+from lightning_sdc.matching.distances import (
+    METRICS,
+    batched_grad_norm,
+    batched_gradient_distance,
+    gradient_distance,
+)
 from lightning_sdc.matching.sdc import sdc_term
 from lightning_sdc.methods.base import DistillationModule, _check_positive
+from lightning_sdc.methods.gm import (
+    DC_LOOPS,
+    DCC_LOOPS,
+    batched_class_gradients,
+    class_gradient,
+    freeze_batchnorm,
+    get_loops,
+    has_batchnorm,
+    stack_batches,
+    train_on_synset,
+)
 from lightning_sdc.methods.registry import register_method
 
-#: DC ``utils.py:get_loops``: ipc -> (outer_loop, inner_loop)
-DC_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
-#: DCC ``utils.py:get_loops`` (same as DC except ipc 1)
-DCC_LOOPS = {**DC_LOOPS, 1: (10, 5)}
-
-
-def _has_batchnorm(net: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+#: images per class in DC's BatchNorm-statistics forward
+BN_REAL_PER_CLASS = 16
 
 
 class GradientMatching(DistillationModule):
     """Shared machinery of DC, DSA, DCC and DSAC (see the module docstring).
+
+    Subclasses only set the class flags ``use_dsa`` / ``use_contrastive``, the loops table and the evaluation
+    defaults.
 
     Args:
         dataset, ipc: as :class:`DistillationModule`.
@@ -66,11 +92,14 @@ class GradientMatching(DistillationModule):
         batch_real: real images per class per update (256).
         batch_train: batch size of the network updates on the synthetic set (256).
         lr_net: lr of those updates (0.01).
-        dis_metric: ``"ours"`` | ``"mse"`` | ``"cos"``.
-        dsa: Siamese augmentation of the matched batches (DSA/DSAC).
-        contrastive: DCC's class-averaged matching (eq. 3) after the warm-up.
-        outer_warmup, inner_warmup: DCC's bi-level warm-up (250 iterations / 10 outer steps).
-        **kwargs: everything :class:`DistillationModule` takes (``sdc_lambda``, ``lr_img``, ``eval_*`` …).
+        dis_metric: ``"ours"`` | ``"mse"`` | ``"cos"`` (:mod:`lightning_sdc.matching.distances`).
+        outer_warmup, inner_warmup: DCC's bi-level warm-up (250 iterations / 10 outer steps); contrastive
+            methods only.
+        vectorize: compute every local class's real and synthetic gradients in one ``torch.func.vmap`` call
+            each instead of a Python loop over classes (same result to float rounding; faster on accelerators,
+            more memory: ``k·batch_real`` real images in one forward).
+        **kwargs: everything :class:`DistillationModule` takes (``sdc_lambda``, ``sdc_power``, ``lr_img``,
+            ``init``, ``arch``, ``arch_kwargs``, ``eval_*`` …).
     """
 
     use_dsa = False
@@ -90,17 +119,11 @@ class GradientMatching(DistillationModule):
         dis_metric: str = "ours",
         outer_warmup: int = 250,
         inner_warmup: int = 10,
+        vectorize: bool = False,
         **kwargs: Any,
     ) -> None:
         _check_positive("ipc", ipc, integer=True)
-        default = self.loops_table.get(ipc)
-        if default is None and (outer_loop is None or inner_loop is None):
-            raise ValueError(
-                f"ipc={ipc} has no reference (outer_loop, inner_loop); allowed ipc without explicit loops: "
-                f"{', '.join(map(str, sorted(self.loops_table)))} — or pass outer_loop and inner_loop"
-            )
-        outer_loop = default[0] if outer_loop is None else outer_loop
-        inner_loop = default[1] if inner_loop is None else inner_loop
+        outer_loop, inner_loop = get_loops(ipc, self.loops_table, outer_loop=outer_loop, inner_loop=inner_loop)
         _check_positive("outer_loop", outer_loop, integer=True)
         _check_positive("inner_loop", inner_loop, integer=True, allow_zero=True)
         _check_positive("batch_real", batch_real, integer=True)
@@ -110,20 +133,21 @@ class GradientMatching(DistillationModule):
         _check_positive("inner_warmup", inner_warmup, integer=True, allow_zero=True)
         if dis_metric not in METRICS:
             raise ValueError(f"dis_metric={dis_metric!r} is not allowed; allowed: {', '.join(METRICS)}")
-        kwargs.setdefault("lr_img", 0.1)
-        kwargs.setdefault("momentum_img", 0.5)
-        kwargs.setdefault("init", "real")
+        if not isinstance(vectorize, bool):
+            raise ValueError(f"vectorize must be true or false, got {vectorize!r}")
         super().__init__(dataset, ipc, **kwargs)
         self.save_hyperparameters()
         self.outer_loop, self.inner_loop = int(outer_loop), int(inner_loop)
+        self.dis_metric = dis_metric
+        self.vectorize = vectorize
         self.strategy = (self.hparams.dsa_strategy or default_dsa_strategy(self.info.name)) if self.use_dsa else None
-        self._net: nn.Module | None = None  # the current iteration's network (not a registered submodule)
+        self._net: nn.Module | None = None  # the current iteration's network (never a registered submodule)
         self._net_iteration = -1
         self._pending_net: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ the network of an iteration
     def _set_net(self, net: nn.Module | None, iteration: int) -> None:
-        object.__setattr__(self, "_net", net)  # bypass nn.Module registration: never an optimiser parameter
+        object.__setattr__(self, "_net", net)  # bypass nn.Module registration: not learned, not in DDP
         self._net_iteration = iteration
 
     def iteration_network(self, iteration: int) -> nn.Module:
@@ -135,9 +159,9 @@ class GradientMatching(DistillationModule):
         c, h, w = self.synset.image_shape
         net = build_network(self.arch, c, self.num_classes, (h, w), generator=self.generator(iteration),
                             **self.arch_kwargs).to(self.device)
-        if self._pending_net is not None and self._pending_net["iteration"] == iteration:
-            net.load_state_dict(self._pending_net["state"])
-        self._pending_net = None
+        pending, self._pending_net = self._pending_net, None
+        if pending is not None and pending["iteration"] == iteration:
+            net.load_state_dict(pending["state"])
         net.train()
         self._set_net(net, iteration)
         return net
@@ -151,131 +175,188 @@ class GradientMatching(DistillationModule):
         self._pending_net = checkpoint.get("gm_network")
         self._set_net(None, -1)
 
-    # ------------------------------------------------------------------ one update
-    def contrastive_now(self, iteration: int, outer: int) -> bool:
-        """DCC's warm-up rule: contrastive iff iteration ≥ ``outer_warmup`` or outer step ≥ ``inner_warmup``."""
-        return self.use_contrastive and (iteration >= self.hparams.outer_warmup or outer >= self.hparams.inner_warmup)
+    # ------------------------------------------------------------------ batches
+    def real_batch(self, c: int, iteration: int, outer: int) -> Tensor:
+        """``min(batch_real, count(c))`` distinct real images of class ``c`` (DC ``get_images(c, batch_real)``)."""
+        n = min(self.hparams.batch_real, self.real.count(c))
+        return self.real.sample(c, n, self.generator(iteration, outer, c))
 
-    def _matched_batches(self, c: int, iteration: int, outer: int) -> tuple[Tensor, Tensor]:
-        """Real batch and synthetic block of class ``c``, Siamese-augmented under DSA."""
-        g = self.generator(iteration, outer, c)
-        real = self.real.sample(c, self.hparams.batch_real, g)
-        syn = self.synset.images[self.synset.class_slice(c)]
-        if self.strategy is not None:
-            h, w = syn.shape[-2:]
-            s = sample_dsa(self.strategy, 1, generator=g, siamese=True, device=syn.device, image_size=(h, w))
-            real, syn = apply_dsa(real, s), apply_dsa(syn, s)
+    def syn_block(self, c: int) -> Tensor:
+        """The synthetic images of class ``c`` (a view of the learned parameter)."""
+        return self.synset.images[self.synset.class_slice(c)]
+
+    def dsa_sample(self, c: int, iteration: int, outer: int) -> DSASample | None:
+        """The Siamese DSA draw of class ``c`` at this update (``None`` without DSA)."""
+        if self.strategy is None:
+            return None
+        h, w = self.synset.image_shape[1:]
+        return sample_dsa(self.strategy, 1, generator=self.generator(iteration, outer, c, 1), siamese=True,
+                          device=self.device, image_size=(h, w))
+
+    def matched_batches(self, c: int, iteration: int, outer: int) -> tuple[Tensor, Tensor]:
+        """Real batch and synthetic block of class ``c``, both augmented with one Siamese draw under DSA."""
+        real, syn = self.real_batch(c, iteration, outer), self.syn_block(c)
+        sample = self.dsa_sample(c, iteration, outer)
+        if sample is not None:
+            real, syn = apply_dsa(real, sample), apply_dsa(syn, sample)
         return real, syn
 
-    def _grads(self, net: nn.Module, params: list[Tensor], x: Tensor, c: int, create_graph: bool) -> tuple[Tensor, ...]:
-        y = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
-        loss = F.cross_entropy(net(x), y)
-        return torch.autograd.grad(loss, params, create_graph=create_graph)
+    def augmented_real(self, c: int, iteration: int, outer: int) -> Tensor:
+        """The real half of :meth:`matched_batches` (same draws)."""
+        real, sample = self.real_batch(c, iteration, outer), self.dsa_sample(c, iteration, outer)
+        return real if sample is None else apply_dsa(real, sample)
+
+    def augmented_syn(self, c: int, iteration: int, outer: int) -> Tensor:
+        """The synthetic half of :meth:`matched_batches` (same draws; no real batch is sampled)."""
+        syn, sample = self.syn_block(c), self.dsa_sample(c, iteration, outer)
+        return syn if sample is None else apply_dsa(syn, sample)
+
+    def _world_size(self) -> int:
+        """DDP world size (1 without a trainer)."""
+        return self.trainer.world_size if self._trainer is not None else 1
+
+    # ------------------------------------------------------------------ gradients
+    def classwise_terms(self, net: nn.Module, classes: list[int], iteration: int, outer: int,
+                        with_sdc: bool) -> tuple[Tensor, Tensor]:
+        """Per local class: ``D(g_syn, g_real)`` and ``sdc_term(g_syn)`` (graph only when ``with_sdc``), ``[k]`` each."""
+        power = self.sdc_power
+        if self.vectorize:
+            pairs = [self.matched_batches(c, iteration, outer) for c in classes]
+            labels = torch.tensor(classes, dtype=torch.long, device=self.device)
+            reals, weights = stack_batches([r for r, _ in pairs])
+            g_real = batched_class_gradients(net, reals, labels, weights, create_graph=False)
+            g_syn = batched_class_gradients(net, torch.stack([s for _, s in pairs]), labels, create_graph=True)
+            dists = batched_gradient_distance(g_syn, g_real, self.dis_metric)
+            if with_sdc:
+                return dists, batched_grad_norm(g_syn, power)
+            with torch.no_grad():
+                return dists, batched_grad_norm([g.detach() for g in g_syn], power)
+        params = list(net.parameters())
+        dists, norms = [], []
+        for c in classes:
+            real, syn = self.matched_batches(c, iteration, outer)
+            g_real = class_gradient(net, params, real, c, create_graph=False)
+            g_syn = class_gradient(net, params, syn, c, create_graph=True)
+            dists.append(gradient_distance(g_syn, g_real, self.dis_metric))
+            norms.append(sdc_term(g_syn if with_sdc else [g.detach() for g in g_syn], power))
+        return torch.stack(dists), torch.stack(norms)
+
+    def real_gradient_sum(self, net: nn.Module, classes: list[int], iteration: int, outer: int) -> list[Tensor]:
+        """``Σ_c ∇θ CE(net(R_c), c)`` over ``classes`` (each ``R_c`` Siamese-augmented under DSA), detached."""
+        pairs = [(c, self.augmented_real(c, iteration, outer)) for c in classes]
+        if self.vectorize:
+            reals, weights = stack_batches([r for _, r in pairs])
+            labels = torch.tensor(classes, dtype=torch.long, device=self.device)
+            return [g.sum(0) for g in batched_class_gradients(net, reals, labels, weights, create_graph=False)]
+        params = list(net.parameters())
+        total: list[Tensor] | None = None
+        for c, real in pairs:
+            g = class_gradient(net, params, real, c, create_graph=False)
+            total = g if total is None else [a + b for a, b in zip(total, g)]
+        assert total is not None
+        return total
+
+    def contrastive_terms(self, net: nn.Module, iteration: int, outer: int, with_sdc: bool) -> tuple[Tensor, Tensor]:
+        """DCC (eq. 3): ``D(∇θ CE_mean(net(S), y), (1/C)·Σ_c g_real,c)`` and the SDC term of that synthetic gradient.
+
+        The real gradients of this rank's classes are summed and all-reduced across ranks; the synthetic side
+        (the whole set, each class block with its class's Siamese draw, class order) is built on every rank.
+        """
+        num_classes = self.num_classes
+        real_sum = self.real_gradient_sum(net, self.local_classes(), iteration, outer)
+        if self._world_size() > 1:
+            flat = self.trainer.strategy.reduce(torch.cat([g.reshape(-1) for g in real_sum]), reduce_op="sum")
+            real_sum = [t.view_as(g) for t, g in zip(torch.split(flat, [g.numel() for g in real_sum]), real_sum)]
+        g_real = [g / num_classes for g in real_sum]
+        syn = torch.cat([self.augmented_syn(c, iteration, outer) for c in range(num_classes)])
+        labels = self.synset.hard_labels.to(syn.device)
+        g_syn = torch.autograd.grad(F.cross_entropy(net(syn), labels), list(net.parameters()), create_graph=True)
+        dist = gradient_distance(g_syn, g_real, self.dis_metric)
+        norm = sdc_term(g_syn if with_sdc else [g.detach() for g in g_syn], self.sdc_power)
+        return dist, norm
+
+    def contrastive_now(self, iteration: int, outer: int) -> bool:
+        """DCC's warm-up rule: contrastive iff iteration ≥ ``outer_warmup`` or outer step ≥ ``inner_warmup``."""
+        return self.use_contrastive and (
+            iteration >= self.hparams.outer_warmup or outer >= self.hparams.inner_warmup
+        )
 
     def matching_loss(self, net: nn.Module, iteration: int, outer: int) -> tuple[Tensor, dict[str, float]]:
-        """Σ over local classes of ``D(g_syn, g_real) + λ·sdc_term(g_syn)`` (or the DCC form), and logs."""
-        params = list(net.parameters())
-        lam, power = self.sdc_lambda, self.sdc_power
-        classes = self.local_classes()
+        """The loss given to ``manual_backward`` (eq. 11 summed over local classes, or eq. 3 + SDC) and its logs.
+
+        Logs: ``match/loss`` (Σ_c D, or the contrastive D), ``sdc/term`` (Σ_c ‖g_syn,c‖^p: what λ multiplies),
+        ``sdc/grad_norm_mean`` (mean over classes of ‖g_syn,c‖₂), ``match/contrastive`` (0/1); summed over
+        DDP ranks.
+        """
+        lam = self.sdc_lambda
+        with_sdc = lam > 0
+        world = self._world_size()
         if self.contrastive_now(iteration, outer):
-            if self.trainer.world_size > 1:
-                raise ValueError("contrastive matching (DCC/DSAC) needs every class on one rank; run it without DDP")
-            real_mean = None
-            syn_blocks = []
-            for c in classes:
-                real, syn = self._matched_batches(c, iteration, outer)
-                gr = self._grads(net, params, real, c, create_graph=False)
-                real_mean = [g / len(classes) for g in gr] if real_mean is None else [
-                    a + g / len(classes) for a, g in zip(real_mean, gr)]
-                syn_blocks.append(syn)
-            syn_all = torch.cat(syn_blocks)
-            y = torch.arange(self.num_classes, device=syn_all.device).repeat_interleave(self.synset.ipc)
-            gs = torch.autograd.grad(F.cross_entropy(net(syn_all), y), params, create_graph=True)
-            dist = gradient_distance(gs, [g.detach() for g in real_mean])
-            norms = [sdc_term(gs, power)] if lam > 0 else [sdc_term([g.detach() for g in gs], power)]
-            loss = dist + lam * norms[0] if lam > 0 else dist
-            dists = [dist]
+            dist, term = self.contrastive_terms(net, iteration, outer, with_sdc)
+            loss = dist + lam * term if with_sdc else dist
+            # identical on every rank: DDP's mean of the image gradients is the gradient itself
+            stats = torch.stack([dist.detach(), term.detach(), self._norm(term.detach()), term.new_ones(())])
+            stats = stats / world
+            contrastive = 1.0
         else:
-            loss, dists, norms = None, [], []
-            for c in classes:
-                real, syn = self._matched_batches(c, iteration, outer)
-                gr = [g.detach() for g in self._grads(net, params, real, c, create_graph=False)]
-                gs = self._grads(net, params, syn, c, create_graph=True)
-                d = gradient_distance(gs, gr, self.hparams.dis_metric)
-                if lam > 0:
-                    term = sdc_term(gs, power)
-                    d_total = d + lam * term
-                else:
-                    term = sdc_term([g.detach() for g in gs], power)
-                    d_total = d
-                loss = d_total if loss is None else loss + d_total
-                dists.append(d.detach())
-                norms.append(term.detach())
-        logs = {
-            "match/loss": float(torch.stack([d.detach() for d in dists]).sum()),
-            "sdc/term": float(torch.stack([n.detach() for n in norms]).sum()),
-            "sdc/grad_norm_mean": float(torch.stack([n.detach() for n in norms]).mean()),
-        }
-        return loss * self.trainer.world_size, logs
+            classes = self.local_classes()
+            dists, terms = self.classwise_terms(net, classes, iteration, outer, with_sdc)
+            loss = (dists + lam * terms).sum() if with_sdc else dists.sum()
+            loss = loss * world  # DDP averages the image gradients over ranks; the reference sums over classes
+            stats = torch.stack([dists.detach().sum(), terms.detach().sum(), self._norm(terms.detach()).sum(),
+                                 terms.new_tensor(float(len(classes)))])
+            contrastive = 0.0
+        if world > 1:
+            stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
+        d, t, n, k = (float(v) for v in stats)
+        logs = {"match/loss": d, "sdc/term": t, "sdc/grad_norm_mean": n / max(k, 1.0), "match/contrastive": contrastive}
+        return loss, logs
 
-    def train_network_on_synset(self, net: nn.Module, iteration: int, outer: int) -> None:
-        """``inner_loop`` epochs of plain SGD on the detached synthetic set (DC ``utils.py:epoch('train')``)."""
-        images = self.synset.images.detach()
-        labels = self.synset.hard_labels.detach()
-        g = self.generator(iteration, outer, -2)
-        opt = torch.optim.SGD(net.parameters(), lr=self.hparams.lr_net)
-        n, bs = images.shape[0], self.hparams.batch_train
-        net.train()
-        for _ in range(self.inner_loop):
-            order = torch.randperm(n, generator=g).to(images.device)
-            for start in range(0, n, bs):
-                idx = order[start : start + bs]
-                x = images[idx]
-                if self.strategy is not None:
-                    x = diff_augment(x, self.strategy, generator=g, siamese=False)
-                loss = F.cross_entropy(net(x), labels[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+    def _norm(self, term: Tensor) -> Tensor:
+        """``‖g‖₂`` from the SDC term ``‖g‖₂^p``."""
+        return term if self.sdc_power == 1 else term.sqrt()
 
-    def _freeze_batchnorm(self, net: nn.Module, iteration: int, outer: int) -> None:
-        """DC's BN handling: one train-mode forward of 16 real images per class, then BN layers in eval mode."""
-        net.train()
-        g = self.generator(iteration, outer, -3)
-        with torch.no_grad():
-            net(torch.cat([self.real.sample(c, 16, g) for c in range(self.num_classes)]))
-        for m in net.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
-
+    # ------------------------------------------------------------------ one update
     def training_step(self, batch: Any, batch_idx: int) -> None:
         step = self.step_index
         iteration, outer = divmod(step, self.outer_loop)
         net = self.iteration_network(iteration)
-        if _has_batchnorm(net):
-            self._freeze_batchnorm(net, iteration, outer)
+        if has_batchnorm(net):
+            g = self.generator(iteration, outer, -3)
+            counts = [min(BN_REAL_PER_CLASS, self.real.count(c)) for c in range(self.num_classes)]
+            freeze_batchnorm(net, torch.cat([self.real.sample(c, n, g) for c, n in enumerate(counts)]))
         loss, logs = self.matching_loss(net, iteration, outer)
         self.apply_update(loss)
-        logs["match/iteration"] = iteration
-        self.log_step(**logs)
-        if outer < self.outer_loop - 1 and self.inner_loop > 0:
-            with torch.enable_grad():
-                self.train_network_on_synset(net, iteration, outer)
+        self.log_step(**logs, **{"match/iteration": iteration})
+        if outer == self.outer_loop - 1:
+            self._set_net(None, -1)  # the reference never trains the network after its last update
+        elif self.inner_loop > 0:
+            train_on_synset(net, self.synset.images, self.synset.hard_labels, epochs=self.inner_loop,
+                            lr=self.hparams.lr_net, batch_size=self.hparams.batch_train,
+                            generator=self.generator(iteration, outer, -2), dsa_strategy=self.strategy)
+
+
+def _dc_eval_epochs(dataset: str, arch: str, eval_augment: str) -> int:
+    """DC ``main.py``: 1000 evaluation epochs when the evaluation trains with augmentation, else 300."""
+    if eval_augment == "dsa" or (eval_augment == "dc" and dc_augment_strategy(dataset, arch) != "none"):
+        return 1000
+    return 300
 
 
 @register_method()
 class DC(GradientMatching):
-    """Dataset Condensation (Zhao et al., ICLR 2021) + SDC. Evaluation: 300 epochs, DC augmentation on MNIST
-    (then 1000 epochs, as ``main.py``)."""
+    """Dataset Condensation (Zhao et al., ICLR 2021) + SDC.
 
-    def __init__(self, dataset: str, ipc: int, **kwargs: Any) -> None:
-        if "eval_augment" not in kwargs:
-            kwargs["eval_augment"] = "dc"
-        if "eval_epochs" not in kwargs:
-            arch = kwargs.get("eval_arch") or kwargs.get("arch", "ConvNet")
-            augmented = kwargs["eval_augment"] == "dc" and dc_augment_strategy(dataset, arch) != "none"
-            kwargs["eval_epochs"] = 1000 if augmented or kwargs["eval_augment"] == "dsa" else 300
-        super().__init__(dataset, ipc, **kwargs)
+    Evaluation defaults (``main.py``): DC's ``get_daparam`` augmentation — MNIST only — and 300 epochs, or 1000
+    epochs where that augmentation is active. ``eval_epochs=None`` resolves to that rule.
+    """
+
+    def __init__(self, dataset: str, ipc: int, *, arch: str = "ConvNet", eval_arch: str | None = None,
+                 eval_augment: str = "dc", eval_epochs: int | None = None, **kwargs: Any) -> None:
+        if eval_epochs is None:
+            eval_epochs = _dc_eval_epochs(dataset, eval_arch or arch, eval_augment)
+        super().__init__(dataset, ipc, arch=arch, eval_arch=eval_arch, eval_augment=eval_augment,
+                         eval_epochs=eval_epochs, **kwargs)
 
 
 @register_method()
@@ -284,10 +365,9 @@ class DSA(GradientMatching):
 
     use_dsa = True
 
-    def __init__(self, dataset: str, ipc: int, **kwargs: Any) -> None:
-        kwargs.setdefault("eval_augment", "dsa")
-        kwargs.setdefault("eval_epochs", 1000)
-        super().__init__(dataset, ipc, **kwargs)
+    def __init__(self, dataset: str, ipc: int, *, eval_augment: str = "dsa", eval_epochs: int = 1000,
+                 **kwargs: Any) -> None:
+        super().__init__(dataset, ipc, eval_augment=eval_augment, eval_epochs=eval_epochs, **kwargs)
 
 
 @register_method()

@@ -1,0 +1,81 @@
+"""``python -m benchmarks [--device cpu|cuda] [--quick]``: one table of ratios, each measured in this run,
+printed and written to ``benchmarks/RESULTS.md`` (with the machine and its load)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks import measure
+from lightning_sdc.io import atomic_write_text
+
+TARGETS = {"sdc_overhead_DC": "<= 1.05", "sdc_overhead_MTT": "<= 1.05", "gm_floor": "<= 1.25",
+           "tm_floor": "<= 1.25", "ddp_scaling": ">= 1.6", "bf16_cosine_DC": ">= 0.99", "bf16_cosine_MTT": ">= 0.99"}
+
+
+def _holds(name: str, value: float) -> str:
+    target = TARGETS.get(name)
+    if target is None or value != value:
+        return "—"
+    op, bound = target.split()
+    return "yes" if (value <= float(bound) if op == "<=" else value >= float(bound)) else "no"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--quick", action="store_true", help="fewer steps and smaller sizes")
+    ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
+    args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was given but torch.cuda.is_available() is False")
+    torch.set_num_threads(1 if args.device == "cpu" else torch.get_num_threads())
+    steps = 4 if args.quick else 8
+    gm_size = {"net": {"width": 32, "depth": 2}, "batch_real": 64}
+    tm_size = {"net": {"width": 32, "depth": 2}, "syn_steps": 10, "ipc": 2}
+    experts = measure.experts_dir(args.device, gm_size["net"])
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    rows: list[tuple[str, float, str]] = []
+    rows.append(("sdc_overhead_DC", measure.sdc_overhead("DC", steps, args.device, **gm_size), "DC step λ=0.1 / λ=0"))
+    rows.append(("sdc_overhead_MTT", measure.sdc_overhead("MTT", steps, args.device, experts, **tm_size),
+                 "MTT step λ=0.1 / λ=0"))
+    rows.append(("gm_vectorized", float("nan"), "n/a: methods/gradient.py has no vectorize option"))
+    rows.append(("gm_floor", measure.gm_floor(steps, args.device, **gm_size),
+                 "DC step / bare per-class fwd-bwd + double-backward passes"))
+    rows.append(("tm_floor", measure.tm_floor(steps, args.device, experts, **tm_size),
+                 "MTT step (no DSA) / bare unrolled student passes + outer backward"))
+    mem = measure.tm_memory((10, 40), args.device, experts, **{k: v for k, v in tm_size.items() if k != "syn_steps"})
+    unit = "CUDA max_memory_allocated" if args.device == "cuda" else "peak RSS growth (getrusage) in a fresh subprocess"
+    for mode in ("unrolled", "constant"):
+        a, b = mem[f"{mode}_mib"]
+        rows.append((f"tm_memory_{mode}", mem[mode], f"peak syn_steps 40 / 10 ({a:.1f} → {b:.1f} MiB; {unit})"))
+    if args.device == "cpu":
+        ratio, t1, t2 = measure.ddp_scaling(2 * steps, **gm_size)
+        rows.append(("ddp_scaling", ratio, f"DC {2 * steps} steps: 1 proc {t1:.2f}s / 2 procs (gloo) {t2:.2f}s"))
+    cos = measure.bf16_cosine(args.device, experts)
+    for name, c in cos.items():
+        rows.append((f"bf16_cosine_{name}", c, "cos(bf16-mixed, fp32) image gradient, first update"))
+    elapsed = time.perf_counter() - t0
+    machine = (f"{platform.node()} · {platform.processor() or platform.machine()} · {os.cpu_count()} CPUs · "
+               f"torch {torch.__version__} · device {args.device}"
+               + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""))
+    lines = [f"# Benchmarks ({'quick' if args.quick else 'default'}, {args.device})", "",
+             f"Machine: {machine}. Load average at start: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+             f"(shared with other jobs; timings are noisy). Total time: {elapsed:.0f} s. "
+             f"Sizes: digits 1×8×8, ConvNet width 32 depth 2, {steps} steps (first excluded).", "",
+             "| ratio | value | target | holds | what |", "|---|---|---|---|---|"]
+    for name, value, what in rows:
+        lines.append(f"| {name} | {value:.3f} | {TARGETS.get(name, '—')} | {_holds(name, value)} | {what} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    atomic_write_text(text, args.out)
+
+
+if __name__ == "__main__":
+    main()

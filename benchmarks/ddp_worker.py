@@ -1,0 +1,33 @@
+"""Subprocess of ``ddp_scaling``: time ``steps`` DC updates on ``devices`` CPU processes (1 thread each)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+from benchmarks.measure import StepTimer
+from benchmarks.setups import gm_datamodule, gm_model, make_trainer
+from lightning_sdc.methods.gradient import DC
+
+
+class RankZeroTimer(StepTimer):
+    """Prints the training-loop time from rank 0 (under ``ddp_spawn`` the callbacks run in the children)."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        super().on_train_end(trainer, pl_module)
+        if trainer.global_rank == 0:
+            print(self.train_time, flush=True)
+
+
+def main() -> None:
+    devices, steps, size = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
+    torch.set_num_threads(1)
+    timer = RankZeroTimer()
+    kw = {"strategy": "ddp_spawn"} if devices > 1 else {}
+    make_trainer(steps, devices=devices, callbacks=[timer], **kw).fit(gm_model(DC, **size), gm_datamodule())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Helpers the callbacks share: the log directory, writing metrics to every logger, the evaluated set, DDP
+splits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytorch_lightning as pl
+
+T = TypeVar("T")
+
+
+def output_dir(trainer: pl.Trainer, dirpath: str | None = None) -> Path:
+    """``dirpath`` if given, else the run's log directory (the logger's version folder, or
+    ``default_root_dir``).
+
+    ``trainer.log_dir`` broadcasts under DDP, so this must be called on every rank.
+    """
+    if dirpath is not None:
+        return Path(dirpath)
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def log_metrics(trainer: pl.Trainer, metrics: Mapping[str, float], step: int) -> None:
+    """``log_metrics`` on every logger of ``trainer`` (rank zero only), also from hooks where ``self.log`` is
+    not allowed (``on_train_end``)."""
+    if not trainer.is_global_zero:
+        return
+    for logger in trainer.loggers:
+        logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def image_writers(trainer: pl.Trainer) -> list[Any]:
+    """Experiments of the loggers that take images (``add_image``: TensorBoard and tensorboardX writers)."""
+    writers = []
+    for logger in trainer.loggers:
+        try:
+            experiment = logger.experiment
+        except Exception:  # noqa: BLE001 - a logger without an experiment simply takes no images
+            continue
+        if callable(getattr(experiment, "add_image", None)):
+            writers.append(experiment)
+    return writers
+
+
+def evaluated_set(pl_module: pl.LightningModule) -> Any:
+    """The synthetic set a method is judged by: ``eval_synset()`` if it has one (FTD: the EMA), else
+    ``synset``."""
+    if callable(getattr(pl_module, "eval_synset", None)):
+        return pl_module.eval_synset()
+    synset = getattr(pl_module, "synset", None)
+    if synset is None:
+        raise TypeError(f"{type(pl_module).__name__} has no synthetic set (need a DistillationModule)")
+    return synset
+
+
+def rank_share(items: Sequence[T], rank: int, world: int) -> list[T]:
+    """Items ``rank, rank + world, …`` — this rank's share of a job list (disjoint, covering, balanced)."""
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"need 0 <= rank < world, got rank={rank}, world={world}")
+    return list(items[rank::world])
+
+
+def check_every(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value

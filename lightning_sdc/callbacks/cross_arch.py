@@ -1,0 +1,202 @@
+"""``CrossArchEvaluation``: the cross-architecture table (paper Tables 3 and 9–11) at the end of ``fit``.
+
+At ``on_train_end`` fresh networks of every architecture in ``archs`` (default DC's ``get_eval_pool('M')``:
+ConvNet, ResNet-18, VGG-11, AlexNet, LeNet, MLP) are trained on the method's evaluated synthetic set with the
+method's evaluation protocol (:meth:`DistillationModule.eval_kwargs`: epochs, lr, batch size, augmentation,
+seed) and tested on the real test split; the table (mean ± std per architecture) goes to every logger
+(``cross_arch/<arch>/acc_mean|acc_std``, plus the Markdown as text where the logger takes text) and to
+``cross_arch.md`` / ``cross_arch.csv`` in the log directory. ``lightning-sdc evaluate`` computes the same
+table for a saved set (same :func:`~lightning_sdc.evaluation.evaluate_archs` protocol).
+
+Under DDP the ``len(archs) × num_models`` trainings are split across ranks (rank ``r`` takes jobs
+``r, r + world, …``; :func:`~lightning_sdc.evaluation.evaluate_synset`'s ``models=`` picks the model indices,
+so model ``i`` of an architecture is the same network whichever rank trains it) and the accuracies are summed
+across ranks with ``trainer.strategy.reduce`` (every job is done by exactly one rank).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_warn
+
+from lightning_sdc.callbacks.common import check_every, evaluated_set, log_metrics, output_dir, rank_share
+from lightning_sdc.evaluation import CROSS_ARCHS, EvalResult, evaluate_synset, results_markdown, write_results
+
+
+class CrossArchEvaluation(pl.Callback):
+    """Train fresh networks of several architectures on the synthetic set at the end of ``fit``.
+
+    Args:
+        archs: architecture names (default: the paper's six).
+        num_models: networks per architecture (default: the method's ``eval_models``).
+        epochs, lr, batch_size, augment: override the method's evaluation protocol (``None``: the method's).
+        network_kwargs: per-architecture ``build_network`` options, e.g. ``{"ConvNet": {"width": 32}}``. By
+            default the method's evaluation architecture gets the method's ``arch_kwargs`` and the others
+            none.
+        dirpath: where ``<filename>.md/.csv`` go (default: the log directory).
+        filename: file stem.
+        skip_unsupported: leave out architectures that cannot take the dataset's image shape (e.g. LeNet on
+            8×8 digits) with a warning, instead of failing at the start of ``fit``.
+    """
+
+    def __init__(
+        self,
+        archs: Sequence[str] = CROSS_ARCHS,
+        num_models: int | None = None,
+        epochs: int | None = None,
+        lr: float | None = None,
+        batch_size: int | None = None,
+        augment: str | None = None,
+        network_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+        dirpath: str | None = None,
+        filename: str = "cross_arch",
+        skip_unsupported: bool = False,
+    ) -> None:
+        from lightning_sdc.models import NETWORKS
+
+        self.archs = [NETWORKS.canonical(a) for a in archs]  # KeyError listing the allowed names
+        if not self.archs:
+            raise ValueError("archs must name at least one architecture")
+        if num_models is not None:
+            check_every("num_models", num_models)
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0):
+            raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+        if augment is not None and augment not in ("dsa", "dc", "none"):
+            raise ValueError(f"augment={augment!r} is not allowed; allowed: dsa, dc, none")
+        self.num_models, self.epochs, self.lr, self.batch_size, self.augment = (
+            num_models,
+            epochs,
+            lr,
+            batch_size,
+            augment,
+        )
+        self.network_kwargs = {NETWORKS.canonical(k): dict(v) for k, v in (network_kwargs or {}).items()}
+        self.dirpath, self.filename, self.skip_unsupported = dirpath, filename, bool(skip_unsupported)
+        self.results: list[EvalResult] = []
+        self.paths: list[Any] = []
+
+    # ------------------------------------------------------------------ configuration
+    def protocol(self, pl_module: pl.LightningModule) -> dict[str, Any]:
+        """The method's ``eval_kwargs()`` with this callback's overrides."""
+        kw = dict(pl_module.eval_kwargs())
+        for key in ("num_models", "epochs", "lr", "batch_size", "augment"):
+            if getattr(self, key) is not None:
+                kw[key] = getattr(self, key)
+        return kw
+
+    def arch_kwargs(self, arch: str, kw: Mapping[str, Any]) -> dict[str, Any]:
+        if arch in self.network_kwargs:
+            return dict(self.network_kwargs[arch])
+        return dict(kw.get("network_kwargs") or {}) if arch == kw.get("arch") else {}
+
+    def supported_archs(self, pl_module: pl.LightningModule) -> list[str]:
+        """The archs that can be built for the set's image shape (building on the ``meta`` device: no
+        memory)."""
+        from lightning_sdc.models import build_network
+
+        synset = getattr(pl_module, "synset", None)  # only its shape is needed
+        if synset is None:
+            synset = evaluated_set(pl_module)
+        c, h, w = synset.image_shape
+        kw = self.protocol(pl_module)
+        ok = []
+        for arch in self.archs:
+            try:
+                with torch.device("meta"):
+                    build_network(arch, c, synset.num_classes, (h, w), **self.arch_kwargs(arch, kw))
+            except ValueError as exc:
+                if not self.skip_unsupported:
+                    raise ValueError(f"CrossArchEvaluation: {exc} (or pass skip_unsupported=True)") from exc
+                rank_zero_warn(f"CrossArchEvaluation skips {arch}: {exc}")
+                continue
+            ok.append(arch)
+        return ok
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.supported_archs(pl_module)  # fail (or warn) before hours of distillation, not after
+
+    # ------------------------------------------------------------------ the evaluation
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.run(trainer, pl_module)
+
+    def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[EvalResult]:
+        """Train and test every (architecture, model) job of this rank, gather, log and write the table."""
+        out = output_dir(trainer, self.dirpath)  # collective under DDP: every rank calls it
+        synset = evaluated_set(pl_module)
+        if not synset.is_finite():
+            rank_zero_warn(
+                "CrossArchEvaluation: the synthetic set holds non-finite values; nothing evaluated"
+            )
+            return []
+        spec = getattr(getattr(trainer, "datamodule", None), "spec", None)
+        if spec is None:
+            raise ValueError("CrossArchEvaluation needs a DataModule with a loaded dataset 'spec' (its test split)")
+        kw = self.protocol(pl_module)
+        archs = self.supported_archs(pl_module)
+        jobs = [(a, i) for a in archs for i in range(kw["num_models"])]
+        mine = rank_share(list(range(len(jobs))), trainer.global_rank, trainer.world_size)
+        acc = torch.zeros(len(jobs), dtype=torch.float64, device=pl_module.device)
+        secs = torch.zeros(len(archs), dtype=torch.float64, device=pl_module.device)
+        lrs: dict[str, float] = {}
+        with torch.inference_mode(False), torch.enable_grad():
+            for a_idx, arch in enumerate(archs):
+                todo = [j for j in mine if jobs[j][0] == arch]
+                if not todo:
+                    continue
+                res = evaluate_synset(
+                    synset,
+                    (spec.test_images, spec.test_labels),
+                    arch=arch,
+                    num_models=kw["num_models"],
+                    epochs=kw["epochs"],
+                    lr=kw["lr"],
+                    batch_size=kw["batch_size"],
+                    augment=kw["augment"],
+                    dsa_strategy=kw.get("dsa_strategy"),
+                    seed=kw["seed"],
+                    device=pl_module.device,
+                    network_kwargs=self.arch_kwargs(arch, kw),
+                    models=[jobs[j][1] for j in todo],
+                )
+                acc[todo] = torch.tensor(res.accuracies, dtype=torch.float64, device=acc.device)
+                secs[a_idx] = res.seconds
+                lrs[arch] = res.lr
+        if trainer.world_size > 1:
+            acc = trainer.strategy.reduce(acc, reduce_op="sum")
+            secs = trainer.strategy.reduce(secs, reduce_op="sum")
+        lr = kw["lr"] if kw["lr"] is not None else next(iter(lrs.values()), float("nan"))
+        self.results = [
+            EvalResult(
+                arch=arch,
+                accuracies=[float(acc[j]) for j, (a, _) in enumerate(jobs) if a == arch],
+                epochs=kw["epochs"],
+                lr=float(lrs.get(arch, lr)),
+                seconds=float(secs[a_idx]),
+            )
+            for a_idx, arch in enumerate(archs)
+        ]
+        self._report(trainer, out, synset)
+        return self.results
+
+    def _report(self, trainer: pl.Trainer, out: Any, synset: Any) -> None:
+        if not trainer.is_global_zero or not self.results:
+            return
+        title = (
+            f"cross-architecture evaluation: {synset.dataset}, IPC {synset.ipc}, step {trainer.global_step}"
+        )
+        metrics = {}
+        for r in self.results:
+            metrics[f"cross_arch/{r.arch}/acc_mean"] = r.mean
+            metrics[f"cross_arch/{r.arch}/acc_std"] = r.std
+        log_metrics(trainer, metrics, trainer.global_step)
+        table = results_markdown(self.results, title)
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if callable(getattr(experiment, "add_text", None)):
+                experiment.add_text("cross_arch", table, trainer.global_step)
+            logger.save()
+        self.paths = write_results(self.results, out / self.filename, title)

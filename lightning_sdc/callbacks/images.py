@@ -1,0 +1,165 @@
+"""Showing and exporting the synthetic set: ``SyntheticImageLogger`` and ``SyntheticSetExporter``.
+
+* ``SyntheticImageLogger``: every ``every_n_steps`` updates, the set's image grid (pixels: inverse ZCA, then
+  un-normalised, one row per class as :meth:`SyntheticSet.save_grid`) goes to every logger that takes images
+  (TensorBoard's ``add_image``, lightning_and_ecosystem §1.8); when no logger does, it is written as a PNG
+  under ``<log dir>/images/``. At the end of ``fit`` a final PNG is written.
+* ``SyntheticSetExporter``: at the end of ``fit`` the set is written in this package's format
+  (:meth:`SyntheticSet.save`, which ``lightning-sdc evaluate`` reads) and in the ``images_<suffix>.pt`` /
+  ``labels_<suffix>.pt`` / ``lr_<suffix>.pt`` layout of MTT/DATM and DD-Ranking
+  (:meth:`SyntheticSet.export_tm`).
+
+Both take the method's evaluated set (``eval_synset()``: FTD's EMA, the set itself otherwise) and never write
+a set holding NaN/inf: they warn and write nothing instead (the last good files stay).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_warn
+
+from lightning_sdc.callbacks.common import check_every, evaluated_set, image_writers, output_dir
+
+FORMATS = ("lightning_sdc", "tm")
+
+
+def _grid_nrow(synset: Any, nrow: int | None) -> int:
+    return nrow or (synset.ipc if synset.ipc > 1 else min(synset.num_classes, 10))
+
+
+class SyntheticImageLogger(pl.Callback):
+    """Log the synthetic image grid every ``every_n_steps`` updates and write a final PNG.
+
+    Args:
+        every_n_steps: logging period in synthetic-set updates.
+        nrow: images per grid row (default: IPC, or up to 10 classes when IPC is 1).
+        dirpath: where PNG files go (default: the log directory; step grids under ``images/``).
+        tag: the image tag for TensorBoard.
+        final: write ``synthetic_final.png`` at the end of ``fit``.
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int = 100,
+        nrow: int | None = None,
+        dirpath: str | None = None,
+        tag: str = "synthetic/images",
+        final: bool = True,
+    ) -> None:
+        check_every("every_n_steps", every_n_steps)
+        if nrow is not None:
+            check_every("nrow", nrow)
+        self.every_n_steps, self.nrow, self.dirpath, self.tag, self.final = (
+            every_n_steps,
+            nrow,
+            dirpath,
+            tag,
+            bool(final),
+        )
+        self.written: list[Path] = []
+
+    def log_images(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Send the current grid to the image loggers, or write it as a PNG when there are none."""
+        from torchvision.utils import make_grid
+
+        out = output_dir(trainer, self.dirpath)  # collective under DDP: every rank calls it
+        if not trainer.is_global_zero:
+            return
+        synset = evaluated_set(pl_module)
+        step = int(trainer.global_step)
+        if not synset.is_finite():
+            rank_zero_warn(
+                f"SyntheticImageLogger: the synthetic set is not finite at step {step}; no image logged"
+            )
+            return
+        writers = image_writers(trainer)
+        if writers:
+            grid = make_grid(synset.pixels(), nrow=_grid_nrow(synset, self.nrow), padding=1)
+            for w in writers:
+                w.add_image(self.tag, grid, global_step=step)
+        else:
+            self.written.append(
+                synset.save_grid(out / "images" / f"synthetic_step{step:06d}.png", nrow=self.nrow)
+            )
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step % self.every_n_steps == 0:
+            self.log_images(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.final:
+            return
+        out = output_dir(trainer, self.dirpath)
+        if not trainer.is_global_zero:
+            return
+        synset = evaluated_set(pl_module)
+        if not synset.is_finite():
+            rank_zero_warn("SyntheticImageLogger: the final synthetic set is not finite; no PNG written")
+            return
+        self.written.append(synset.save_grid(out / "synthetic_final.png", nrow=self.nrow))
+
+
+class SyntheticSetExporter(pl.Callback):
+    """Write the final synthetic set at the end of ``fit`` (see the module docstring).
+
+    Args:
+        dirpath: output directory (default: ``<log dir>/synthetic``).
+        filename: stem of this package's file (``<filename>.pt``, plus ``<filename>.png`` with ``png``).
+        formats: any of ``"lightning_sdc"`` (:meth:`SyntheticSet.save`) and ``"tm"``
+            (:meth:`SyntheticSet.export_tm`).
+        tm_suffix: the suffix of the ``images_<suffix>.pt`` files (MTT/DATM use ``best``).
+        png: also write the image grid next to the ``.pt`` file.
+    """
+
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        filename: str = "synset",
+        formats: tuple[str, ...] | list[str] = FORMATS,
+        tm_suffix: str = "best",
+        png: bool = True,
+    ) -> None:
+        bad = [f for f in formats if f not in FORMATS]
+        if bad or not formats:
+            raise ValueError(
+                f"formats {list(formats)} are not allowed; allowed: a non-empty subset of "
+                f"{', '.join(FORMATS)}"
+            )
+        if not filename or "/" in filename:
+            raise ValueError(f"filename must be a plain file stem, got {filename!r}")
+        self.dirpath, self.filename, self.formats = dirpath, filename, tuple(formats)
+        self.tm_suffix, self.png = tm_suffix, bool(png)
+        self.paths: list[Path] = []
+
+    def export(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[Path]:
+        """Write the evaluated set in every requested format (nothing, with a warning, if it is not
+        finite)."""
+        out = (
+            output_dir(trainer, self.dirpath)
+            if self.dirpath is not None
+            else output_dir(trainer) / "synthetic"
+        )
+        if not trainer.is_global_zero:
+            return []
+        synset = evaluated_set(pl_module)
+        if not synset.is_finite():
+            rank_zero_warn(
+                f"SyntheticSetExporter: the synthetic set is not finite at step {trainer.global_step}; "
+                "nothing written"
+            )
+            return []
+        paths = []
+        if "lightning_sdc" in self.formats:
+            paths.append(synset.save(out / f"{self.filename}.pt", png=self.png))
+        if "tm" in self.formats:
+            paths.extend(synset.export_tm(out, self.tm_suffix))
+        self.paths = paths
+        return paths
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.export(trainer, pl_module)

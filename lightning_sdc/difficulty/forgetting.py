@@ -1,0 +1,142 @@
+"""Forgetting events (Toneva et al., ICLR 2019): a difficulty score and the Forgetting coreset's criterion.
+
+During ordinary minibatch training, each time an example is presented its prediction on that training forward
+pass (before the optimiser step) is recorded as correct or not. A *forgetting event* is a transition
+correct → incorrect between two consecutive presentations of the same example; the score is the number of such
+events. Examples that are never classified correctly have no event, and the conventions differ:
+
+* ``"max"`` (the original ``order_examples_by_forgetting.py``): they get the largest possible count, taken
+  here as their number of presentations (= epochs), so they rank as the most forgettable;
+* ``"zero"`` (DeepCore ``methods/forgetting.py``): they keep 0 and rank as "unforgettable";
+* ``"inf"`` (data_diet): ``+inf``.
+
+Counts of several training runs are summed (the original sums over seeds).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lightning_sdc.difficulty.training import BatchHook, _check_int, train_classifier
+
+NEVER_LEARNED = ("max", "zero", "inf")
+
+#: domain tag of the forgetting runs' generators
+_FORGET_KEY = 0x46475420  # "FGT "
+
+
+class ForgettingCounter:
+    """Per-example bookkeeping of correctness at each presentation (see the module docstring).
+
+    Args:
+        num_samples: size of the training set (rows ``0 … num_samples − 1``).
+    """
+
+    def __init__(self, num_samples: int) -> None:
+        _check_int("num_samples", num_samples, 1)
+        self.num_samples = num_samples
+        self.last = torch.full((num_samples,), -1, dtype=torch.int8)  # -1: not presented yet
+        self.events = torch.zeros(num_samples, dtype=torch.long)
+        self.learned = torch.zeros(num_samples, dtype=torch.bool)
+        self.presentations = torch.zeros(num_samples, dtype=torch.long)
+
+    def update(self, rows: Tensor, correct: Tensor) -> None:
+        """Record one presentation of each example in ``rows`` (distinct indices) with its correctness."""
+        rows = rows.detach().to("cpu", torch.long).reshape(-1)
+        correct = correct.detach().to("cpu", torch.bool).reshape(-1)
+        if rows.shape != correct.shape:
+            raise ValueError(
+                f"rows and correct must have one entry each, got {tuple(rows.shape)} "
+                f"and {tuple(correct.shape)}"
+            )
+        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= self.num_samples):
+            raise ValueError(
+                f"rows must lie in [0, {self.num_samples}), got [{int(rows.min())}, {int(rows.max())}]"
+            )
+        if rows.unique().numel() != rows.numel():
+            raise ValueError("rows must be distinct within one update (one presentation per example)")
+        forgot = (self.last[rows] == 1) & ~correct
+        self.events[rows] += forgot.long()
+        self.last[rows] = correct.to(torch.int8)
+        self.learned[rows] |= correct
+        self.presentations[rows] += 1
+
+    def hook(self) -> BatchHook:
+        """A :func:`~lightning_sdc.difficulty.training.train_classifier` ``on_batch`` hook feeding
+        :meth:`update`."""
+
+        def on_batch(rows: Tensor, logits: Tensor, labels: Tensor) -> None:
+            self.update(rows, logits.argmax(dim=1) == labels)
+
+        return on_batch
+
+    def counts(self, never_learned: str = "max") -> Tensor:
+        """Forgetting events per example (float64), never-learned examples per ``never_learned``."""
+        if never_learned not in NEVER_LEARNED:
+            raise ValueError(
+                f"never_learned={never_learned!r} is not allowed; allowed: {', '.join(NEVER_LEARNED)}"
+            )
+        counts = self.events.double()
+        never = ~self.learned
+        if never_learned == "max":
+            counts[never] = self.presentations[never].double()
+        elif never_learned == "inf":
+            counts[never] = float("inf")
+        return counts
+
+
+def forgetting_counts(
+    spec: Any,
+    *,
+    runs: int = 1,
+    epochs: int = 20,
+    arch: str = "ConvNet",
+    arch_kwargs: dict[str, Any] | None = None,
+    lr: float = 0.01,
+    batch_size: int = 256,
+    augment: str = "none",
+    never_learned: str = "max",
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> Tensor:
+    """Forgetting counts of every training example of ``spec``, summed over ``runs`` seeded training runs.
+
+    Each run trains a fresh ``arch`` network with :func:`~lightning_sdc.difficulty.training.train_classifier`
+    (its ``on_batch`` hook records correctness before each step). Returns ``[N]`` float64.
+    """
+    from lightning_sdc.evaluation.protocol import make_train_augment, seeded_generator
+    from lightning_sdc.models import build_network
+
+    _check_int("runs", runs, 1)
+    _check_int("epochs", epochs, 1)
+    if never_learned not in NEVER_LEARNED:
+        raise ValueError(
+            f"never_learned={never_learned!r} is not allowed; allowed: {', '.join(NEVER_LEARNED)}"
+        )
+    device = torch.device(device)
+    images, labels = spec.train_images.to(device), spec.train_labels.to(device)
+    c, h, w = spec.image_shape
+    aug = make_train_augment(augment, dataset=spec.name, arch=arch)
+    total = torch.zeros(images.shape[0], dtype=torch.float64)
+    for r in range(runs):
+        g = seeded_generator(seed, _FORGET_KEY, r)
+        net = build_network(arch, c, spec.num_classes, (h, w), generator=g, **dict(arch_kwargs or {})).to(
+            device
+        )
+        counter = ForgettingCounter(images.shape[0])
+        train_classifier(
+            net,
+            images,
+            labels,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            augment=aug,
+            generator=g,
+            on_batch=counter.hook(),
+        )
+        total += counter.counts(never_learned)
+    return total
