@@ -95,7 +95,12 @@ def test_notebooks_exist() -> None:
     assert set(EXPECTED) <= names, f"missing notebooks: {set(EXPECTED) - names}"
 
 
-@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=[p.stem for p in NOTEBOOK_FILES])
+#: over a minute each on 2 busy cores (they distil and train ensembles): run by `make test-all`
+SLOW_NOTEBOOKS = {"01_quickstart", "02_difficulty"}
+NOTEBOOK_PARAMS = [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW_NOTEBOOKS else p for p in NOTEBOOK_FILES]
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_PARAMS, ids=[p.stem for p in NOTEBOOK_FILES])
 def test_notebook_runs(path: Path, kernel_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nb = nbformat.read(path, as_version=4)
     assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), f"{path.name}: no parameters cell"
