@@ -170,6 +170,8 @@ class GradientMatching(DistillationModule):
         if self._net is not None:
             state = {k: v.detach().cpu().clone() for k, v in self._net.state_dict().items()}
             checkpoint["gm_network"] = {"iteration": self._net_iteration, "state": state}
+        elif self._pending_net is not None:  # restored but not used yet (e.g. saved again before the next step)
+            checkpoint["gm_network"] = self._pending_net
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._pending_net = checkpoint.get("gm_network")
@@ -308,7 +310,7 @@ class GradientMatching(DistillationModule):
             contrastive = 0.0
         if world > 1:
             stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
-        d, t, n, k = (float(v) for v in stats)
+        d, t, n, k = stats.tolist()  # one device sync
         logs = {"match/loss": d, "sdc/term": t, "sdc/grad_norm_mean": n / max(k, 1.0), "match/contrastive": contrastive}
         return loss, logs
 
@@ -357,6 +359,8 @@ class DC(GradientMatching):
             eval_epochs = _dc_eval_epochs(dataset, eval_arch or arch, eval_augment)
         super().__init__(dataset, ipc, arch=arch, eval_arch=eval_arch, eval_augment=eval_augment,
                          eval_epochs=eval_epochs, **kwargs)
+        # LightningCLI stores the *given* arguments as hparams (eval_epochs: null); keep the resolved value
+        self.hparams["eval_epochs"] = eval_epochs
 
 
 @register_method()

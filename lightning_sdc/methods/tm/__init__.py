@@ -4,8 +4,8 @@ from lightning_sdc.methods.tm.base import TrajectoryMatching
 from lightning_sdc.methods.tm.datm import DATM
 from lightning_sdc.methods.tm.ftd import FTD
 from lightning_sdc.methods.tm.meta import (
-    META_GRADIENTS,
     MEMORY_MODES,
+    META_GRADIENTS,
     InnerStep,
     MatchResult,
     chunk_schedule,

@@ -33,8 +33,8 @@ from torch import Tensor
 
 from lightning_sdc.methods.base import DistillationModule, _check_positive
 from lightning_sdc.methods.tm.meta import (
-    META_GRADIENTS,
     MEMORY_MODES,
+    META_GRADIENTS,
     InnerStep,
     MatchResult,
     chunk_schedule,
