@@ -209,3 +209,18 @@ def _env() -> dict[str, str]:
 def experts_dir(device: str, net: dict[str, int]) -> Path:
     return ensure_experts(Path(tempfile.gettempdir()) / f"lightning_sdc_bench_experts_w{net['width']}d{net['depth']}",
                           net=net, device="cpu")
+
+
+def gm_vectorized(steps: int, device: str, *, ipc: int = 10, batch_real: int = 256,
+                  net: dict[str, int] | None = None) -> tuple[float, float, float]:
+    """Per-class loop / vectorized (``torch.func.vmap``) DC step time at the reference ``batch_real`` 256 on
+    ``mnist5k`` (1×28×28, 400 images per class); returns (ratio, loop s, vectorized s)."""
+    from lightning_sdc.data import RealDataModule
+    from lightning_sdc.methods.gradient import DC
+
+    times = []
+    for vectorize in (False, True):
+        model = DC("mnist5k", ipc, arch_kwargs=net or {"width": 32, "depth": 3}, batch_real=batch_real, seed=3,
+                   inner_loop=1, vectorize=vectorize, eval_models=1, eval_epochs=1)
+        times.append(step_time(model, RealDataModule("mnist5k"), steps, device))
+    return times[0] / times[1], times[0], times[1]

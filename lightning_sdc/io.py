@@ -11,11 +11,19 @@ from typing import Any
 import torch
 
 
+def _file_mode() -> int:
+    """``0o666`` less the process umask: what ``open(path, "w")`` would give (``mkstemp`` makes 0600 files)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` then rename the temporary file onto ``path``.
 
     The temporary file lives in the destination directory (same filesystem, so ``os.replace`` is atomic);
-    if ``write`` raises, the temporary file is removed and any previous file at ``path`` is untouched.
+    if ``write`` raises, the temporary file is removed and any previous file at ``path`` is untouched. The file
+    gets the permissions a plain ``open`` would give (umask applied), not ``mkstemp``'s owner-only 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -25,6 +33,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -48,12 +57,12 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     return atomic_write(path, _write)
 
 
-def safe_torch_load(path: str | os.PathLike, *, mmap: bool = False, what: str = "file") -> Any:
+def safe_torch_load(path: str | os.PathLike, *, mmap: bool = False, what: str = "file", map_location: Any = "cpu") -> Any:
     """``torch.load(weights_only=True)`` whose errors name the file (a truncated zip otherwise does not)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - re-raised with the path
         raise ValueError(f"cannot read {what} {path}: corrupt or truncated ({type(exc).__name__}: {exc})") from exc

@@ -20,7 +20,7 @@ def test_sdc_term_gradient_matches_finite_differences():
         term = sdc_term([gw], power).double()
         (gx,) = torch.autograd.grad(term, [x])
 
-        def f(xv):
+        def f(xv, power=power):
             return sdc_term([2 * torch.outer(xv, xv @ w.detach())], power).double()
 
         eps = 1e-6

@@ -175,6 +175,26 @@ def _unpack_test(test: Any) -> tuple[Tensor, Tensor, str]:
     raise TypeError(f"test data must be a DatasetSpec or (images, labels), got {type(test).__name__}")
 
 
+def _check_same_data(synset: Any, test: Any, set_dataset: str, test_dataset: str) -> None:
+    """A set distilled from one dataset (or ZCA space) must be tested on that dataset (in that space)."""
+    from lightning_sdc.data import DATASETS
+
+    def canonical(name: str) -> str:
+        return DATASETS.canonical(name) if name in DATASETS else name.lower()
+
+    if set_dataset and set_dataset != "custom" and test_dataset and canonical(set_dataset) != canonical(test_dataset):
+        raise ValueError(
+            f"the synthetic set was distilled from dataset={set_dataset!r} but the test data are {test_dataset!r}; "
+            "evaluate it on its own dataset"
+        )
+    set_zca, test_zca = getattr(synset, "zca_state", None) is not None, getattr(test, "zca", None) is not None
+    if hasattr(test, "zca") and hasattr(synset, "zca_state") and set_zca != test_zca:
+        raise ValueError(
+            f"the synthetic set has zca={set_zca} but the test data have zca={test_zca}; load the dataset with "
+            f"zca={set_zca}"
+        )
+
+
 def evaluate_synset(
     synset: Any,
     test: Any,
@@ -222,9 +242,14 @@ def evaluate_synset(
         raise ValueError(
             f"synthetic images have shape {tuple(images.shape[1:])} but the test images {tuple(test_images.shape[1:])}"
         )
+    _check_same_data(synset, test, set_dataset, test_dataset)
     if num_classes is None:
         num_classes = getattr(synset, "num_classes", None) or int(
             targets.shape[1] if targets.dim() == 2 else int(targets.max()) + 1
+        )
+    if test_labels.numel() and int(test_labels.max()) >= num_classes:
+        raise ValueError(
+            f"test labels go up to {int(test_labels.max())} but the synthetic set has num_classes={num_classes}"
         )
     lr = lr if lr is not None else (set_lr if set_lr is not None else 0.01)
     device = torch.device(device) if device is not None else images.device

@@ -280,9 +280,16 @@ class ExpertTrajectoryDataModule(LightningDataModule):
             arch=self.arch,
             zca=self.zca,
             arch_kwargs=self.arch_kwargs,
-            min_epochs=self.max_start_epoch - 1 + self.expert_epochs,
             dataset_kwargs=self.dataset_kwargs,
         )
+        needed = self.max_start_epoch - 1 + self.expert_epochs
+        if buffer.epochs < needed:
+            raise ValueError(
+                f"expert buffer {buffer.source} does not match the run:\n  epochs: buffer has {buffer.epochs} "
+                f"epochs, run needs at least {needed} = max_start_epoch={self.max_start_epoch} - 1 + "
+                f"expert_epochs={self.expert_epochs}; allowed: max_start_epoch + expert_epochs <= "
+                f"{buffer.epochs + 1}"
+            )
         self._check_layout(buffer)
         if not buffer.complete:
             rank_zero_warn(

@@ -20,7 +20,12 @@ What lives here:
   the synthetic set, tested on the real test split (the DataModule's validation data), accuracy mean ± std
   logged as ``eval/acc_mean`` / ``eval/acc_std``. Under DDP every rank trains the same networks (same seeds)
   and tests its shard of the test split; the counts are summed across ranks.
-* divergence guard: a non-finite loss or synthetic set stops the run with the step and the last checkpoint.
+* divergence guard: a non-finite loss or synthetic set stops the run with the step and the last checkpoint;
+* checkpoint files: :meth:`setup` replaces the Trainer's plain ``TorchCheckpointIO`` with
+  :class:`AtomicCheckpointIO` (temporary file in the destination directory + fsync + rename, loads with
+  ``weights_only=True`` whose errors name the file). Lightning's own writer stages the file in the system temp
+  directory, so on a cluster whose checkpoint directory is another filesystem its final ``move`` is a copy that a
+  pre-emption can cut short, and a truncated checkpoint fails with an error that does not name it.
 """
 
 from __future__ import annotations
@@ -30,9 +35,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning_fabric.utilities.cloud_io import get_filesystem
 from torch import Tensor
 
 from lightning_sdc.evaluation.protocol import make_train_augment, seeded_generator, train_network
+from lightning_sdc.io import atomic_torch_save, safe_torch_load
 from lightning_sdc.matching.sdc import check_sdc_args
 from lightning_sdc.synthetic import LABEL_MODES, SyntheticSet
 
@@ -50,7 +58,49 @@ def _check_positive(name: str, value: Any, *, integer: bool = False, allow_zero:
         raise ValueError(f"{name} must be {kind}, got {type(value).__name__}: {value!r}")
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+        kind = "an integer" if integer else "a finite number"
+        raise ValueError(f"{name} must be {kind} {bound}, got {value!r}")
+
+
+def _network_name(key: str, name: Any, networks: Any) -> str:
+    """``networks.canonical(name)``, its ``KeyError`` prefixed with the config key (``arch=...``)."""
+    try:
+        return networks.canonical(name)
+    except (KeyError, TypeError) as exc:
+        raise type(exc)(f"{key}={name!r}: {exc.args[0]}") from None
+
+
+def _is_local(path: Any) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return isinstance(get_filesystem(path), LocalFileSystem)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints through :mod:`lightning_sdc.io` (local paths; remote ones go to Lightning's writer).
+
+    ``save_checkpoint`` = :func:`~lightning_sdc.io.atomic_torch_save` (a SIGKILL mid-write leaves the previous
+    file); ``load_checkpoint`` = :func:`~lightning_sdc.io.safe_torch_load` with ``weights_only=True`` always (this
+    package's checkpoints hold only tensors and primitives), so a truncated file raises a ``ValueError`` naming it.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not _is_local(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        if not _is_local(path):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        return safe_torch_load(path, what="checkpoint", map_location=map_location)
+
+
+def use_atomic_checkpoint_io(trainer: pl.Trainer) -> None:
+    """Give ``trainer``'s strategy an :class:`AtomicCheckpointIO` unless the user chose another checkpoint IO."""
+    strategy = trainer.strategy
+    if type(strategy.checkpoint_io) is TorchCheckpointIO:
+        strategy.checkpoint_io = AtomicCheckpointIO()
 
 
 class DistillationModule(pl.LightningModule):
@@ -107,9 +157,11 @@ class DistillationModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         from lightning_sdc.data import dataset_info
-        from lightning_sdc.models import NETWORKS
+        from lightning_sdc.models import NETWORKS, network_options
 
         _check_positive("ipc", ipc, integer=True)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, got {type(seed).__name__}: {seed!r}")
         check_sdc_args(sdc_lambda, sdc_power)
         _check_positive("lr_img", lr_img)
         _check_positive("momentum_img", momentum_img, allow_zero=True)
@@ -126,8 +178,17 @@ class DistillationModule(pl.LightningModule):
             raise ValueError(f"label_mode={label_mode!r} is not allowed; allowed: {', '.join(LABEL_MODES)}")
         if eval_augment not in ("dsa", "dc", "none"):
             raise ValueError(f"eval_augment={eval_augment!r} is not allowed; allowed: dsa, dc, none")
-        self.arch = NETWORKS.canonical(arch)
-        self.eval_arch = NETWORKS.canonical(eval_arch or arch)
+        self.arch = _network_name("arch", arch, NETWORKS)
+        self.eval_arch = _network_name("eval_arch", eval_arch or arch, NETWORKS)
+        if not isinstance(arch_kwargs, (dict, type(None))):
+            raise ValueError(f"arch_kwargs must be a mapping of network options, got {arch_kwargs!r}")
+        options = network_options(self.arch)
+        unknown = sorted(set(arch_kwargs or {}) - set(options))
+        if unknown:
+            raise ValueError(
+                f"arch_kwargs has unknown option(s) {', '.join(unknown)} for arch={self.arch!r}; allowed: "
+                f"{', '.join(options) or 'none'}"
+            )
         info = dataset_info(dataset)
         self.save_hyperparameters()
         self.info = info
@@ -186,7 +247,13 @@ class DistillationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ lifecycle
     def setup(self, stage: str) -> None:
-        """Check the DataModule matches, then initialise the synthetic set (before a checkpoint restore)."""
+        """Check the DataModule matches, then initialise the synthetic set (before a checkpoint restore).
+
+        Also installs :class:`AtomicCheckpointIO` (Lightning calls ``setup`` before it reads or writes any
+        checkpoint of the run).
+        """
+        if self._trainer is not None:
+            use_atomic_checkpoint_io(self.trainer)
         if stage != "fit" or self._initialised:
             return
         dm = self.datamodule
@@ -196,6 +263,15 @@ class DistillationModule(pl.LightningModule):
         dm_zca = getattr(dm, "zca", None)
         if dm_zca is not None and bool(dm_zca) != bool(self.hparams.zca):
             raise ValueError(f"model zca={self.hparams.zca} does not match the DataModule's zca={dm_zca}")
+        if self.hparams.init == "real":
+            real, ipc = self.real, self.synset.ipc
+            fewest = min(range(self.num_classes), key=real.count)
+            if real.count(fewest) < ipc:
+                raise ValueError(
+                    f"ipc={ipc} needs {ipc} real images per class for init='real', but class {fewest} of "
+                    f"{self.info.name!r} has {real.count(fewest)}; allowed: ipc <= {real.count(fewest)} "
+                    "(or init='noise')"
+                )
         self.init_synset()
         self._initialised = True
 

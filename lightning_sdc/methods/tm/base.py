@@ -213,11 +213,11 @@ class TrajectoryMatching(DistillationModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         self.prepare_step(batch)
         result = self.compute_objective(batch)
-        self.check_finite(result.objective.detach(), "trajectory-matching loss")
-        skipped = self.skip_update(result)
+        skipped = self.skip_update(result)  # DATM's gate sees the loss first: it skips a non-finite one
         if skipped:
             self.skip_step()
         else:
+            self.check_finite(result.objective.detach(), "trajectory-matching loss")
             self.apply_update(result.objective)
         self.after_update(skipped)
         lr = self.synset.syn_lr

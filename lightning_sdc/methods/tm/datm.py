@@ -21,7 +21,9 @@ On top of MTT's loop (tm_reference §5):
   generators, ``max_steps`` and ``val_check_interval`` keep counting iterations as in the reference (whose
   loop counter ``it`` advances whether or not the optimisers step). Under DDP the decision uses the mean loss
   over ranks, so every rank skips together and the synthetic sets stay identical. Logged as ``datm/skipped``
-  (0/1 per step).
+  (0/1 per step). A non-finite matching loss is skipped too (with a warning naming the step), as in the
+  reference, which steps only when ``loss <= threshold``; with ``threshold=None`` it stops the run
+  (:class:`~lightning_sdc.methods.base.DivergenceError`) as in every other method.
 * **difficulty-aligned window** (§5.5): the start-epoch window ``[min_start_epoch, U(step))`` with DATM's
   Sequential Generation ramp is the DataModule's (``ExpertTrajectoryDataModule(min_start_epoch=…,
   current_max_start_epoch=…, expansion_end_step=…)``); each config sets it from paper Table 8.
@@ -160,7 +162,9 @@ class DATM(TrajectoryMatching):
             loss = result.match_loss
             if self._trainer is not None and self.trainer.world_size > 1:
                 loss = self.trainer.strategy.reduce(loss.clone(), reduce_op="mean")
-            skip = bool(loss > threshold)
+            skip = not bool(loss <= threshold)  # NaN fails the comparison: skipped, as the reference
+            if skip and not bool(torch.isfinite(loss)):
+                rank_zero_warn(f"DATM: non-finite matching loss at step {self.step_index}; update skipped")
         self.skipped_updates += int(skip)
         self.log("datm/skipped", float(skip), on_step=True, on_epoch=False)
         return skip

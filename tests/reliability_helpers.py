@@ -1,0 +1,551 @@
+"""Fault-injection helpers for ``test_reliability.py`` (issue #8) and the bad-input message table.
+
+* callbacks a test config can name by class path (``tests.reliability_helpers.HangAtStep``): the child process
+  of the SIGKILL test parks itself at a known step so the parent kills it deterministically;
+* tiny CLI configs (digits, ConvNet width 16/8 depth 2) written as YAML for ``python -m lightning_sdc fit``;
+* :data:`CASES`: every bad input the reliability tests try, each with the exception type and the substrings
+  (key, bad value, allowed set/range) its message must contain. ``python -m tests.reliability_helpers OUT.md``
+  runs them all and writes the input → message table.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = {"width": 16, "depth": 2}
+TM_ARCH = {"width": 8, "depth": 2}
+
+
+# ------------------------------------------------------------------------------------------- callbacks
+class HangAtStep(pl.Callback):
+    """At the start of update ``step`` (the checkpoint of ``step`` updates is on disk), write ``marker`` and sleep.
+
+    The parent process waits for ``marker`` and kills this one with SIGKILL: the kill lands at a known step, in
+    the middle of the epoch loop, not at a polite stop.
+    """
+
+    def __init__(self, step: int, marker: str, seconds: float = 600.0) -> None:
+        self.step, self.marker, self.seconds = step, marker, seconds
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            Path(self.marker).write_text(str(self.step))
+            time.sleep(self.seconds)
+
+
+class NoCompute(pl.Callback):
+    """Fails the test if a training step starts: errors must come before any compute."""
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        raise AssertionError(f"a training step started (global_step={trainer.global_step}) before the error")
+
+
+def quiet_trainer(steps: int, callbacks: list[pl.Callback] | tuple = (), **kw: Any) -> pl.Trainer:
+    """A CPU trainer without logger, progress bar, validation or (unless given) checkpoints."""
+    kw.setdefault("enable_checkpointing", False)
+    kw.setdefault("limit_val_batches", 0)
+    return pl.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, num_sanity_val_steps=0, max_epochs=-1,
+                      check_val_every_n_epoch=None, callbacks=list(callbacks), **kw)
+
+
+def fit_without_compute(model: pl.LightningModule, datamodule: pl.LightningDataModule,
+                        ckpt_path: str | None = None) -> None:
+    """``Trainer.fit`` that must raise before the first training step (setup-time validation)."""
+    quiet_trainer(1, [NoCompute()]).fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+
+
+# ------------------------------------------------------------------------------------------- CLI configs
+def _callback(class_path: str, **init_args: Any) -> dict[str, Any]:
+    return {"class_path": class_path, "init_args": init_args}
+
+
+def run_config(model: dict[str, Any], data: dict[str, Any], run_dir: Path, steps: int,
+               extra_callbacks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A ``fit`` config: ``last.ckpt`` after every update, the final set exported to ``run_dir/out/synset.pt``."""
+    callbacks = [
+        _callback("pytorch_lightning.callbacks.ModelCheckpoint", dirpath=str(run_dir / "ckpt"), save_last=True,
+                  every_n_train_steps=1, save_top_k=0),
+        _callback("lightning_sdc.callbacks.SyntheticSetExporter", dirpath=str(run_dir / "out"),
+                  formats=["lightning_sdc"], png=False),
+        *(extra_callbacks or []),
+    ]
+    return {
+        "seed_everything": 0,
+        "model": model,
+        "data": data,
+        "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true", "max_steps": steps,
+                    "logger": False, "limit_val_batches": 0, "enable_progress_bar": False,
+                    "enable_model_summary": False, "default_root_dir": str(run_dir), "callbacks": callbacks},
+    }
+
+
+def dc_model(**overrides: Any) -> dict[str, Any]:
+    """DC on digits, IPC 1, a small ConvNet, 3 updates per network (so a kill can land mid-iteration)."""
+    args = {"dataset": "digits", "ipc": 1, "sdc_lambda": 0.01, "batch_real": 16, "outer_loop": 3, "inner_loop": 1,
+            "arch_kwargs": dict(SMALL), "eval_models": 1, "eval_epochs": 1, "seed": 5, **overrides}
+    return {"class_path": "lightning_sdc.methods.DC", "init_args": args}
+
+
+def real_data(dataset: str = "digits") -> dict[str, Any]:
+    return {"class_path": "lightning_sdc.data.RealDataModule", "init_args": {"dataset": dataset, "download": False}}
+
+
+def ftd_model(**overrides: Any) -> dict[str, Any]:
+    """FTD on digits with an EMA (state that a resume must restore)."""
+    args = {"dataset": "digits", "ipc": 1, "arch_kwargs": dict(TM_ARCH), "syn_steps": 3, "lr_img": 10.0,
+            "lr_lr": 1e-4, "syn_lr": 0.01, "ema_decay": 0.9, "sdc_lambda": 0.01, "eval_models": 1,
+            "eval_epochs": 1, "seed": 5, **overrides}
+    return {"class_path": "lightning_sdc.methods.FTD", "init_args": args}
+
+
+def expert_data(buffer_dir: Path, **overrides: Any) -> dict[str, Any]:
+    args = {"dataset": "digits", "buffer_dir": str(buffer_dir), "arch_kwargs": dict(TM_ARCH), "expert_epochs": 1,
+            "max_start_epoch": 3, "train_if_missing": False, "download": False, **overrides}
+    return {"class_path": "lightning_sdc.experts.ExpertTrajectoryDataModule", "init_args": args}
+
+
+def ramp(steps: int) -> dict[str, Any]:
+    return _callback("lightning_sdc.callbacks.ASDCRamp", lambda_start=0.001, lambda_end=0.02, steps=steps)
+
+
+def write_config(config: dict[str, Any], path: Path) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def cli(config: Path, *extra: str, log: Path) -> subprocess.Popen:
+    """Start ``python -m lightning_sdc fit --config <config> …`` in the repository root (one torch thread)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    out = open(log, "wb")  # noqa: SIM115 - handed to the child, closed with it
+    return subprocess.Popen([sys.executable, "-m", "lightning_sdc", "fit", "--config", str(config), *extra],
+                            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def finish(proc: subprocess.Popen, log: Path, timeout: float = 240.0) -> None:
+    """Wait for a CLI run and fail with the tail of its log unless it exited 0."""
+    rc = proc.wait(timeout=timeout)
+    assert rc == 0, f"exit status {rc}:\n{log.read_text(errors='replace')[-3000:]}"
+
+
+def wait_for(path: Path, proc: subprocess.Popen, log: Path, timeout: float = 240.0) -> None:
+    """Poll until ``path`` exists; fail early (with the log) if the process exits first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended (status {proc.returncode}) before {path.name}:\n"
+                                 f"{log.read_text(errors='replace')[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"timed out waiting for {path}")
+        time.sleep(0.05)
+
+
+# ------------------------------------------------------------------------------------------- fault injection
+def write_half_then_fail(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+    """A ``torch.save`` stand-in that writes a torn half file and raises, like a full disk mid-write."""
+    import io
+
+    buf = io.BytesIO()
+    _REAL_TORCH_SAVE(obj, buf)
+    data = buf.getvalue()[: max(1, len(buf.getvalue()) // 2)]
+    if isinstance(f, (str, os.PathLike)):
+        Path(f).write_bytes(data)
+    else:
+        f.write(data)
+    raise OSError(28, "No space left on device (injected)")
+
+
+_REAL_TORCH_SAVE = torch.save
+
+
+def truncate(path: Path, keep: float = 0.5) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def train_tiny_experts(out: Path, num_experts: int = 2, epochs: int = 4) -> Path:
+    """Width-8 ConvNet experts on digits (plain SGD, batch 64): a few seconds on one core."""
+    from lightning_sdc.data import load_dataset
+    from lightning_sdc.experts import train_experts
+
+    train_experts(load_dataset("digits"), arch="ConvNet", arch_kwargs=TM_ARCH, num_experts=num_experts,
+                  epochs=epochs, out=str(out), seed=0, device="cpu", progress=False, batch_size=64, lr=0.02)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- bad inputs
+@dataclass
+class Ctx:
+    """What the bad-input cases need: a scratch directory and a tiny digits expert buffer (2 × 4 epochs)."""
+
+    tmp: Path
+    buffer: Path
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def once(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """One bad input: ``trigger(ctx)`` must raise ``error`` whose message contains every string of ``names``.
+
+    ``names`` are the key, the bad value and, where the message can state it, the allowed set or range.
+    ``when`` says at which point the error is raised (``construct``, ``setup`` or ``load``) — all before compute.
+    """
+
+    id: str
+    description: str
+    trigger: Callable[[Ctx], Any]
+    error: type[BaseException]
+    names: tuple[str, ...]
+    when: str = "construct"
+
+
+def _methods() -> Any:
+    from lightning_sdc import methods
+
+    return methods
+
+
+def _gm(**kw: Any) -> Any:
+    args = {"dataset": "digits", "ipc": 1, "batch_real": 16, "arch_kwargs": dict(SMALL), **kw}
+    return _methods().DC(**args)
+
+
+def _tm(name: str, **kw: Any) -> Any:
+    args = {"dataset": "digits", "ipc": 1, "arch_kwargs": dict(TM_ARCH), "syn_steps": 2, **kw}
+    return getattr(_methods(), name)(**args)
+
+
+def _expert_dm(ctx: Ctx, dataset: str = "digits", buffer: Path | None = None, **kw: Any) -> Any:
+    from lightning_sdc.experts import ExpertTrajectoryDataModule
+
+    args = {"arch_kwargs": dict(TM_ARCH), "expert_epochs": 1, "max_start_epoch": 3, "train_if_missing": False,
+            "download": False, **kw}
+    return ExpertTrajectoryDataModule(dataset, str(buffer or ctx.buffer), **args)
+
+
+def _real_dm(dataset: str = "digits", **kw: Any) -> Any:
+    from lightning_sdc.data import RealDataModule
+
+    return RealDataModule(dataset, download=False, **kw)
+
+
+def _tm_fit(ctx: Ctx, method_kw: dict[str, Any] | None = None, **dm_kw: Any) -> None:
+    fit_without_compute(_tm("MTT", **(method_kw or {})), _expert_dm(ctx, **dm_kw))
+
+
+def _other_ipc_checkpoint(ctx: Ctx) -> Path:
+    """A checkpoint of a DC run with IPC 2 (one update)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    def make() -> Path:
+        d = ctx.tmp / "ipc2"
+        ck = ModelCheckpoint(dirpath=d, save_last=True, save_top_k=0, every_n_train_steps=1)
+        quiet_trainer(1, [ck], enable_checkpointing=True).fit(_gm(ipc=2, outer_loop=1, inner_loop=1), _real_dm())
+        return d / "last.ckpt"
+
+    return ctx.once("ipc2", make)
+
+
+def _synset_file(ctx: Ctx, name: str, **kw: Any) -> Path:
+    """A saved blank synthetic set (``SyntheticSet.blank(**kw)``) under ``ctx.tmp``."""
+    from lightning_sdc.synthetic import SyntheticSet
+
+    return SyntheticSet.blank(**kw).save(ctx.tmp / f"{name}.pt")
+
+
+def _evaluate(synset: Any, spec: Any) -> Any:
+    from lightning_sdc.evaluation import evaluate_synset
+
+    return evaluate_synset(synset, spec, num_models=1, epochs=0, augment="none")
+
+
+def _spec(ctx: Ctx, name: str) -> Any:
+    from lightning_sdc.data import load_dataset
+
+    return ctx.once(f"spec:{name}", lambda: load_dataset(name))
+
+
+def _evaluate_cli(path: Path) -> Any:
+    from lightning_sdc.cli import run
+
+    return run(["evaluate", str(path), "--epochs", "0", "--num_models", "1"])
+
+
+def _digits(zca: bool = False) -> Any:
+    from lightning_sdc.data import load_dataset
+
+    return load_dataset("digits", zca=zca)
+
+
+def _blank(**kw: Any) -> Any:
+    from lightning_sdc.synthetic import SyntheticSet
+
+    return SyntheticSet.blank(**{"num_classes": 10, "ipc": 1, "image_shape": (1, 8, 8), "dataset": "digits", **kw})
+
+
+def _cli_ipc0(ctx: Ctx) -> None:
+    from lightning_sdc.cli import build_cli
+
+    build_cli(["--config", str(REPO / "configs" / "trainer" / "cpu.yaml"),
+               "--config", str(REPO / "configs" / "demo" / "digits_dc_ipc1.yaml"),
+               "--trainer.logger=false", "--model.init_args.ipc=0"], run=False)
+
+
+def _asdc(**kw: Any) -> Any:
+    from lightning_sdc.callbacks import ASDCRamp
+
+    return ASDCRamp(**kw)
+
+
+CASES: list[BadInput] = [
+    # ---------------------------------------------------------------- method arguments (construct time)
+    BadInput("ipc-0", "DC(ipc=0)", lambda c: _gm(ipc=0), ValueError, ("ipc", "0", "> 0")),
+    BadInput("ipc-neg", "DC(ipc=-1)", lambda c: _gm(ipc=-1), ValueError, ("ipc", "-1", "> 0")),
+    BadInput("ipc-float", "DC(ipc=1.5)", lambda c: _gm(ipc=1.5), ValueError, ("ipc", "1.5", "integer")),
+    BadInput("lambda-neg", "DC(sdc_lambda=-1)", lambda c: _gm(sdc_lambda=-1.0), ValueError,
+             ("sdc_lambda", "-1", ">= 0")),
+    BadInput("lambda-nan", "DSA(sdc_lambda=nan)", lambda c: _methods().DSA("digits", 1, sdc_lambda=math.nan),
+             ValueError, ("sdc_lambda", "nan", ">= 0")),
+    BadInput("lambda-str", "DC(sdc_lambda='0.1')", lambda c: _gm(sdc_lambda="0.1"), ValueError,
+             ("sdc_lambda", "'0.1'", "number")),
+    BadInput("power-3", "DC(sdc_power=3)", lambda c: _gm(sdc_power=3), ValueError, ("sdc_power", "3", "1", "2")),
+    BadInput("lr_img-0", "DC(lr_img=0)", lambda c: _gm(lr_img=0.0), ValueError, ("lr_img", "0", "> 0")),
+    BadInput("lr_img-neg", "MTT(lr_img=-100)", lambda c: _tm("MTT", lr_img=-100.0), ValueError,
+             ("lr_img", "-100", "> 0")),
+    BadInput("syn_lr-0", "MTT(syn_lr=0)", lambda c: _tm("MTT", syn_lr=0.0), ValueError, ("syn_lr", "0", "> 0")),
+    BadInput("lr_lr-neg", "MTT(lr_lr=-1e-5)", lambda c: _tm("MTT", lr_lr=-1e-5), ValueError,
+             ("lr_lr", "-1e-05", ">= 0")),
+    BadInput("syn_steps-0", "MTT(syn_steps=0)", lambda c: _tm("MTT", syn_steps=0), ValueError,
+             ("syn_steps", "0", "> 0")),
+    BadInput("batch_syn-0", "MTT(batch_syn=0)", lambda c: _tm("MTT", batch_syn=0), ValueError,
+             ("batch_syn", "0", "> 0")),
+    BadInput("batch_real-0", "DC(batch_real=0)", lambda c: _gm(batch_real=0), ValueError,
+             ("batch_real", "0", "> 0")),
+    BadInput("outer_loop-0", "DC(outer_loop=0)", lambda c: _gm(outer_loop=0), ValueError,
+             ("outer_loop", "0", "> 0")),
+    BadInput("eval_models-0", "DC(eval_models=0)", lambda c: _gm(eval_models=0), ValueError,
+             ("eval_models", "0", "> 0")),
+    BadInput("seed-str", "DC(seed='a')", lambda c: _gm(seed="a"), ValueError, ("seed", "'a'", "integer")),
+    BadInput("dataset-unknown", "DC(dataset='cifar11')", lambda c: _gm(dataset="cifar11"), KeyError,
+             ("dataset", "'cifar11'", "allowed: cifar10, cifar100, digits")),
+    BadInput("arch-unknown", "DC(arch='ResNet99')", lambda c: _gm(arch="ResNet99", arch_kwargs={}), KeyError,
+             ("arch=", "'ResNet99'", "allowed: AlexNet")),
+    BadInput("eval_arch-unknown", "DC(eval_arch='Foo')", lambda c: _gm(eval_arch="Foo"), KeyError,
+             ("eval_arch=", "'Foo'", "allowed: AlexNet")),
+    BadInput("arch_kwargs-typo", "DC(arch_kwargs={'widht': 16})", lambda c: _gm(arch_kwargs={"widht": 16}),
+             ValueError, ("arch_kwargs", "widht", "allowed:", "width")),
+    BadInput("dis_metric", "DC(dis_metric='l1')", lambda c: _gm(dis_metric="l1"), ValueError,
+             ("dis_metric", "'l1'", "ours, mse, cos")),
+    BadInput("init", "DC(init='zeros')", lambda c: _gm(init="zeros"), ValueError, ("init", "'zeros'", "real, noise")),
+    BadInput("eval_augment", "DC(eval_augment='flip')", lambda c: _gm(eval_augment="flip"), ValueError,
+             ("eval_augment", "'flip'", "dsa, dc, none")),
+    BadInput("memory", "MTT(memory='cheap')", lambda c: _tm("MTT", memory="cheap"), ValueError,
+             ("memory", "'cheap'", "unrolled, constant")),
+    BadInput("meta_gradient", "MTT(meta_gradient='second')", lambda c: _tm("MTT", meta_gradient="second"),
+             ValueError, ("meta_gradient", "'second'", "exact")),
+    BadInput("ema_decay-1", "FTD(ema_decay=1.0)", lambda c: _tm("FTD", ema_decay=1.0), ValueError,
+             ("ema_decay", "1.0", "[0, 1)")),
+    BadInput("datm-threshold-0", "DATM(threshold=0)", lambda c: _tm("DATM", threshold=0), ValueError,
+             ("threshold", "0", "> 0")),
+    BadInput("datm-hard-labels", "DATM(label_mode='hard')", lambda c: _tm("DATM", label_mode="hard"), ValueError,
+             ("label_mode", "'hard'", "allowed: learned")),
+    BadInput("cli-ipc-0", "lightning-sdc fit --config digits_dc_ipc1.yaml --model.init_args.ipc=0", _cli_ipc0,
+             ValueError, ("ipc", "0", "> 0")),
+    # ---------------------------------------------------------------- DataModule and callback arguments
+    BadInput("window-min>max", "ExpertTrajectoryDataModule(min_start_epoch=5, max_start_epoch=3)",
+             lambda c: _expert_dm(c, min_start_epoch=5, max_start_epoch=3), ValueError,
+             ("max_start_epoch", "3", ">= 6")),
+    BadInput("window-current>max", "ExpertTrajectoryDataModule(max_start_epoch=3, current_max_start_epoch=8)",
+             lambda c: _expert_dm(c, current_max_start_epoch=8, expansion_end_step=10), ValueError,
+             ("current_max_start_epoch", "8", "(0, 3]")),
+    BadInput("expert_epochs-0", "ExpertTrajectoryDataModule(expert_epochs=0)",
+             lambda c: _expert_dm(c, expert_epochs=0), ValueError, ("expert_epochs", "0", ">= 1")),
+    BadInput("train_kwargs-unknown", "ExpertTrajectoryDataModule(train_kwargs={'lr_teacher': 0.01})",
+             lambda c: _expert_dm(c, train_kwargs={"lr_teacher": 0.01}), ValueError,
+             ("train_kwargs", "lr_teacher", "allowed:", "lr")),
+    BadInput("data-unknown", "RealDataModule('imagenet1k')", lambda c: _real_dm("imagenet1k"), KeyError,
+             ("dataset", "'imagenet1k'", "allowed:")),
+    BadInput("asdc-end-neg", "ASDCRamp(lambda_end=-0.01)", lambda c: _asdc(lambda_end=-0.01), ValueError,
+             ("lambda_end", "-0.01", ">= 0")),
+    BadInput("asdc-steps-0", "ASDCRamp(steps=0)", lambda c: _asdc(steps=0), ValueError,
+             ("steps", "0", "positive integer")),
+    BadInput("asdc-shape", "ASDCRamp(shape='cubic')", lambda c: _asdc(shape="cubic"), ValueError,
+             ("shape", "'cubic'", "log, geometric, linear")),
+    # ---------------------------------------------------------------- run set-up (Trainer.fit, before step 0)
+    BadInput("ipc-too-large", "DC(ipc=200) on digits (139 images in its smallest class)",
+             lambda c: fit_without_compute(_gm(ipc=200, outer_loop=1, inner_loop=1), _real_dm()), ValueError,
+             ("ipc=200", "139", "ipc <= 139"), "setup"),
+    BadInput("dm-dataset-mismatch", "DC(dataset='digits') with RealDataModule('mnist5k')",
+             lambda c: fit_without_compute(_gm(), _real_dm("mnist5k")), ValueError,
+             ("dataset", "'digits'", "'mnist5k'"), "setup"),
+    BadInput("dm-zca-mismatch", "DC(zca=False) with RealDataModule('digits', zca=True)",
+             lambda c: fit_without_compute(_gm(), _real_dm(zca=True)), ValueError,
+             ("zca=False", "zca=True"), "setup"),
+    BadInput("missing-data-dir", "RealDataModule('cifar10', root=<empty dir>, download=False)",
+             lambda c: fit_without_compute(_methods().DC("cifar10", 1), _real_dm("cifar10", root=str(c.tmp / "missing_data"))),
+             FileNotFoundError, ("'cifar10'", "not available", "missing_data", "download=True"), "setup"),
+    BadInput("buffer-missing", "ExpertTrajectoryDataModule(buffer_dir=<empty dir>)",
+             lambda c: fit_without_compute(_tm("MTT"), _expert_dm(c, buffer=c.tmp / "no_buffer")),
+             FileNotFoundError, ("no_buffer", "train_if_missing=False"), "setup"),
+    BadInput("buffer-dataset", "digits expert buffer used for mnist5k",
+             lambda c: fit_without_compute(_methods().MTT("mnist5k", 1, arch_kwargs=TM_ARCH), _expert_dm(c, "mnist5k")),
+             ValueError, ("dataset:", "buffer has 'digits'", "run uses 'mnist5k'"), "setup"),
+    BadInput("buffer-arch", "ConvNet expert buffer used with arch='LeNet'",
+             lambda c: _tm_fit(c, {"arch": "LeNet", "arch_kwargs": {}}, arch="LeNet", arch_kwargs={}), ValueError,
+             ("arch:", "buffer has 'ConvNet'", "run uses 'LeNet'"), "setup"),
+    BadInput("buffer-zca", "expert buffer without ZCA used with zca=True",
+             lambda c: _tm_fit(c, {"zca": True}, zca=True), ValueError,
+             ("zca:", "buffer has False", "run uses True"), "setup"),
+    BadInput("buffer-width", "width-8 expert buffer used with width 16",
+             lambda c: _tm_fit(c, {"arch_kwargs": SMALL}, arch_kwargs=SMALL), ValueError,
+             ("arch_kwargs:", "'width': 8", "'width': 16"), "setup"),
+    BadInput("buffer-epochs", "4-epoch buffer with max_start_epoch=4, expert_epochs=2 (needs 5)",
+             lambda c: _tm_fit(c, max_start_epoch=4, expert_epochs=2), ValueError,
+             ("max_start_epoch=4", "expert_epochs=2", "buffer has 4 epochs", "<= 5"), "setup"),
+    BadInput("resume-other-ipc", "DC(ipc=1) resumed from an IPC-2 checkpoint",
+             lambda c: fit_without_compute(_gm(), _real_dm(), ckpt_path=str(_other_ipc_checkpoint(c))),
+             RuntimeError, ("synset.images", "[20, 1, 8, 8]", "[10, 1, 8, 8]"), "setup"),
+    # ---------------------------------------------------------------- evaluation of a saved set
+    BadInput("eval-shape", "a (1, 28, 28) set evaluated on digits (1, 8, 8)",
+             lambda c: _evaluate(_blank(image_shape=(1, 28, 28), dataset="custom"), _digits()), ValueError,
+             ("(1, 28, 28)", "(1, 8, 8)"), "load"),
+    BadInput("eval-dataset", "a set distilled from mnist evaluated on mnist5k",
+             lambda c: _evaluate(_blank(image_shape=(1, 28, 28), dataset="mnist"), _spec(c, "mnist5k")),
+             ValueError, ("dataset='mnist'", "'mnist5k'"), "load"),
+    BadInput("eval-zca", "a ZCA-space set evaluated on digits without ZCA",
+             lambda c: _evaluate(_blank(zca_state=_digits(zca=True).zca.to_dict()), _digits()), ValueError,
+             ("zca=True", "zca=False"), "load"),
+    BadInput("eval-classes", "a 5-class set evaluated on 10-class digits",
+             lambda c: _evaluate(_blank(num_classes=5, ipc=2), _digits()), ValueError,
+             ("num_classes=5", "9"), "load"),
+    BadInput("evaluate-cli-shape", "lightning-sdc evaluate <a 28x28 set whose metadata says digits>",
+             lambda c: _evaluate_cli(_synset_file(c, "wrong_shape", num_classes=10, ipc=1, image_shape=(1, 28, 28),
+                                                  dataset="digits")),
+             ValueError, ("wrong_shape.pt", "(1, 28, 28)", "(1, 8, 8)"), "load"),
+]
+
+
+def collect_messages(ctx: Ctx) -> list[tuple[BadInput, str, str]]:
+    """Run every case; ``(case, exception type name, message)`` (the message of an unexpected outcome too)."""
+    rows = []
+    for case in CASES:
+        try:
+            case.trigger(ctx)
+        except BaseException as exc:  # noqa: BLE001 - recorded as it is
+            rows.append((case, type(exc).__name__, message_of(exc)))
+        else:
+            rows.append((case, "(no error)", ""))
+    return rows
+
+
+def message_of(exc: BaseException) -> str:
+    """The text a user reads: ``str`` of the exception (``KeyError`` without its repr quotes)."""
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc)
+
+
+def messages_markdown(rows: list[tuple[BadInput, str, str]], extra: list[tuple[str, str, str]] = ()) -> str:
+    """The table for the issue's closing note: input → exception → message (one line each)."""
+
+    def cell(text: str) -> str:
+        text = " ⏎ ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+        if len(text) > 400:
+            text = text[:400] + " …"
+        return text.replace("|", "\\|")
+
+    lines = [
+        "# Bad inputs and the messages they produce (issue #8)",
+        "",
+        "Generated by `python -m tests.reliability_helpers OUT.md` from `tests/reliability_helpers.py:CASES`",
+        "(the cases `tests/test_reliability.py` asserts: exception type, and that the message names the key, the",
+        "bad value and, where it can, what is allowed) plus the truncated-file cases. Multi-line messages are",
+        "joined with ⏎; long lists of allowed names are cut at 400 characters.",
+        "",
+        "| # | bad input | raised at | exception | message |",
+        "|---|---|---|---|---|",
+    ]
+    for i, (case, kind, msg) in enumerate(rows, 1):
+        lines.append(f"| {i} | `{cell(case.description)}` | {case.when} | {kind} | {cell(msg)} |")
+    for j, (desc, kind, msg) in enumerate(extra, len(rows) + 1):
+        lines.append(f"| {j} | {cell(desc)} | load | {kind} | {cell(msg)} |")
+    return "\n".join(lines) + "\n"
+
+
+def truncated_file_messages(tmp: Path, buffer: Path) -> list[tuple[str, str, str]]:
+    """``(description, exception, message)`` for a truncated checkpoint, expert file and exported set."""
+    import shutil
+
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lightning_sdc.experts import ExpertBuffer
+    from lightning_sdc.synthetic import SyntheticSet
+
+    out = []
+    ck_dir = tmp / "trunc_ckpt"
+    quiet_trainer(1, [ModelCheckpoint(dirpath=ck_dir, save_last=True, save_top_k=0, every_n_train_steps=1)],
+                  enable_checkpointing=True).fit(_gm(outer_loop=1, inner_loop=1), _real_dm())
+    ckpt = truncate(ck_dir / "last.ckpt")
+    copy = tmp / "trunc_buffer"
+    shutil.copytree(buffer, copy)
+    truncate(copy / "expert_0001.pt")
+    synset = truncate(_blank().save(tmp / "trunc_synset.pt"))
+    attempts = [
+        ("`lightning-sdc fit … --ckpt_path last.ckpt` with the checkpoint cut in half",
+         lambda: quiet_trainer(2).fit(_gm(), _real_dm(), ckpt_path=str(ckpt))),
+        ("expert buffer whose `expert_0001.pt` is cut in half", lambda: ExpertBuffer(copy).snapshot(1, 0)),
+        ("`lightning-sdc evaluate synset.pt` with the file cut in half", lambda: SyntheticSet.load(synset)),
+    ]
+    for desc, attempt in attempts:
+        try:
+            attempt()
+        except BaseException as exc:  # noqa: BLE001
+            out.append((desc, type(exc).__name__, message_of(exc)))
+        else:
+            out.append((desc, "(no error)", ""))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.reliability_helpers OUT.md``: run every case and write the message table."""
+    import warnings
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m tests.reliability_helpers OUT.md")
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        ctx = Ctx(tmp=tmp, buffer=train_tiny_experts(tmp / "buffer"))
+        rows = collect_messages(ctx)
+        extra = truncated_file_messages(tmp, ctx.buffer)
+    from lightning_sdc.io import atomic_write_text
+
+    atomic_write_text(messages_markdown(rows, extra), argv[0])
+    print(f"{len(rows) + len(extra)} inputs written to {argv[0]}")
+
+
+if __name__ == "__main__":
+    main()
