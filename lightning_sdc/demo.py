@@ -7,7 +7,7 @@ Prints three rows, each the test accuracy (mean ± std over ``--models`` fresh n
 2. **DSA** — distilled by DSA (gradient matching with Siamese augmentation), λ = 0;
 3. **DSA + SDC** — the same run, same seed, with ``sdc_lambda`` > 0 (eq. 11).
 
-The default config (``configs/demo/mnist5k_dsa_ipc1.yaml``) is CPU-sized (a width-32 ConvNet, 200 updates);
+The default config (``configs/demo/mnist5k_dsa_ipc1.yaml``) is CPU-sized (a width-32 ConvNet, 120 updates);
 the numbers are real, not the paper's. The same distillation through the CLI is ``lightning-sdc fit --config
 configs/trainer/cpu.yaml --config configs/demo/mnist5k_dsa_ipc1.yaml``.
 """
