@@ -48,16 +48,24 @@ def _function(name: str) -> Any:
     return getattr(importlib.import_module(module), func)
 
 
-def build_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
-    """The LightningCLI over every registered method (subclass mode) and DataModule."""
+def build_cli(args: Sequence[str] | None = None, run: bool = True, export: bool = True) -> Any:
+    """The LightningCLI over every registered method (subclass mode) and DataModule.
+
+    With ``export`` (the default, and what ``lightning-sdc fit`` does) a :class:`SyntheticSetExporter` is added
+    to every run: the final synthetic set lands in ``<log dir>/synthetic/synset.pt`` (+ ``.png`` and the TM
+    ``images_best.pt`` / ``labels_best.pt`` layout), next to ``config.yaml`` and the checkpoints. Drivers that
+    keep the set in memory (``make demo``, the reproduction harness) pass ``export=False``.
+    """
     from pytorch_lightning import LightningDataModule
     from pytorch_lightning.cli import LightningCLI
 
     import lightning_sdc.callbacks  # noqa: F401 - short class names in configs
     import lightning_sdc.data  # noqa: F401
     import lightning_sdc.methods  # noqa: F401
+    from lightning_sdc.callbacks import SyntheticSetExporter
     from lightning_sdc.methods import DistillationModule
 
+    defaults = {**TRAINER_DEFAULTS, "callbacks": [SyntheticSetExporter()]} if export else TRAINER_DEFAULTS
     return LightningCLI(
         DistillationModule,
         LightningDataModule,
@@ -66,7 +74,7 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True) -> Any:
         auto_configure_optimizers=False,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults=TRAINER_DEFAULTS,
+        trainer_defaults=defaults,
         parser_kwargs={"description": __doc__.split("\n\n")[0] + " Other subcommands: " + ", ".join(SUBCOMMANDS)},
         args=list(args) if args is not None else None,
         run=run,

@@ -47,7 +47,7 @@ def distil(config: Path, sdc_lambda: float, steps: int, seed: int, out: Path | N
             f"--seed_everything={seed}", f"--trainer.max_steps={steps}", "--trainer.limit_val_batches=0",
             "--trainer.logger=false", "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
             "--trainer.enable_model_summary=false"]
-    cli = build_cli(args, run=False)
+    cli = build_cli(args, run=False, export=False)
     t0 = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     seconds = time.perf_counter() - t0

@@ -2,7 +2,7 @@
 
 * ``SyntheticImageLogger``: every ``every_n_steps`` updates, the set's image grid (pixels: inverse ZCA, then
   un-normalised, one row per class as :meth:`SyntheticSet.save_grid`) goes to every logger that takes images
-  (TensorBoard's ``add_image``, lightning_and_ecosystem §1.8); when no logger does, it is written as a PNG
+  (TensorBoard's ``add_image``); when no logger does, it is written as a PNG
   under ``<log dir>/images/``. At the end of ``fit`` a final PNG is written.
 * ``SyntheticSetExporter``: at the end of ``fit`` the set is written in this package's format
   (:meth:`SyntheticSet.save`, which ``lightning-sdc evaluate`` reads) and in the ``images_<suffix>.pt`` /

@@ -3,8 +3,7 @@
 torchvision's ``FashionMNIST(download=False)`` only accepts the decompressed files under
 ``<root>/FashionMNIST/raw``; reading the IDX format here (4-byte big-endian magic ``0x00000800 + ndim`` for
 unsigned bytes, then ``ndim`` big-endian int32 sizes, then the data) lets the Debian
-``dataset-fashion-mnist`` package or any directory of ``.gz`` files be used as is
-(lightning_and_ecosystem §5.1).
+``dataset-fashion-mnist`` package or any directory of ``.gz`` files be used as is.
 """
 
 from __future__ import annotations

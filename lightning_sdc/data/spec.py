@@ -43,8 +43,7 @@ class DatasetNotFoundError(FileNotFoundError):
 class DatasetInfo:
     """Static metadata of a dataset, known without reading any file (methods shape the synthetic set from it).
 
-    ``mean``/``std`` are the per-channel constants of ``transforms.Normalize`` in the references
-    (gm_reference §2, tm_reference §2.1).
+    ``mean``/``std`` are the per-channel constants of ``transforms.Normalize`` in the references.
     """
 
     name: str

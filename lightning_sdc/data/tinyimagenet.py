@@ -8,7 +8,7 @@ MTT). Classes are numbered in sorted-wnid order, which is the ``ImageFolder`` or
 
 Decoding 110k JPEGs takes a while, so the decoded folder is cached in DC's ``.pt`` format in
 :func:`~lightning_sdc.data.registry.cache_dir` (``cache=False`` disables it). Normalisation: ImageNet
-mean/std (gm_reference §2). The static class names are placeholders (``class_000`` …); a loaded spec carries
+mean/std. The static class names are placeholders (``class_000`` …); a loaded spec carries
 the folder's names (``words.txt``, else the wnids).
 """
 

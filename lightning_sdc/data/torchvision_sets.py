@@ -1,7 +1,7 @@
 """The references' torchvision datasets: MNIST, FashionMNIST, SVHN, CIFAR-10, CIFAR-100.
 
-Constants and class order as DC/MTT ``utils.py:get_dataset`` (gm_reference §2, tm_reference §2.1). CIFAR-100
-uses the DC/MTT constants; DCC normalises CIFAR-100 with the CIFAR-10 ones (gm_reference §2).
+Constants and class order as DC/MTT ``utils.py:get_dataset``. CIFAR-100
+uses the DC/MTT constants; DCC normalises CIFAR-100 with the CIFAR-10 ones.
 
 MNIST and FashionMNIST are read straight from their IDX files (``lightning_sdc.data.idx``), so torchvision is
 only imported to download them; FashionMNIST first looks in ``root``, ``root/FashionMNIST/raw``,

@@ -1,7 +1,7 @@
 """ZCA whitening as MTT/FTD/DATM apply it (MTT ``utils.py:get_dataset``, ``kornia.enhance.ZCAWhitening``).
 
 The references fit ``kornia.enhance.ZCAWhitening(eps=0.1, compute_inv=True)`` on **all training images** and
-replace train and test sets by their whitened versions (tm_reference §2.1). With μ the feature mean and
+replace train and test sets by their whitened versions. With μ the feature mean and
 Σ = U S Uᵀ the unbiased feature covariance, whitening is ``x ↦ (x − μ) W`` with ``W = U (S + eps)^(-1/2) Uᵀ``
 and the inverse is ``z ↦ z U (S + eps)^(1/2) Uᵀ + μ``. The fit is delegated to kornia; the three resulting
 tensors are kept so the transform can be saved with a synthetic set and re-applied later.

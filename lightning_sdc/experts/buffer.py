@@ -4,8 +4,7 @@ Format (``format_version`` 1), in a directory ``out``:
 
 * ``out/expert_<i:04d>.pt`` = ``{"trajectory": Tensor[epochs + 1, P] (float32), "meta": dict}``. Row 0 is the
   initialisation, row ``e`` the parameters after epoch ``e``; each row is the concatenation of
-  ``p.reshape(-1)`` over ``named_parameters()`` — the flattening MTT does at distill time (tm_reference §0.1,
-  §1.2), done once at write time. MTT stores per-parameter tensor lists per epoch in
+  ``p.reshape(-1)`` over ``named_parameters()`` — the flattening MTT does at distill time, done once at write time. MTT stores per-parameter tensor lists per epoch in
   ``replay_buffer_<n>.pt`` files of 10 experts; one contiguous matrix per expert lets a reader map the file
   and read only the two rows a distillation step needs (:meth:`ExpertBuffer.snapshot`).
 * ``out/manifest.json``: the shared metadata, the experts written so far and how many were requested.
@@ -243,7 +242,7 @@ class ExpertBuffer:
         dsa: bool = True,
     ) -> ExpertBuffer:
         """Read MTT/FTD/DATM ``replay_buffer_<n>.pt`` files (a list of experts, each a list of per-epoch lists
-        of per-parameter tensors in ``parameters()`` order — MTT ``buffer.py``; tm_reference §1.2).
+        of per-parameter tensors in ``parameters()`` order — MTT ``buffer.py``).
 
         ``paths``: one file, a directory (all ``replay_buffer_*.pt`` in numeric order) or a list of files.
         The stored tensor shapes are checked against ``build_network(arch, …, **arch_kwargs)`` for

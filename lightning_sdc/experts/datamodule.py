@@ -1,11 +1,11 @@
 """``ExpertTrajectoryDataModule``: serves (start, target) expert parameters to trajectory-matching methods.
 
-Each training "batch" is one distillation iteration's draw (MTT ``distill.py``, tm_reference §1.3):
+Each training "batch" is one distillation iteration's draw (MTT ``distill.py``):
 an expert, a start epoch ``t ~ U{lo, …, hi − 1}`` and the flattened snapshots ``θ*_t`` and ``θ*_{t+M}``
 (``M = expert_epochs``). The window is ``[min_start_epoch, max_start_epoch)`` or, with
 ``current_max_start_epoch``, DATM's Sequential Generation: the upper bound grows linearly from
 ``current_max_start_epoch`` at step 0 to ``max_start_epoch`` at ``expansion_end_step`` and stays there
-(DATM ``distill/DATM.py``, tm_reference §5.5).
+(DATM ``distill/DATM.py``).
 
 Differences from the references, on purpose: every draw comes from a generator keyed on
 ``(seed, rank, step)``, so a draw is a pure function of the step and the DDP rank: resuming from a checkpoint
@@ -317,8 +317,7 @@ class ExpertTrajectoryDataModule(LightningDataModule):
         """The sampling offset to resume from: the trainer's ``global_step`` at checkpoint time.
 
         This equals the number of draws consumed as long as ``global_step`` counts distillation iterations
-        (one per batch); a method that skips updates (DATM's loss gate) must still count the iteration
-        (tm_reference §9).
+        (one per batch); a method that skips updates (DATM's loss gate) must still count the iteration.
         """
         offset = int(self.trainer.global_step) if self.trainer is not None else self._offset
         return {"offset": offset, "seed": self.seed}

@@ -1,7 +1,7 @@
 """FTD's sharpness-aware expert optimiser: GSAM with ASAM-style adaptive perturbation.
 
-Implements one step of FTD ``buffer/gsam/gsam.py::GSAM.step`` (driven by ``utils/utils_gsam.py::epoch``), as
-summarised in tm_reference §1.4, around any base optimiser (FTD: plain SGD):
+Implements one step of FTD ``buffer/gsam/gsam.py::GSAM.step`` (driven by ``utils/utils_gsam.py::epoch``),
+around any base optimiser (FTD: plain SGD):
 
 1. ``g = ∇L(w)`` on the (already augmented) minibatch.
 2. Perturbation ``e = ρ · T²g / (‖T g‖₂ + ε)`` with ``T = |w|`` (ASAM, ``adaptive=True``) or ``T = 1`` (SAM);

@@ -1,11 +1,10 @@
 """Training expert trajectories for trajectory matching (MTT ``buffer.py``; FTD ``buffer/buffer_FTD.py``).
 
-Each expert is a fresh network trained on the whole real training set with the reference recipe
-(tm_reference §1.1): plain SGD (lr 0.01, momentum 0, weight decay 0, constant lr), batch 256 over a fresh
+Each expert is a fresh network trained on the whole real training set with the reference recipe: plain SGD (lr 0.01, momentum 0, weight decay 0, constant lr), batch 256 over a fresh
 shuffle each epoch (last batch kept), cross-entropy, DSA on every batch with per-image parameters
 (``siamese=False``), data optionally ZCA-whitened once beforehand. Snapshot 0 is the initialisation and one
 snapshot is taken after every epoch. With ``rho > 0`` the optimiser is FTD's sharpness-aware GSAM/ASAM step
-(:mod:`lightning_sdc.experts.sam`, tm_reference §1.4) around the same SGD.
+(:mod:`lightning_sdc.experts.sam`) around the same SGD.
 
 Differences from the references, on purpose: network ``i`` is initialised from
 ``seeded_generator(seed, i)`` and the same generator then drives shuffling and augmentation, so an expert is

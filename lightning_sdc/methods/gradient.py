@@ -1,7 +1,6 @@
 """Gradient matching with SDC: DC, DSA, DCC and DSAC (paper eq. 1, 3, 11 and Algorithm 1).
 
-Reference behaviour (VICO-UoE/DatasetCondensation ``main.py``/``utils.py``; Saehyung-Lee/DCC ``main.py``;
-gm_reference §3, §5, §7):
+Reference behaviour (VICO-UoE/DatasetCondensation ``main.py``/``utils.py``; Saehyung-Lee/DCC ``main.py``):
 
 * A DC *iteration* draws a freshly initialised network, then makes ``outer_loop`` image updates; between two
   updates the network is trained ``inner_loop`` epochs on the (detached) synthetic set with plain SGD
@@ -31,7 +30,7 @@ batch of class ``c``), ``(seed, iteration, outer, c, 1)`` (its Siamese DSA draw)
 references' wall-clock reseeding; every DDP rank builds the same network and draws the same batch for a class.
 
 DDP: class-wise matching shards the classes (``local_classes``) and scales the local loss by the world size,
-so DDP's averaged image gradient equals the single-process sum over classes (lightning_and_ecosystem §1.3).
+so DDP's averaged image gradient equals the single-process sum over classes.
 Contrastive matching all-reduces the sum of the ranks' real gradients; every rank then builds the same
 synthetic-side loss, which is not scaled.
 

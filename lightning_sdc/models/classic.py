@@ -1,4 +1,4 @@
-"""MLP, LeNet, AlexNet(BN) and VGG as in DC ``networks.py`` (gm_reference §1.3).
+"""MLP, LeNet, AlexNet(BN) and VGG as in DC ``networks.py``.
 
 These references hard-code the size of their classifier input, so each accepts only the input shapes the
 reference runs (checked at build time; see ``InputRule``): MLP 1×28×28 or 3×32×32; LeNet, AlexNet and VGG

@@ -1,6 +1,6 @@
 """ConvNet, the default network of dataset distillation, and its named variants.
 
-DC ``networks.py:ConvNet`` / ``_make_layers`` (gm_reference §1.2): ``depth`` blocks of
+DC ``networks.py:ConvNet`` / ``_make_layers``: ``depth`` blocks of
 Conv3×3(width, bias) → norm → activation → 2×2 pooling, then a linear ``classifier`` on the flattened map.
 The first conv pads by 3 when the input has one channel, so a 1×28×28 image is processed as 32×32.
 
@@ -12,7 +12,7 @@ digits (1-channel: 8 → 12 → 6 → 3 → 1 at depth 3). A net whose map would
 
 Module and parameter names equal the reference's (``features.<i>.weight`` …, ``classifier.weight``), so the
 ``named_parameters()`` order — conv.w, conv.b, norm.w, norm.b per block, then classifier.w, classifier.b —
-matches the flattened expert trajectories of MTT ``buffer.py`` (tm_reference §0.1).
+matches the flattened expert trajectories of MTT ``buffer.py``.
 """
 
 from __future__ import annotations

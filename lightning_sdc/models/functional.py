@@ -2,13 +2,12 @@
 
 Every distillation method needs the network as a function of its parameters: GM differentiates the
 synthetic-batch gradient w.r.t. the images (``create_graph=True``), TM unrolls SGD on a flat parameter vector
-``θ ∈ R^P`` (MTT's ``ReparamModule``, tm_reference §2.4). Here the module keeps its own parameters and is run
+``θ ∈ R^P`` (MTT's ``ReparamModule``). Here the module keeps its own parameters and is run
 with ``torch.func.functional_call`` on views of the flat vector — same values and speed as ``ReparamModule``
 without deleting anything from the module.
 
 Order: the flat vector is ``cat(p.reshape(-1) for p in module.parameters())``, i.e. ``named_parameters()``
-order (shared parameters once). MTT ``buffer.py`` stores expert snapshots in exactly this order
-(tm_reference §0.1), so expert files and students agree.
+order (shared parameters once). MTT ``buffer.py`` stores expert snapshots in exactly this order, so expert files and students agree.
 """
 
 from __future__ import annotations

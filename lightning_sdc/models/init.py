@@ -1,7 +1,7 @@
 """Deterministic PyTorch-default initialisation drawn from an explicit ``torch.Generator``.
 
 The references build every network after reseeding the *global* RNG from the wall clock (DC
-``utils.py:get_network``; gm_reference §1.1, tm_reference §0.5) and use PyTorch's default init. We never
+``utils.py:get_network``) and use PyTorch's default init. We never
 touch the global RNG. Given a generator, the same default distributions are drawn from it, so every DDP
 rank (or a rerun) that derives the generator from the same ``(seed, iteration)`` gets the same network:
 

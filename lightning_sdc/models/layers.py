@@ -1,7 +1,6 @@
 """Building blocks named as in the references' ConvNet options (DC ``networks.py:ConvNet._get_*``).
 
-"instancenorm" is ``GroupNorm(C, C, affine=True)`` — one group per channel — not ``InstanceNorm2d``
-(gm_reference §0.4); "groupnorm" is ``GroupNorm(4, C)``; "layernorm" normalises over ``[C, H, W]`` with a
+"instancenorm" is ``GroupNorm(C, C, affine=True)`` — one group per channel — not ``InstanceNorm2d``; "groupnorm" is ``GroupNorm(4, C)``; "layernorm" normalises over ``[C, H, W]`` with a
 3-D affine weight, so its parameter count depends on the feature-map size.
 """
 

@@ -1,4 +1,4 @@
-"""CIFAR-style ResNets as in DC ``networks.py`` (kuangliu lineage; gm_reference §1.3).
+"""CIFAR-style ResNets as in DC ``networks.py`` (kuangliu lineage).
 
 ``ResNet`` (``ResNet18``, ``ResNet18BN``, ``ResNet34``, …): stem Conv3×3(64, stride 1, no bias) + norm + ReLU,
 four stages of BasicBlocks (64/128/256/512 planes, first strides 1/2/2/2), ``avg_pool2d(4)``, then

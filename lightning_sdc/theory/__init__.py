@@ -1,10 +1,10 @@
-"""Perceptron theory of dataset distillation / pruning by sample difficulty (seed Sec. 3.2, App. 4).
+"""Perceptron theory of dataset distillation / pruning by sample difficulty (paper Sec. 3.2, App. 4).
 
-Teacher-probe-student model of Sorscher et al. (NeurIPS 2022) as adapted by the seed paper: a teacher
+Teacher-probe-student model of Sorscher et al. (NeurIPS 2022) as adapted by the paper: a teacher
 perceptron labels Gaussian inputs, a probe ranks examples by their margin |z|, a fraction f is kept (hard =
 smallest |z|, easy = largest, none = random), and a max-margin student trained on the kept set has test error
-``eps = arccos(R)/pi``. The equations follow the re-derivation in ``shared/reference/theory_reference.md``
-(sections A.2-A.6), which also lists the seed's typesetting errors corrected here. numpy/scipy/matplotlib
+``eps = arccos(R)/pi``. The equations follow our re-derivation of Sorscher et al. (2022, App. A),
+which also corrects the paper's typesetting errors. numpy/scipy/matplotlib
 only (no torch).
 
 Public API::

@@ -69,7 +69,7 @@ def crossover_alpha(
     angle_deg: float = 0.0,
     alpha_range: tuple[float, float] = (0.05, 1000.0),
 ) -> float:
-    """The alpha (kept examples per dimension, the seed's alpha_syn) where ``eps_b - eps_a`` changes sign.
+    """The alpha (kept examples per dimension, the paper's alpha_syn) where ``eps_b - eps_a`` changes sign.
 
     With the defaults this is the paper's crossover (Sec. 3.2, Fig. 4(b,c)): below it keeping the easy
     examples gives the lower test error, above it keeping the hard ones. The equivalent total data per

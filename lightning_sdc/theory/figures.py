@@ -1,11 +1,11 @@
-"""Data and drawings of the seed's Figure 4(a-c) and Figure 15 (theory lines over simulation dots).
+"""Data and drawings of the paper's Figure 4(a-c) and Figure 15 (theory lines over simulation dots).
 
 Each figure is computed into arrays (cached as an ``.npz`` keyed by its settings, written atomically), then
 drawn from the arrays alone, so the CLI (``lightning-sdc theory``), the notebook and the tests share one
 code path. Shapes followed (theory reference A.8): 4(a) test error vs alpha_syn per kept fraction f on
 log-log axes (keep-hard solid, keep-easy dashed); 4(b) ``eps_hard - eps_easy`` over (alpha_syn, f) with the
 zero contour; 4(c) the better strategy over the same plane; 15 the 4(a) curves with the probe at 0, 10 and
-20 degrees from the teacher (the seed's caption calls (b), (c) 'perfect'; they are the imperfect probe).
+20 degrees from the teacher (the paper's caption calls (b), (c) 'perfect'; they are the imperfect probe).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def default_settings(figure: str, quick: bool = False) -> CurveSettings | PlaneS
                 alpha_min=0.3, alpha_max=30.0, n_alpha=6, f_min=0.2, f_max=0.8, n_f=4, crossover_fs=()
             )
         return PlaneSettings()
-    # seed App. 4: d = 200 for the perfect probe, d = 50 for the imperfect one, 100 repeats (4a: 50 here)
+    # paper App. 4: d = 200 for the perfect probe, d = 50 for the imperfect one, 100 repeats (4a: 50 here)
     base = (
         CurveSettings()
         if figure == "4a"

@@ -1,8 +1,8 @@
 """Imperfect probe (angle theta > 0): three saddle-point equations for ``(R, rho, kappa)`` and their solution.
 
-Derivation followed: ``shared/reference/theory_reference.md`` section A.4 (Sorscher et al. 2022, App. A;
-seed App. 4.2), with the seed's two typesetting errors corrected as the reference derives and verifies by
-finite differences: ``rho`` is the *student-probe* cosine (the seed writes theta^real . theta^syn), and the
+Derivation followed: a re-derivation of (Sorscher et al. 2022, App. A;
+paper App. 4.2), with the paper's two typesetting errors corrected as the reference derives and verifies by
+finite differences: ``rho`` is the *student-probe* cosine (the paper writes theta^real . theta^syn), and the
 last term of the third equation sits *inside* ``2 alpha <int dt [...]>_z`` (coefficient alpha/(pi Lambda)).
 With ``c = cos(theta)``, ``s_t = sin(theta)``::
 
@@ -178,7 +178,7 @@ def imperfect_energy_G(R: float, rho: float, kappa: float, f: float, mode: str, 
     ``sigma = Lambda/s_t``, and integrate ``xi`` analytically. By the z -> -z symmetry only the y = +1
     half-plane ``v > -c z/s_t`` is integrated (times 2). The saddle point has ``alpha G = 1 - Q`` and
     ``-alpha/2 dG/dR``, ``-alpha/2 dG/drho`` equal to the right-hand sides of (i) and (iii) (tested by finite
-    differences; this is how the reference located the seed's misplaced term).
+    differences; this is how the reference located the paper's misplaced term).
     """
     g = _Geometry.from_overlaps(R, rho, math.radians(angle_deg))
     c, st = g.c, g.st

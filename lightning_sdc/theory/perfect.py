@@ -1,7 +1,7 @@
 """Perfect probe (angle 0): saddle-point equations for the max-margin student and their solution.
 
-Derivation followed: ``shared/reference/theory_reference.md`` sections A.2-A.3, which re-derive Sorscher et
-al. (NeurIPS 2022, App. A) and the seed paper's App. 4.1 from the replica-symmetric Gardner volume in the
+Derivation followed: a re-derivation of Sorscher et
+al. (NeurIPS 2022, App. A) and the paper's App. 4.1 from the replica-symmetric Gardner volume in the
 max-margin limit (q -> 1). The free energy is governed by the *energy*
 
     E(R, kappa) = alpha <int Dx (kappa - R|z| - sqrt(1-R^2) x)_+^2>_z - (1 - R^2),
@@ -13,7 +13,7 @@ and the saddle point is ``E = 0`` (largest margin with a non-empty version space
     1 - R^2 = 2 alpha / f                          int_{-inf}^{kappa} Dt V(t) (kappa - t)^2
 
 with ``W, V`` per pruning mode (reference table A.3). Notation: ``alpha`` is the number of *kept*
-(synthetic) examples per dimension (the seed's alpha_syn, Sorscher's alpha_prune); ``f`` the kept fraction.
+(synthetic) examples per dimension (the paper's alpha_syn, Sorscher's alpha_prune); ``f`` the kept fraction.
 Seed typesetting issue handled here: App. 4.1 writes gamma for the keep-hard *threshold on |z|* (elsewhere
 gamma is the probe angle); read literally with gamma = 0 the equations give R = 0. We use
 ``z_th = Phi^-1((1+f)/2)`` and add the keep-easy and unpruned rows that App. 4.1 omits. Mode ``none``
@@ -61,7 +61,7 @@ def _normalizer(f: float, mode: str) -> float:
 
 def closed_form_integrals(R: float, s: float, kappa: float, f: float, mode: str) -> tuple[float, float]:
     """Right-hand sides of the closed-form equations per unit alpha: ``(A, B)`` with ``R = alpha A``,
-    ``1 - R^2 = alpha B`` (reference A.3 table; seed App. 4.1 with gamma read as ``z_th``).
+    ``1 - R^2 = alpha B`` (reference A.3 table; paper App. 4.1 with gamma read as ``z_th``).
 
     ``s = sqrt(1 - R^2)`` is passed separately so that it stays accurate when R is within 1e-12 of 1.
     """

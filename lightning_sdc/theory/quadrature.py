@@ -25,7 +25,7 @@ _SQRT2PI = np.sqrt(2.0 * np.pi)
 
 
 def gaussian_H(x: np.ndarray | float) -> np.ndarray:
-    """``H(x) = int_x^inf Dt = erfc(x / sqrt 2) / 2`` (the seed's App. 4.1 definition, written stably)."""
+    """``H(x) = int_x^inf Dt = erfc(x / sqrt 2) / 2`` (the paper's App. 4.1 definition, written stably)."""
     return 0.5 * erfc(np.asarray(x, dtype=float) / _SQRT2)
 
 

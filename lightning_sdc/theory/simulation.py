@@ -1,12 +1,12 @@
 """Finite-d simulation of the teacher-probe-student experiment (the dots of Fig. 4(a) and Fig. 15).
 
-Recipe of ``shared/reference/theory_reference.md`` A.7 (seed Sec. 3.2 steps 1-4 with a planted probe):
+Recipe (paper Sec. 3.2 steps 1-4 with a planted probe):
 a unit teacher ``T`` labels ``x ~ N(0, I_d)`` by ``y = sign(T.x)``; a probe at angle theta to the teacher
 (``cos theta T + sin theta u``, u a random unit vector orthogonal to T; perfect probe: theta = 0) ranks the
 examples by ``|z|``, ``z = probe.x``; the ``k = round(alpha d)`` kept examples are the smallest |z| (hard),
 the largest |z| (easy) or a random subset (none) of ``round(k / f)`` drawn ones; the student is the
 bias-free maximum-margin separator of the kept set and ``eps = arccos(R)/pi``. Pruning uses |z| (as the
-seed's appendix and Sorscher et al.), not the signed margin of the seed's Sec. 3.2 step 2; with a perfect
+paper's appendix and Sorscher et al.), not the signed margin of the paper's Sec. 3.2 step 2; with a perfect
 probe the two coincide.
 """
 
@@ -46,7 +46,7 @@ class SimulationResult:
 
 def make_probe(teacher: np.ndarray, angle_rad: float, rng: np.random.Generator) -> np.ndarray:
     """A unit vector at ``angle_rad`` from the unit ``teacher``: ``cos a T + sin a u``, u uniform on the
-    unit sphere orthogonal to T (seed App. 4: 'a random Gaussian vector conditioned to have angle gamma')."""
+    unit sphere orthogonal to T (paper App. 4: 'a random Gaussian vector conditioned to have angle gamma')."""
     if angle_rad == 0.0:
         return teacher.copy()
     u = rng.standard_normal(teacher.shape[0])

@@ -3,7 +3,7 @@
 DC/DSA ``utils.py:get_loops(ipc)`` returns ``(outer_loop, inner_loop)``: ``outer_loop`` image updates per
 freshly initialised network, ``inner_loop`` network epochs on the synthetic set between two updates. DCC's
 ``utils.py:get_loops`` returns the same pair under other names (``inner_loop``, ``T``) and differs only at
-ipc 1: (10, 5) instead of (1, 1) (gm_reference §3.2, §7.2).
+ipc 1: (10, 5) instead of (1, 1).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 * :func:`freeze_batchnorm`: DC's BatchNorm handling before each outer step — one train-mode forward of 16 real
   images per class (so the running statistics move by BatchNorm's momentum toward real-data statistics), then
-  every BatchNorm layer in eval mode for the matching passes (gm_reference §3.5 a). Nets without BatchNorm
+  every BatchNorm layer in eval mode for the matching passes. Nets without BatchNorm
   (the default instance-norm ConvNet) are untouched.
 * :func:`train_on_synset`: ``inner_loop`` epochs of plain SGD (lr ``lr_net``, no momentum, no weight decay,
   cross-entropy) over the detached synthetic set in shuffled batches of ``batch_train``; DSA/DSAC augment each

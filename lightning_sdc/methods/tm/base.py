@@ -1,6 +1,6 @@
 """``TrajectoryMatching``: the Lightning module every TM method (MTT, FTD, TESLA, DATM) shares.
 
-One ``training_step`` = one distillation iteration of MTT ``distill.py`` (tm_reference §2.5) = one update of
+One ``training_step`` = one distillation iteration of MTT ``distill.py`` = one update of
 the synthetic set:
 
 1. the batch is the DataModule's draw (``ExpertTrajectoryDataModule``): ``θ*_t`` (``start_params``),
@@ -14,7 +14,7 @@ the synthetic set:
 5. :meth:`skip_update` (DATM's loss gate) decides between the update (``zero_grad → manual_backward →
    opt.step()``) and a counted no-op step (:meth:`skip_step`); then :meth:`after_update` (FTD's EMA).
 
-The optimiser is one SGD with parameter groups (lightning_and_ecosystem §1.1): images (``lr_img``, momentum
+The optimiser is one SGD with parameter groups: images (``lr_img``, momentum
 0.5), the student lr ``syn_lr`` (``lr_lr``, momentum 0.5; MTT's separate ``optimizer_lr``) and, for
 ``label_mode="learned"``, the label logits (``lr_y``, ``momentum_y`` = 0.9; DATM's ``optimizer_y``). SGD keeps
 state per parameter, so this reproduces the references' three optimisers exactly while ``global_step`` counts
@@ -234,8 +234,7 @@ class TrajectoryMatching(DistillationModule):
     def skip_step(self) -> None:
         """A counted no-op update: ``opt.step()`` with zero gradients, lr 0 and momentum 0 in every group.
 
-        Lightning's ``global_step`` counts ``optimizer.step()`` calls in manual optimisation
-        (lightning_and_ecosystem §0.1), and the DataModule's resume offset, the per-step generators and
+        Lightning's ``global_step`` counts ``optimizer.step()`` calls in manual optimisation, and the DataModule's resume offset, the per-step generators and
         ``val_check_interval`` are keyed on it, so a skipped iteration must still step. With zero gradients,
         ``lr = 0`` and ``momentum = 0`` SGD leaves every parameter and every momentum buffer bit-identical
         (``p + (−0)·0 = p``; momentum buffers are only touched when ``momentum ≠ 0``), and the path also works

@@ -1,7 +1,7 @@
 """DATM (Guo et al., "Towards Lossless Dataset Distillation via Difficulty-Aligned Trajectory Matching";
 DATM ``distill/DATM.py``).
 
-On top of MTT's loop (tm_reference §5):
+On top of MTT's loop:
 
 * **initial images the experts classify correctly** (``pix_init samples_predicted_correctly``, §5.2): for each
   class, its real images in a random order are scanned in batches of 256 through the first expert's final

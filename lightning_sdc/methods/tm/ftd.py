@@ -1,7 +1,7 @@
 """FTD (Du et al., "Minimizing the Accumulated Trajectory Error to Improve Dataset Distillation";
 FTD ``distill/distill_FTD.py``).
 
-The distillation loop is MTT's; FTD differs in two places (tm_reference §1.4, §4):
+The distillation loop is MTT's; FTD differs in two places:
 
 * its experts are trained with a sharpness-aware optimiser (GSAM, "balance coefficient" α, radius ρ) — that is
   the expert buffer (``ExpertTrajectoryDataModule(train_kwargs={"rho": …, "alpha": …})``), not this module;

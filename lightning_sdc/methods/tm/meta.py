@@ -1,6 +1,6 @@
 """The trajectory-matching meta-objective and its gradient, unrolled or in constant memory.
 
-Notation (tm_reference §2.5, §3.1; paper eq. 12 and Algorithm 2): ``θ_0 = θ*_t`` the expert's start
+Notation (paper eq. 12 and Algorithm 2): ``θ_0 = θ*_t`` the expert's start
 parameters, ``θ* = θ*_{t+M}`` its target, ``α`` the student lr (``syn_lr``), ``X_k`` the (augmented) synthetic
 minibatch of inner step ``k``, ``g_k = ∇_θ ℓ(f(X_k; θ_k), y_k)`` and ``θ_{k+1} = θ_k − α g_k`` for
 ``k = 0 … N−1``. The objective is
@@ -28,7 +28,7 @@ Two ways to get ``∂J/∂(images, labels, α)``:
   SDC term included: its gradient reaches the images directly through ``g_k(X_k)`` and indirectly through the
   adjoint (``θ_k`` depends on every earlier batch), exactly as in the unrolled graph.
 
-``meta_gradient="first_order"`` is what TESLA's code computes (tm_reference §3.1–3.2): every ``g_k`` is
+``meta_gradient="first_order"`` is what TESLA's code computes: every ``g_k`` is
 treated as a function of its own batch only (``θ_k`` detached), i.e. ``a_k = a_N`` for all ``k`` and
 ``∂J/∂α = −⟨a_N, Σ_k g_k⟩ = −2 Gᵀ(θ_0 − αG − θ*)/D``. It drops the Hessian couplings; it equals the exact
 gradient for ``N = 1`` and differs for ``N > 1`` (the TESLA paper calls its procedure exact; its code is

@@ -1,11 +1,11 @@
 """The functional student of trajectory matching: one network structure driven by a flat parameter vector.
 
 MTT wraps its student in a ``ReparamModule`` that deletes the module's parameters and splices in views of one
-flat vector (MTT ``reparam_module.py``, tm_reference §2.4). Here the module keeps its own (unused) parameters
+flat vector (MTT ``reparam_module.py``). Here the module keeps its own (unused) parameters
 and :func:`lightning_sdc.models.functional.functional_forward` runs it with the views of the flat vector
 (``torch.func.functional_call``), in ``named_parameters()`` order — the order the expert buffer stores.
 The student is a plain object, not an ``nn.Module`` attribute of the LightningModule, so it is neither
-registered, checkpointed nor all-reduced (lightning_and_ecosystem §0.4).
+registered, checkpointed nor all-reduced.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """TESLA (Cui et al., "Scaling Up Dataset Distillation to ImageNet-1K with Constant Memory"; TESLA ``distill.py``).
 
-Two things set TESLA apart from MTT (tm_reference §3):
+Two things set TESLA apart from MTT:
 
 * the constant-memory two-pass meta-gradient (``memory="constant"``), with the reference code's first-order
   approximation (``meta_gradient="first_order"``: each inner gradient is differentiated w.r.t. its own batch
