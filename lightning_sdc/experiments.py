@@ -11,6 +11,10 @@ and the paper's number.
 
 The reported accuracy is that of the *final* synthetic set (the paper's GM protocol; the paper's TM numbers
 are the maximum over evaluation points, which this harness does not search — stated in the table).
+
+A cell may name its own YAML (``Cell.config_file``, e.g. a ``configs/demo/`` run) and a ``random`` cell is the
+baseline row "Random" of the paper's tables: ``ipc`` real images per class drawn with the seed, trained on with
+the evaluation protocol of the cell's config (its method's ``eval_kwargs``), nothing distilled.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from lightning_sdc.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
+#: the method name of a Random-baseline cell (no distillation; evaluated with its config's protocol)
+RANDOM = "random"
 
 #: the paper's Table 1 (GM) and Table 2 (TM): (method, dataset, ipc) -> (baseline, +SDC), accuracy in %
 PAPER: dict[tuple[str, str, int], tuple[float | None, float | None]] = {
@@ -65,19 +71,32 @@ PAPER: dict[tuple[str, str, int], tuple[float | None, float | None]] = {
 
 @dataclass(frozen=True)
 class Cell:
-    """One paper cell: a config file, run with or without SDC."""
+    """One paper cell: a config file, run with or without SDC.
+
+    ``config_file`` (relative to the repository root, or absolute) replaces the default
+    ``configs/<method>/<dataset>_ipc<ipc>.yaml``. A ``random`` cell has no SDC variant.
+    """
 
     method: str
     dataset: str
     ipc: int
     sdc: bool
+    config_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.method == RANDOM and self.sdc:
+            raise ValueError(f"cell {self.method}_{self.dataset}_ipc{self.ipc}: a {RANDOM!r} cell has no SDC variant")
 
     @property
     def config(self) -> Path:
+        if self.config_file is not None:
+            return ROOT / self.config_file
         return CONFIGS / self.method / f"{self.dataset}_ipc{self.ipc}.yaml"
 
     @property
     def key(self) -> str:
+        if self.method == RANDOM:
+            return f"{self.method}_{self.dataset}_ipc{self.ipc}"
         return f"{self.method}_{self.dataset}_ipc{self.ipc}_{'sdc' if self.sdc else 'base'}"
 
     @property
@@ -104,6 +123,13 @@ def _cells(methods: Sequence[str], datasets: Sequence[str], ipcs: Sequence[int])
     return [Cell(m, d, i, s) for m in methods for d in datasets for i in ipcs for s in (False, True)]
 
 
+def _demo_cells(methods: Sequence[str], dataset: str, ipc: int, baseline_of: str) -> list[Cell]:
+    """Random (with ``baseline_of``'s evaluation protocol), then each method's ``configs/demo`` run ± SDC."""
+    demo = "configs/demo/{}_{}_ipc{}.yaml"
+    return [Cell(RANDOM, dataset, ipc, False, demo.format(dataset, baseline_of, ipc))] + [
+        Cell(m, dataset, ipc, s, demo.format(dataset, m, ipc)) for m in methods for s in (False, True)]
+
+
 GRIDS: dict[str, Grid] = {
     "table1": Grid("table1", _cells(["dc", "dsa", "dsac"], ["mnist", "fashionmnist", "svhn"], [1, 10, 50]),
                    eval_models=20, note="the paper's Table 1 at the reference budget (GPU)"),
@@ -120,6 +146,18 @@ GRIDS: dict[str, Grid] = {
         "300 epochs for every method (the reference: 300 for DC, 1000 for DSA/DSAC) with each method's own "
         "augmentation (none for DC, DSA for DSA/DSAC), on all 10,000 test images",
     ),
+    "tm-digits": Grid(
+        "tm-digits", _demo_cells(["mtt", "ftd", "tesla", "datm"], "digits", 1, baseline_of="mtt"), eval_models=5,
+        note="Trajectory matching on scikit-learn digits (1×8×8, 1437 train / 360 test images), IPC 1, one CPU "
+        "thread: each method's CPU demo `configs/demo/digits_<method>_ipc1.yaml` as written (ConvNet width 32 "
+        "depth 2, experts trained on first use into ./buffers — 4 × 15 epochs, plain SGD for MTT/TESLA/DATM, "
+        "GSAM for FTD —, 10 inner steps, 150 updates) with the config's λ and with λ = 0, same seed. Not paper "
+        "settings, so the paper column is empty. Evaluation: 5 fresh ConvNets × 300 epochs with DSA at the "
+        "learned lr (FTD: on the EMA images; DATM: soft labels) on the 360 test images, of the final set only "
+        "(no max over evaluation points). Random: one real image per class (seed 0) under the MTT demo's "
+        "evaluation (lr 0.01, its initial syn_lr). \"distill s\" of the first cell on each buffer "
+        "(mtt_base: SGD, ftd_base: GSAM) includes training those experts",
+    ),
 }
 
 
@@ -128,8 +166,33 @@ def _machine() -> str:
     return f"{platform.node() or 'host'} ({dev}, torch {torch.__version__})"
 
 
+def _eval_kwargs(model: Any, grid: Grid) -> dict[str, Any]:
+    kw = model.eval_kwargs()
+    kw["num_models"] = grid.eval_models
+    if grid.eval_epochs is not None:
+        kw["epochs"] = grid.eval_epochs
+    return kw
+
+
+def run_random(cell: Cell, grid: Grid, seed: int, cli: Any) -> dict[str, Any]:
+    """The Random row: ``cell.ipc`` real images per class (``random_coreset`` with ``seed``) evaluated with the
+    protocol of ``cli``'s parsed (not trained) model, on the dataset its DataModule would load — without
+    building that DataModule's expert buffer."""
+    from lightning_sdc.coresets.random_subset import random_coreset
+    from lightning_sdc.data import load_dataset
+    from lightning_sdc.evaluation import evaluate_synset
+
+    dm = cli.datamodule
+    spec = load_dataset(dm.dataset, dm.root, download=dm.download, zca=dm.zca, **dm.dataset_kwargs)
+    res = evaluate_synset(random_coreset(spec, cell.ipc, seed=seed), (spec.test_images, spec.test_labels),
+                          **_eval_kwargs(cli.model, grid))
+    return {"seed": seed, "accuracies": res.accuracies, "steps": 0, "sdc_lambda": 0.0, "distill_seconds": 0.0,
+            "eval_seconds": res.seconds, "eval_epochs": res.epochs}
+
+
 def run_cell(cell: Cell, grid: Grid, seed: int, trainer_config: Path) -> dict[str, Any]:
-    """Distil ``cell`` with ``seed`` through the LightningCLI path and evaluate the final set."""
+    """Distil ``cell`` with ``seed`` through the LightningCLI path and evaluate the final set (a ``random``
+    cell: :func:`run_random`)."""
     from lightning_sdc.cli import build_cli
     from lightning_sdc.evaluation import evaluate_synset
 
@@ -143,16 +206,14 @@ def run_cell(cell: Cell, grid: Grid, seed: int, trainer_config: Path) -> dict[st
         args.append(f"--trainer.max_steps={grid.max_steps}")
     if not cell.sdc:
         args.append("--model.init_args.sdc_lambda=0")
-    cli = build_cli(args, run=False)
+    cli = build_cli(args, run=False, export=False)
+    if cell.method == RANDOM:
+        return run_random(cell, grid, seed, cli)
     model, dm = cli.model, cli.datamodule
     t0 = time.perf_counter()
     cli.trainer.fit(model, datamodule=dm)
     distill_s = time.perf_counter() - t0
-    kw = model.eval_kwargs()
-    kw["num_models"] = grid.eval_models
-    if grid.eval_epochs is not None:
-        kw["epochs"] = grid.eval_epochs
-    res = evaluate_synset(model.eval_synset(), (dm.spec.test_images, dm.spec.test_labels), **kw)
+    res = evaluate_synset(model.eval_synset(), (dm.spec.test_images, dm.spec.test_labels), **_eval_kwargs(model, grid))
     return {"seed": seed, "accuracies": res.accuracies, "steps": int(cli.trainer.global_step),
             "sdc_lambda": float(model.hparams.sdc_lambda), "distill_seconds": distill_s,
             "eval_seconds": res.seconds, "eval_epochs": res.epochs}
@@ -175,9 +236,10 @@ def summarise(grid: Grid, done: dict[str, list[dict[str, Any]]]) -> tuple[str, s
         ev_s = sum(r["eval_seconds"] for r in runs)
         paper = "—" if cell.paper is None else f"{cell.paper:.1f}"
         lam = runs[0]["sdc_lambda"]
-        md.append(f"| {cell.key} | {lam:g} | {mean:.2f} ± {std:.2f} | {paper} | {accs.numel()} | {steps} | "
+        lam_md, lam_csv = ("—", "") if cell.method == RANDOM else (f"{lam:g}", lam)
+        md.append(f"| {cell.key} | {lam_md} | {mean:.2f} ± {std:.2f} | {paper} | {accs.numel()} | {steps} | "
                   f"{dist_s:.0f} | {ev_s:.0f} |")
-        csv.append(f"{cell.key},{cell.method},{cell.dataset},{cell.ipc},{int(cell.sdc)},{lam},{mean:.4f},{std:.4f},"
+        csv.append(f"{cell.key},{cell.method},{cell.dataset},{cell.ipc},{int(cell.sdc)},{lam_csv},{mean:.4f},{std:.4f},"
                    f"{'' if cell.paper is None else cell.paper},{accs.numel()},{steps},{dist_s:.1f},{ev_s:.1f}")
     return "\n".join(md) + "\n", "\n".join(csv) + "\n"
 
