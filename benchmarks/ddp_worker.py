@@ -13,12 +13,13 @@ from lightning_sdc.methods.gradient import DC
 
 
 class RankZeroTimer(StepTimer):
-    """Prints the training-loop time from rank 0 (under ``ddp_spawn`` the callbacks run in the children)."""
+    """Prints, from rank 0, the summed time of the steady-state steps (the first two — data, first network,
+    DDP's first buckets — excluded); under ``ddp_spawn`` the callbacks run in the children."""
 
     def on_train_end(self, trainer, pl_module) -> None:
         super().on_train_end(trainer, pl_module)
         if trainer.global_rank == 0:
-            print(self.train_time, flush=True)
+            print(sum(self.times[2:]), flush=True)
 
 
 def main() -> None:

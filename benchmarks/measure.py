@@ -123,20 +123,25 @@ def tm_floor_time(model: Any, repeats: int, device: str) -> float:
     return _timed(once, repeats, device)
 
 
-def sdc_overhead(kind: str, steps: int, device: str, experts: Path | None = None, **size: Any) -> float:
-    """Step time with λ > 0 over λ = 0 (same seed, same sizes)."""
-    times = []
-    for lam in (0.0, 0.1):
-        if kind == "DC":
-            from lightning_sdc.methods.gradient import DC
+def sdc_overhead(kind: str, steps: int, device: str, experts: Path | None = None, rounds: int = 3,
+                 **size: Any) -> float:
+    """Step time with λ > 0 over λ = 0 (same seed, same sizes): ``rounds`` alternating runs of each, the median
+    over all their steps, so that a load change on a shared machine hits both sides alike."""
+    times: dict[float, list[float]] = {0.0: [], 0.1: []}
+    for _ in range(rounds):
+        for lam in times:
+            timer = StepTimer()
+            if kind == "DC":
+                from lightning_sdc.methods.gradient import DC
 
-            times.append(step_time(gm_model(DC, sdc_lambda=lam, **size), gm_datamodule(), steps, device))
-        else:
-            from lightning_sdc.methods.tm import MTT
+                model, dm = gm_model(DC, sdc_lambda=lam, **size), gm_datamodule()
+            else:
+                from lightning_sdc.methods.tm import MTT
 
-            times.append(step_time(tm_model(MTT, sdc_lambda=lam, **size), tm_datamodule(experts, net=size.get("net")),
-                                   steps, device))
-    return times[1] / times[0]
+                model, dm = tm_model(MTT, sdc_lambda=lam, **size), tm_datamodule(experts, net=size.get("net"))
+            make_trainer(steps, accelerator=device, devices=1, callbacks=[timer]).fit(model, dm)
+            times[lam].extend(timer.times[1:])
+    return statistics.median(times[0.1]) / statistics.median(times[0.0])
 
 
 def gm_floor(steps: int, device: str, **size: Any) -> float:
@@ -156,14 +161,16 @@ def tm_floor(steps: int, device: str, experts: Path, **size: Any) -> float:
     return t / tm_floor_time(model, max(3, steps // 2), device)
 
 
-def bf16_cosine(device: str, experts: Path) -> dict[str, float]:
-    """Cosine between the bf16-mixed and fp32 image gradients of the first update (DC and MTT)."""
+def bf16_cosine(device: str, experts: Path, net: dict[str, int] | None = None) -> dict[str, float]:
+    """Cosine between the bf16-mixed and fp32 image gradients of the first update (DC and MTT); ``net`` must
+    be the ConvNet size the ``experts`` were trained with."""
     from lightning_sdc.methods.gradient import DC
     from lightning_sdc.methods.tm import MTT
 
     out = {}
-    for name, make, dm in (("DC", lambda: gm_model(DC, batch_real=32, sdc_lambda=0.1), gm_datamodule),
-                           ("MTT", lambda: tm_model(MTT, sdc_lambda=0.1), lambda: tm_datamodule(experts))):
+    for name, make, dm in (("DC", lambda: gm_model(DC, net=net, batch_real=32, sdc_lambda=0.1), gm_datamodule),
+                           ("MTT", lambda: tm_model(MTT, net=net, sdc_lambda=0.1),
+                            lambda: tm_datamodule(experts, net=net))):
         grads = []
         for precision in ("32-true", "bf16-mixed"):
             model, rec = make(), StartImages()
@@ -175,7 +182,7 @@ def bf16_cosine(device: str, experts: Path) -> dict[str, float]:
 
 def ddp_scaling(steps: int, **size: Any) -> tuple[float, float, float]:
     """GM (DC) throughput with 2 CPU processes × 1 thread over 1 process × 1 thread, both in fresh
-    subprocesses; returns (ratio, seconds 1 proc, seconds 2 procs) of ``steps`` updates (training loop only)."""
+    subprocesses; returns (ratio, seconds 1 proc, seconds 2 procs) of the ``steps - 2`` steady-state updates."""
     times = []
     for devices in (1, 2):
         cmd = [sys.executable, "-m", "benchmarks.ddp_worker", str(devices), str(steps), json.dumps(size)]
@@ -184,17 +191,21 @@ def ddp_scaling(steps: int, **size: Any) -> tuple[float, float, float]:
     return times[0] / times[1], times[0], times[1]
 
 
-def tm_memory(steps_list: tuple[int, int], device: str, experts: Path, **size: Any) -> dict[str, float]:
+def tm_memory(steps_list: tuple[int, int], device: str, experts: Path, repeats: int = 3,
+              **size: Any) -> dict[str, Any]:
     """Peak memory of one MTT update at ``syn_steps`` 40 vs 10 for both memory modes, each in a fresh
-    subprocess. CPU: peak RSS delta (``getrusage`` max RSS − RSS before training); CUDA: max allocated."""
-    out = {}
+    subprocess, the median of ``repeats`` (the CPU allocator makes single RSS readings jumpy at small sizes).
+    CPU: peak RSS during the update above the RSS before it (``VmHWM`` reset after a warm-up);
+    CUDA: max allocated."""
+    out: dict[str, Any] = {}
     for memory in ("unrolled", "constant"):
         peaks = []
         for syn_steps in steps_list:
             cmd = [sys.executable, "-m", "benchmarks.memory_worker", device, memory, str(syn_steps), str(experts),
                    json.dumps(size)]
-            res = subprocess.run(cmd, capture_output=True, text=True, check=True, env=_env())
-            peaks.append(float(res.stdout.strip().splitlines()[-1]))
+            runs = [float(subprocess.run(cmd, capture_output=True, text=True, check=True, env=_env())
+                          .stdout.strip().splitlines()[-1]) for _ in range(repeats)]
+            peaks.append(statistics.median(runs))
         out[memory] = peaks[1] / peaks[0]
         out[f"{memory}_mib"] = peaks
     return out

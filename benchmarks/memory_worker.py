@@ -1,9 +1,9 @@
-"""Subprocess of ``tm_memory``: peak memory (MiB) of one MTT update (CPU: RSS growth; CUDA: max allocated)."""
+"""Subprocess of ``tm_memory``: peak memory (MiB) of one MTT update (CPU: peak RSS above the RSS
+before it, the high-water mark reset after a warm-up; CUDA: max allocated)."""
 
 from __future__ import annotations
 
 import json
-import resource
 import sys
 
 import torch
@@ -12,9 +12,23 @@ from benchmarks.setups import make_trainer, tm_datamodule, tm_model
 from lightning_sdc.methods.tm import MTT
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+def _status_mib(field: str) -> float:
+    """``VmRSS`` / ``VmHWM`` (peak RSS) of this process from ``/proc/self/status``, in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the peak-RSS high-water mark (Linux >= 4.0: ``echo 5 > /proc/self/clear_refs``)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def main() -> None:
@@ -27,13 +41,16 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base = _rss_mib()
+        # the warm-up's own peak (imports, data, expert buffer) must not mask the measured update's
+        if not _reset_peak_rss():
+            raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs); CPU peak memory needs Linux")
+        base = _status_mib("VmRSS")
     model2 = tm_model(MTT, memory=memory, syn_steps=syn_steps, inner_augment=False, **size)
     make_trainer(1, accelerator=device, devices=1).fit(model2, tm_datamodule(experts, net=size.get("net")))
     if device == "cuda":
         print((torch.cuda.max_memory_allocated() - base) / 2**20)
     else:
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base)
+        print(_status_mib("VmHWM") - base)
 
 
 if __name__ == "__main__":
