@@ -67,7 +67,8 @@ class GraDNTracker(pl.Callback):
     """Log the synthetic set's mean GraDN every ``every`` steps (see the module docstring).
 
     Args:
-        every: measure after every ``every``-th synthetic-set update (and once at the start of ``fit``).
+        every: measure after every ``every``-th synthetic-set update (and once at the start and at the end of
+            ``fit``).
         num_networks: ensemble size.
         ema: EMA coefficient β of the smoothed curve.
         source: ``"auto"`` | ``"init"`` | ``"experts"`` | ``"trained"``.
@@ -275,6 +276,7 @@ class GraDNTracker(pl.Callback):
             self.record(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.record(trainer, pl_module)  # the curve always ends at the last step (a no-op if measured there)
         out = output_dir(trainer, self.dirpath)  # collective under DDP
         if trainer.is_global_zero and self.steps:
             self.csv_path = self.write_csv(out / f"{self.name}.csv")

@@ -1,0 +1,253 @@
+"""The GraDN curve of a distillation run with and without SDC (the paper's Figure 1a for GM, 1c for TM).
+
+``python -m lightning_sdc.difficulty.curve`` runs one method config twice from the same seed — λ = 0 and
+λ = ``--sdc-lambda`` (eq. 11 for GM, eq. 12 for TM) — with a :class:`~lightning_sdc.callbacks.GraDNTracker`
+attached, and writes
+
+* ``<out>.npz``: for each run (``base`` and ``sdc``) the measured steps, the raw mean GraDN of the synthetic set
+  and its EMA (``steps_base``, ``gradn_base``, ``ema_base``, …), plus, for GM methods, the per-step mean
+  gradient norm of the synthetic class batches at the matching networks (``sdc/grad_norm_mean``, what the SDC
+  term multiplies: ``inloop_steps_*``, ``inloop_*``), λ and the settings;
+* ``<out>.png``: both curves, raw (thin) and EMA-smoothed (bold), the gap shaded
+  (:func:`~lightning_sdc.callbacks.plot_gradn_curves`);
+
+and prints the start and end values of each curve.
+
+The tracker's ensemble (``--source``) is fixed for the whole run, so the curve follows the synthetic set:
+``init`` = freshly initialised networks (what GM matches at), ``experts`` = expert snapshots (TM),
+``trained`` = networks trained ``--train-epochs`` epochs on the real training split (Θ_t of Definition 2),
+``auto`` = experts when the DataModule has a buffer, else fresh initialisations. The default config is the
+CPU-sized ``make demo`` DSA run on ``mnist5k`` (ConvNet width 32, depth 3, IPC 1, 64 real images per class).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+
+from lightning_sdc.callbacks.gradn import SOURCES, GraDNTracker, curve_summary, plot_gradn_curves
+from lightning_sdc.difficulty.grad_norms import METHODS
+from lightning_sdc.io import atomic_write, atomic_write_text
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+DEFAULT_CONFIG = CONFIGS / "demo" / "mnist5k_dsa_ipc1.yaml"
+#: the per-step quantity the GM methods log: mean over classes of ‖∇θ L_syn,c‖ at the matching network
+INLOOP_METRIC = "sdc/grad_norm_mean"
+RUNS = ("base", "sdc")
+
+
+class LoggedScalarRecorder(pl.Callback):
+    """Record one scalar the module logs with ``self.log(..., on_step=True)`` after every training batch."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.steps: list[int] = []
+        self.values: list[float] = []
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        value = trainer.callback_metrics.get(self.key)
+        if value is not None:
+            self.steps.append(int(trainer.global_step))
+            self.values.append(float(value))
+
+
+def build_run(
+    config: Path, sdc_lambda: float, seed: int
+) -> tuple[pl.LightningModule, pl.LightningDataModule]:
+    """The method and DataModule of ``config`` with λ and the seed overridden (parsed as ``lightning-sdc fit``)."""
+    from lightning_sdc.cli import build_cli
+
+    args = [
+        "--config", str(config), f"--model.init_args.sdc_lambda={sdc_lambda}", f"--model.init_args.seed={seed}",
+        f"--seed_everything={seed}", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    ]  # fmt: skip
+    cli = build_cli(args, run=False, export=False)
+    return cli.model, cli.datamodule
+
+
+def track_run(
+    config: Path,
+    sdc_lambda: float,
+    *,
+    steps: int,
+    every: int,
+    networks: int,
+    source: str,
+    ema: float,
+    train_epochs: int,
+    method: str,
+    seed: int,
+    accelerator: str,
+    workdir: Path,
+) -> dict[str, Any]:
+    """Distil ``steps`` updates with the tracker attached; the curve (measured at step 0, every ``every``
+    steps and at the last step), the in-loop gradient norms and the wall time."""
+    module, datamodule = build_run(config, sdc_lambda, seed)
+    tracker = GraDNTracker(
+        every=every, num_networks=networks, ema=ema, source=source, method=method,
+        train_epochs=train_epochs, seed=seed, dirpath=str(workdir),
+    )  # fmt: skip
+    inloop = LoggedScalarRecorder(INLOOP_METRIC)
+    trainer = pl.Trainer(
+        accelerator=accelerator, devices=1, max_steps=steps, max_epochs=-1, limit_val_batches=0,
+        num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[tracker, inloop],
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    seconds = time.perf_counter() - t0
+    return {
+        "method": type(module).__name__,
+        "source": tracker.resolved_source(trainer),
+        "steps": np.asarray(tracker.steps, dtype=np.int64),
+        "gradn": np.asarray(tracker.values, dtype=np.float64),
+        "ema": np.asarray(tracker.ema_values, dtype=np.float64),
+        "inloop_steps": np.asarray(inloop.steps, dtype=np.int64),
+        "inloop": np.asarray(inloop.values, dtype=np.float64),
+        "seconds": seconds,
+    }
+
+
+def save_curves(
+    runs: dict[str, dict[str, Any]], out: Path, settings: dict[str, Any], ema: float
+) -> dict[str, Path]:
+    """Write ``<out>.npz`` and ``<out>.png`` (see the module docstring)."""
+    arrays: dict[str, Any] = {}
+    for name, run in runs.items():
+        for key in ("steps", "gradn", "ema", "inloop_steps", "inloop"):
+            arrays[f"{key}_{name}"] = run[key]
+        arrays[f"seconds_{name}"] = np.float64(run["seconds"])
+    arrays["sdc_lambda"] = np.float64(settings["sdc_lambda"])
+    arrays["settings"] = np.asarray(json.dumps(settings, default=str))
+
+    def write_npz(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    npz = atomic_write(out.with_suffix(".npz"), write_npz)
+    method = runs["base"]["method"]
+    curves = {
+        f"{method} (λ = 0)": (runs["base"]["steps"].tolist(), runs["base"]["gradn"].tolist()),
+        f"{method} + SDC (λ = {settings['sdc_lambda']:g})": (
+            runs["sdc"]["steps"].tolist(),
+            runs["sdc"]["gradn"].tolist(),
+        ),
+    }
+    title = f"{settings['config_name']}: mean GraDN, {settings['networks']} {runs['base']['source']} networks"
+    png = plot_gradn_curves(curves, out.with_suffix(".png"), ema=ema, title=title)
+    return {"npz": npz, "png": png}
+
+
+def summary_lines(runs: dict[str, dict[str, Any]], sdc_lambda: float, ema: float) -> list[str]:
+    """Start/end of every curve (raw and EMA) and of the in-loop norms, one line each."""
+    lines = []
+    for name, run in runs.items():
+        s = curve_summary(run["steps"].tolist(), run["gradn"].tolist(), ema=ema)
+        lam = 0.0 if name == "base" else sdc_lambda
+        line = (
+            f"{run['method']} λ={lam:g}: GraDN step {s['first_step']:.0f} = {s['start']:.4f} → step "
+            f"{s['last_step']:.0f} = {s['end']:.4f} (EMA {s['start_ema']:.4f} → {s['end_ema']:.4f}); "
+            f"{run['seconds']:.0f} s"
+        )
+        if run["inloop"].size:
+            k = max(1, run["inloop"].size // 10)
+            head, tail = run["inloop"][:k], run["inloop"][-k:]
+            line += f"; in-loop ‖∇θ L_syn‖ first/last 10 %: {head.mean():.4f} → {tail.mean():.4f}"
+        lines.append(line)
+    return lines
+
+
+def _repo_relative(path: Path) -> str:
+    """``path`` relative to the repository root when it lies inside it (portable settings), else as given."""
+    try:
+        return str(path.resolve().relative_to(CONFIGS.parent))
+    except ValueError:
+        return str(path)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m lightning_sdc.difficulty.curve",
+        description="GraDN of the synthetic set during distillation, with and without SDC (Figure 1a/1c).",
+    )
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="method config (default: %(default)s)")
+    p.add_argument(
+        "--steps", type=int, default=200, help="synthetic-set updates per run (default: %(default)s)"
+    )
+    p.add_argument("--sdc-lambda", type=float, default=1.0, help="λ of the SDC run (default: %(default)s)")
+    p.add_argument("--every", type=int, default=10, help="measure every N updates (default: %(default)s)")
+    p.add_argument("--networks", type=int, default=4, help="tracker ensemble size (default: %(default)s)")
+    p.add_argument(
+        "--source", default="auto", choices=SOURCES, help="tracker ensemble (default: %(default)s)"
+    )
+    p.add_argument("--train-epochs", type=int, default=3, help="epochs of each network for --source trained")
+    p.add_argument("--ema", type=float, default=0.9, help="EMA coefficient of the smoothed curve")
+    p.add_argument("--grad-method", default="auto", choices=METHODS, help="per-sample gradients: vmap | loop")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--accelerator", default="cpu", help="Lightning accelerator (default: %(default)s)")
+    p.add_argument("--out", default="docs/figures/gradn_curve", help="output stem: <out>.npz and <out>.png")
+    p.add_argument("--workdir", default="runs/gradn_curve", help="where the tracker CSVs go")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse, check, run both distillations and write the figure; returns the runs and the output paths."""
+    a = parser().parse_args(argv)
+    config = Path(a.config)
+    if not config.is_file():
+        raise FileNotFoundError(f"--config {config}: no such file")
+    for name, value in (("--steps", a.steps), ("--every", a.every), ("--networks", a.networks),
+                        ("--train-epochs", a.train_epochs)):  # fmt: skip
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if not (a.sdc_lambda > 0 and math.isfinite(a.sdc_lambda)):
+        raise ValueError(f"--sdc-lambda must be a finite number > 0 (the SDC run), got {a.sdc_lambda}")
+    if not 0 <= a.ema < 1:
+        raise ValueError(f"--ema must be in [0, 1), got {a.ema}")
+    from lightning_sdc.demo import _quiet
+
+    _quiet()
+    workdir, out = Path(a.workdir), Path(a.out)
+    runs = {
+        name: track_run(
+            config,
+            lam,
+            steps=a.steps,
+            every=a.every,
+            networks=a.networks,
+            source=a.source,
+            ema=a.ema,
+            train_epochs=a.train_epochs,
+            method=a.grad_method,
+            seed=a.seed,
+            accelerator=a.accelerator,
+            workdir=workdir / name,
+        )  # fmt: skip
+        for name, lam in zip(RUNS, (0.0, a.sdc_lambda))
+    }
+    settings = {
+        "config": _repo_relative(config), "config_name": config.stem, "steps": a.steps, "sdc_lambda": a.sdc_lambda,
+        "every": a.every, "networks": a.networks, "source": runs["base"]["source"], "ema": a.ema,
+        "train_epochs": a.train_epochs, "seed": a.seed,
+    }  # fmt: skip
+    paths = save_curves(runs, out, settings, a.ema)
+    lines = summary_lines(runs, a.sdc_lambda, a.ema)
+    atomic_write_text("\n".join(lines) + "\n", workdir / "summary.txt")
+    print("\n".join(lines))
+    print(f"wrote {paths['npz']} and {paths['png']}")
+    return {"runs": runs, "paths": paths, "settings": settings}
+
+
+if __name__ == "__main__":
+    main()
