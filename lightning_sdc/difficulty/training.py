@@ -3,8 +3,9 @@
 One routine serves the difficulty ensembles, Herding's feature network and Forgetting's bookkeeping:
 minibatch SGD over a fresh seeded shuffle each epoch (last, smaller batch kept), cross-entropy, optional
 training augmentation of the evaluation protocol (``make_train_augment``), momentum 0.9 and weight decay
-5e-4 with the learning rate × 0.1 at half the epochs (the schedule of DC ``utils.py:evaluate_synset``, which
-the coreset baselines of DC's Table 1 were also trained with). ``on_batch`` sees the logits of each training
+5e-4 with the learning rate × 0.1 from epoch ``epochs // 2`` on — close to, not exactly, the schedule of DC
+``utils.py:evaluate_synset`` (which runs ``epochs + 1`` passes and drops the lr after pass ``epochs // 2 + 1``; the
+evaluation protocol, :mod:`lightning_sdc.evaluation`, follows DC exactly). ``on_batch`` sees the logits of each training
 forward pass *before* that batch's optimiser step — what Toneva et al. record to count forgetting events.
 
 Model ``i`` of an ensemble is initialised from ``seeded_generator(seed, _ENSEMBLE_KEY, i)`` and the same

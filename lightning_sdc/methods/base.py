@@ -20,7 +20,8 @@ What lives here:
   the synthetic set, tested on the real test split (the DataModule's validation data), accuracy mean ± std
   logged as ``eval/acc_mean`` / ``eval/acc_std``. Under DDP every rank trains the same networks (same seeds)
   and tests its shard of the test split; the counts are summed across ranks.
-* divergence guard: a non-finite loss or synthetic set stops the run with the step and the last checkpoint;
+* divergence guard: a non-finite loss or image gradient stops the run (before the update, so the synthetic set
+  stays finite) with the step and the last checkpoint;
 * checkpoint files: :meth:`setup` replaces the Trainer's plain ``TorchCheckpointIO`` with
   :class:`AtomicCheckpointIO` (temporary file in the destination directory + fsync + rename, loads with
   ``weights_only=True`` whose errors name the file). Lightning's own writer stages the file in the system temp
