@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 #: subcommand -> "module:function" (imported only when used)
@@ -79,6 +80,21 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True, export: bool 
         args=list(args) if args is not None else None,
         run=run,
     )
+
+
+#: a run whose result stays in memory (``make demo``, the reproduction harness): no logger, checkpoints,
+#: progress bar, model summary or periodic validation
+IN_MEMORY_FLAGS = ("--trainer.logger=false", "--trainer.enable_checkpointing=false",
+                   "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+                   "--trainer.limit_val_batches=0")
+
+
+def build_in_memory_cli(configs: Sequence[str | Path], seed: int, overrides: Sequence[str] = ()) -> Any:
+    """``build_cli`` (not run, no exporter) for ``configs`` composed in order, seeded with ``seed`` (global and the
+    model's), with :data:`IN_MEMORY_FLAGS` and then ``overrides`` (e.g. ``--trainer.max_steps=30``)."""
+    args = [a for config in configs for a in ("--config", str(config))]
+    args += [f"--seed_everything={seed}", f"--model.init_args.seed={seed}", *IN_MEMORY_FLAGS, *overrides]
+    return build_cli(args, run=False, export=False)
 
 
 def run(args: Sequence[str] | None = None) -> Any:

@@ -40,14 +40,10 @@ def _quiet() -> None:
 
 def distil(config: Path, sdc_lambda: float, steps: int, seed: int, out: Path | None):
     """Run ``config`` through LightningCLI (as ``lightning-sdc fit`` would); return the module, data and seconds."""
-    from lightning_sdc.cli import build_cli
+    from lightning_sdc.cli import build_in_memory_cli
 
-    args = ["--config", str(CONFIGS / "trainer" / "cpu.yaml"), "--config", str(config),
-            f"--model.init_args.sdc_lambda={sdc_lambda}", f"--model.init_args.seed={seed}",
-            f"--seed_everything={seed}", f"--trainer.max_steps={steps}", "--trainer.limit_val_batches=0",
-            "--trainer.logger=false", "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false"]
-    cli = build_cli(args, run=False, export=False)
+    cli = build_in_memory_cli([CONFIGS / "trainer" / "cpu.yaml", config], seed,
+                              [f"--model.init_args.sdc_lambda={sdc_lambda}", f"--trainer.max_steps={steps}"])
     t0 = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     seconds = time.perf_counter() - t0
@@ -98,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         kw["num_models"] = a.models
     rows = []
     for name, synset, seconds in [
-        (f"Random ({init['ipc']} real images/class)", random_coreset(spec, int(init["ipc"]), seed=a.seed), None),
+        (f"Random ({init['ipc']} real image{'s' if int(init['ipc']) > 1 else ''}/class)", random_coreset(spec, int(init["ipc"]), seed=a.seed), None),
         (f"{method} (λ = 0)", base.synset, t_base),
     ]:
         res = evaluate_synset(synset, spec, **kw)

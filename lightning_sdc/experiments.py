@@ -193,20 +193,17 @@ def run_random(cell: Cell, grid: Grid, seed: int, cli: Any) -> dict[str, Any]:
 def run_cell(cell: Cell, grid: Grid, seed: int, trainer_config: Path) -> dict[str, Any]:
     """Distil ``cell`` with ``seed`` through the LightningCLI path and evaluate the final set (a ``random``
     cell: :func:`run_random`)."""
-    from lightning_sdc.cli import build_cli
+    from lightning_sdc.cli import build_in_memory_cli
     from lightning_sdc.evaluation import evaluate_synset
 
     if not cell.config.exists():
         raise FileNotFoundError(f"cell {cell.key}: config {cell.config} does not exist")
-    args = ["--config", str(trainer_config), "--config", str(cell.config), f"--seed_everything={seed}",
-            f"--model.init_args.seed={seed}", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
-            "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=0", *grid.overrides,
-            *grid.method_overrides.get(cell.method, [])]
+    overrides = [*grid.overrides, *grid.method_overrides.get(cell.method, [])]
     if grid.max_steps is not None:
-        args.append(f"--trainer.max_steps={grid.max_steps}")
+        overrides.append(f"--trainer.max_steps={grid.max_steps}")
     if not cell.sdc:
-        args.append("--model.init_args.sdc_lambda=0")
-    cli = build_cli(args, run=False, export=False)
+        overrides.append("--model.init_args.sdc_lambda=0")
+    cli = build_in_memory_cli([trainer_config, cell.config], seed, overrides)
     if cell.method == RANDOM:
         return run_random(cell, grid, seed, cli)
     model, dm = cli.model, cli.datamodule

@@ -37,14 +37,6 @@ from lightning_sdc.synthetic import SyntheticSet
 SMALL = {"width": 8, "depth": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny nets: one intra-op thread is faster, and far faster when the 2 cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class ToyMethod(DistillationModule):
     """A cheap deterministic method: each step shrinks the images and adds a step-keyed perturbation."""

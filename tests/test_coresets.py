@@ -23,14 +23,6 @@ from lightning_sdc.synthetic import SyntheticSet
 SMALL = {"width": 16, "depth": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny nets: one intra-op thread is faster, and far faster when the 2 cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_herding_picks_the_point_at_the_class_mean_first():
     # points symmetric around (1, 1), which is itself one of the points (row 3)

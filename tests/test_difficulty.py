@@ -29,14 +29,6 @@ from lightning_sdc.models import build_network
 SMALL = {"width": 8, "depth": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These nets are tiny: one intra-op thread is faster, and far faster when the 2 cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _net(seed: int = 0, norm: str = "instancenorm") -> nn.Module:
     return build_network(

@@ -65,14 +65,9 @@ def build_run(
     config: Path, sdc_lambda: float, seed: int
 ) -> tuple[pl.LightningModule, pl.LightningDataModule]:
     """The method and DataModule of ``config`` with λ and the seed overridden (parsed as ``lightning-sdc fit``)."""
-    from lightning_sdc.cli import build_cli
+    from lightning_sdc.cli import build_in_memory_cli
 
-    args = [
-        "--config", str(config), f"--model.init_args.sdc_lambda={sdc_lambda}", f"--model.init_args.seed={seed}",
-        f"--seed_everything={seed}", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-    ]  # fmt: skip
-    cli = build_cli(args, run=False, export=False)
+    cli = build_in_memory_cli([config], seed, [f"--model.init_args.sdc_lambda={sdc_lambda}"])
     return cli.model, cli.datamodule
 
 
