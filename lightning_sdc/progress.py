@@ -1,0 +1,119 @@
+"""Progress bars with an ETA for every long phase (evaluation networks, ``evaluate``, ``experts``, ``coreset``,
+``difficulty``, ``theory``), in one place.
+
+A bar is drawn on ``stderr`` with :mod:`tqdm` (elapsed, remaining time and rate), and is silent — the wrapped
+iterable is passed through untouched, ``update`` is a no-op — when any of these holds:
+
+* the command runs with ``--quiet`` (``quiet=True`` here, or :func:`quiet_mode` around the call);
+* the environment sets ``LIGHTNING_SDC_QUIET`` to a non-empty value other than ``0``;
+* ``stderr`` is not a terminal (a batch job's log file, a pipe, pytest's capture), so logs are not filled with
+  carriage-return frames.
+
+Usage::
+
+    from lightning_sdc.progress import progress, quiet_mode
+
+    with quiet_mode(quiet):                      # a command's --quiet flag
+        for x in progress(items, desc="herding"):
+            ...
+        with progress(total=n_models * (epochs + 1), desc="ConvNet", unit="epoch") as bar:
+            ...; bar.update()
+
+Inside a Lightning run, :func:`trainer_progress_enabled` also honours ``Trainer(enable_progress_bar=False)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from tqdm.auto import tqdm
+
+ENV_QUIET = "LIGHTNING_SDC_QUIET"
+
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """Silence (``True``) or re-enable every bar of this package for the rest of the process."""
+    global _quiet
+    _quiet = bool(quiet)
+
+
+@contextlib.contextmanager
+def quiet_mode(quiet: bool = True) -> Iterator[None]:
+    """Within the block, bars are silent if ``quiet`` (the previous setting is restored afterwards)."""
+    global _quiet
+    before = _quiet
+    _quiet = before or bool(quiet)
+    try:
+        yield
+    finally:
+        _quiet = before
+
+
+def _stream_is_tty(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except (ValueError, OSError):  # a closed stream
+        return False
+
+
+def progress_enabled(quiet: bool | None = None) -> bool:
+    """Whether a bar would be drawn now (see the module docstring for the rules)."""
+    if quiet or _quiet:
+        return False
+    if os.environ.get(ENV_QUIET, "").strip() not in ("", "0"):
+        return False
+    return _stream_is_tty(sys.stderr)
+
+
+def trainer_progress_enabled(trainer: Any) -> bool:
+    """:func:`progress_enabled` and the Trainer draws a progress bar (``enable_progress_bar`` is on)."""
+    if trainer is None or getattr(trainer, "progress_bar_callback", None) is None:
+        return False
+    return progress_enabled()
+
+
+def progress(
+    iterable: Iterable[Any] | None = None,
+    *,
+    total: float | None = None,
+    desc: str | None = None,
+    unit: str = "it",
+    quiet: bool | None = None,
+    enabled: bool | None = None,
+    leave: bool = False,
+    **kwargs: Any,
+) -> tqdm:
+    """A :class:`tqdm` bar over ``iterable`` (or with ``total`` for manual ``update``), silent unless
+    :func:`progress_enabled` (or ``enabled``, when given, decides instead).
+
+    ``leave=False`` by default: a finished bar is erased, so the command's result is what stays on screen.
+    """
+    on = progress_enabled(quiet) if enabled is None else bool(enabled) and progress_enabled(quiet)
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        leave=leave,
+        disable=not on,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        **kwargs,
+    )
+
+
+__all__ = [
+    "ENV_QUIET",
+    "progress",
+    "progress_enabled",
+    "quiet_mode",
+    "set_quiet",
+    "trainer_progress_enabled",
+]

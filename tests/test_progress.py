@@ -1,0 +1,63 @@
+"""The shared progress bars (issue 13 point 9): an ETA on a terminal, silent under --quiet or without a TTY."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+from lightning_sdc import progress as P
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def fake_tty(monkeypatch) -> FakeTTY:
+    """Replace stderr by a terminal-like buffer (inside the test body: pytest re-installs its own capture
+    between the setup and call phases)."""
+    stream = FakeTTY()
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.delenv(P.ENV_QUIET, raising=False)
+    return stream
+
+
+def test_bar_on_a_terminal_shows_total_and_eta(monkeypatch):
+    tty = fake_tty(monkeypatch)
+    assert P.progress_enabled()
+    with P.progress(total=4, desc="nets", unit="epoch", mininterval=0, miniters=1) as bar:
+        for _ in range(4):
+            bar.update()
+    text = tty.getvalue()
+    assert "nets" in text and "4/4" in text
+    assert "00:00<00:00" in text  # elapsed<remaining: the ETA field, filled in once the rate is known
+
+
+def test_quiet_flag_env_and_non_tty_silence_every_bar(monkeypatch):
+    tty = fake_tty(monkeypatch)
+    assert list(P.progress(range(3), quiet=True)) == [0, 1, 2]
+    with P.quiet_mode(True):
+        assert not P.progress_enabled()
+        assert list(P.progress(range(3), desc="x")) == [0, 1, 2]
+    assert P.progress_enabled()  # restored after the block
+    monkeypatch.setenv(P.ENV_QUIET, "1")
+    assert not P.progress_enabled()
+    list(P.progress(range(3), desc="x"))
+    monkeypatch.setenv(P.ENV_QUIET, "0")
+    assert P.progress_enabled()
+    assert tty.getvalue() == ""
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a log file / pipe: no bar
+    assert not P.progress_enabled()
+
+
+def test_trainer_without_progress_bar_is_silent(monkeypatch):
+    fake_tty(monkeypatch)
+    class NoBar:
+        progress_bar_callback = None
+
+    class WithBar:
+        progress_bar_callback = object()
+
+    assert not P.trainer_progress_enabled(NoBar())
+    assert not P.trainer_progress_enabled(None)
+    assert P.trainer_progress_enabled(WithBar())
