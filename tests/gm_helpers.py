@@ -20,3 +20,19 @@ def trainer(steps: int, **kw) -> pl.Trainer:
 def fit(model, steps: int, **kw):
     trainer(steps, **kw).fit(model, RealDataModule("digits"))
     return model
+
+
+def assert_same_updates(got, want, start, rel: float = 1e-3, msg: str = "") -> None:
+    """``got`` and ``want`` were reached from ``start`` by the same algorithm through different float kernels
+    (vmap vs loop, DDP vs one process, a hand-written loop): their difference must be a small fraction of how far
+    the images moved. Rounding differences compound over steps and depend on the CPU's kernels, so an absolute
+    1e-5 holds on one machine and fails on another; a wrong algorithm differs by a large fraction of the change.
+    """
+    import torch
+
+    got, want, start = (t.detach().float() for t in (got, want, start))
+    moved = float((want - start).abs().max())
+    assert moved > 0, f"{msg}: the images did not move"
+    diff = float((got - want).abs().max())
+    assert diff <= rel * moved, f"{msg}: max |got − want| = {diff:.3g} > {rel:g} × max change {moved:.3g}"
+    assert torch.isfinite(got).all()

@@ -13,7 +13,7 @@ from lightning_sdc.methods import DC, DCC, DSA, DSAC, build_method
 from lightning_sdc.methods.gm import batched_class_gradients, class_gradient, get_loops, stack_batches
 from lightning_sdc.models import build_network
 
-from .gm_helpers import SMALL, fit
+from .gm_helpers import SMALL, assert_same_updates, fit
 
 
 def test_loops_defaults_and_bad_input():
@@ -101,7 +101,7 @@ def test_lambda_zero_is_bit_identical_to_the_baseline_and_lambda_enters_as_eq11(
     sdc = fit(DSA(**GM_KW, sdc_lambda=0.05), 4)
     hand_sdc = fit(HandWrittenDSA(**GM_KW, sdc_lambda=0.05), 4)
     assert not torch.equal(base.synset.images, sdc.synset.images)
-    torch.testing.assert_close(sdc.synset.images, hand_sdc.synset.images, rtol=1e-5, atol=1e-6)
+    assert_same_updates(sdc.synset.images, hand_sdc.synset.images, DSA(**GM_KW).synset.images, 1e-3, "SDC")
 
 
 def test_logged_values():
@@ -126,10 +126,13 @@ def test_vectorized_equals_loop():
     for cls, extra in [(DC, {"arch": "ConvNetBN"}), (DSA, {"batch_real": 200}),
                        (DSAC, {"outer_warmup": 0, "inner_warmup": 1})]:
         kw = {**GM_KW, "sdc_lambda": 0.1, **extra}
-        loop = fit(cls(**kw), 3)
-        vec = fit(cls(**kw, vectorize=True), 3)
-        torch.testing.assert_close(vec.synset.images, loop.synset.images, rtol=1e-5, atol=1e-5, msg=cls.__name__)
-        assert not torch.equal(loop.synset.images, cls(**kw).synset.images)
+        start = cls(**kw).synset.images
+        # one step from zero momentum: the change is lr_img × the image gradient, so this compares gradients
+        # (measured here: DSA 2e-5 of the change, DC/DSAC 6e-8); three steps compound the rounding
+        for steps, rel in ((1, 5e-4), (3, 2e-3)):
+            loop = fit(cls(**kw), steps)
+            vec = fit(cls(**kw, vectorize=True), steps)
+            assert_same_updates(vec.synset.images, loop.synset.images, start, rel, f"{cls.__name__} {steps} steps")
 
 
 def test_batched_class_gradients_with_padding_equal_per_class_calls():
@@ -248,7 +251,7 @@ def test_contrastive_ddp_equals_single_process(tmp_path):
     ranks = [safe_torch_load(tmp_path / f"rank{r}.pt")["images"] for r in range(2)]
     torch.testing.assert_close(ranks[0], ranks[1], rtol=0, atol=0)
     single = fit(DSAC(**kw), 3)
-    torch.testing.assert_close(ranks[0], single.synset.images.detach(), rtol=1e-5, atol=1e-5)
+    assert_same_updates(ranks[0], single.synset.images, DSAC(**kw).synset.images, 1e-3, "DDP")
 
 
 def test_cli_configs_resolve_the_evaluation_protocol():
