@@ -134,6 +134,14 @@ class GradientMatching(DistillationModule):
             raise ValueError(f"dis_metric={dis_metric!r} is not allowed; allowed: {', '.join(METRICS)}")
         if not isinstance(vectorize, bool):
             raise ValueError(f"vectorize must be true or false, got {vectorize!r}")
+        label_mode = kwargs.get("label_mode", "hard")
+        if label_mode != "hard":
+            # DC/DSA/DCC match gradients of CE on hard class labels (utils.py: label_syn is a long tensor);
+            # soft targets would silently train a different objective
+            raise ValueError(
+                f"label_mode={label_mode!r} is not allowed for {type(self).__name__}: gradient matching trains on "
+                "hard class labels; allowed: hard (soft/learned labels belong to TESLA/DATM)"
+            )
         super().__init__(dataset, ipc, **kwargs)
         self.save_hyperparameters()
         self.outer_loop, self.inner_loop = int(outer_loop), int(inner_loop)
