@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -374,3 +375,36 @@ def test_committed_fig4a_matches_simulation():
 def test_make_figure_rejects_unknown(tmp_path):
     with pytest.raises(ValueError, match="unknown figure '4d'"):
         make_figure("4d", tmp_path)
+
+
+def test_figures_leave_the_backend_alone_and_the_command_draws_with_agg(tmp_path):
+    """Issue 13 point 10: importing the figures module must not force Agg (a notebook's inline backend shows the
+    figures); ``theory_command``, which only writes files, selects Agg itself."""
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import lightning_sdc.theory, lightning_sdc.theory.figures, "
+        "lightning_sdc.theory.cli; assert matplotlib.get_backend() == 'svg', matplotlib.get_backend(); "
+        f"lightning_sdc.theory.cli.theory_command('4a', out={str(tmp_path)!r}, quick=True, quiet=True); "
+        "assert matplotlib.get_backend().lower() == 'agg', matplotlib.get_backend()"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "fig4a.png").exists()
+
+
+def test_theory_progress_bar_on_a_terminal_and_quiet(tmp_path, monkeypatch):
+    import io
+
+    class TTY(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = TTY()
+    monkeypatch.setattr(sys, "stderr", tty)
+    monkeypatch.delenv("LIGHTNING_SDC_QUIET", raising=False)
+    theory_command("4a", out=str(tmp_path), quick=True)
+    assert "fig4a" in tty.getvalue() and "pt" in tty.getvalue()
+    quiet = TTY()
+    monkeypatch.setattr(sys, "stderr", quiet)
+    theory_command("4a", out=str(tmp_path), quick=True, quiet=True)
+    assert quiet.getvalue() == ""

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 
-from tqdm.auto import tqdm
+from lightning_sdc.progress import progress, quiet_mode
 
 from .figures import FIGURES, CurveSettings, default_settings, make_figure, work_units
+
+
+def _in_notebook() -> bool:
+    """True inside a Jupyter/IPython kernel (whose inline backend must be left alone)."""
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
+    return shell is not None and type(shell).__name__ != "TerminalInteractiveShell"
+
+
+def use_file_backend() -> None:
+    """The command only writes PNG files: draw with Agg (no display needed), except inside a notebook, which keeps
+    its own (inline) backend. Called by :func:`theory_command`, never at import."""
+    if not _in_notebook():
+        import matplotlib
+
+        matplotlib.use("Agg")
 
 
 def theory_command(
@@ -17,6 +34,7 @@ def theory_command(
     d: int | None = None,
     quick: bool = False,
     seed: int = 0,
+    quiet: bool = False,
 ) -> list[str]:
     """Compute (or load from the ``.npz`` cache next to it) and draw one theory figure as a PNG.
 
@@ -34,6 +52,7 @@ def theory_command(
         d: input dimension of the simulations (curves only; default 200 for 4a, 50 for 15, as in the seed).
         quick: tiny grids for a smoke test (seconds instead of minutes).
         seed: root seed of the simulations.
+        quiet: no progress bar (there is none either when stderr is not a terminal).
 
     Returns:
         The paths written or reused: the PNG and the ``.npz`` cache.
@@ -56,6 +75,7 @@ def theory_command(
         if d is not None:
             changes["d"] = int(d)
         settings = replace(settings, **changes)
-    with tqdm(total=work_units(settings), desc=f"fig{figure}", unit="pt", leave=False) as bar:
+    use_file_backend()
+    with quiet_mode(quiet), progress(total=work_units(settings), desc=f"fig{figure}", unit="pt") as bar:
         paths = make_figure(figure, out, settings, progress=bar.update)
     return [str(p) for p in paths]

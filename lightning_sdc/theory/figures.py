@@ -16,17 +16,18 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import TwoSlopeNorm  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
+from .curves import crossover_alpha, imperfect_curve, perfect_curve
+from .files import cached, save_figure
+from .simulation import simulate
 
-from .curves import crossover_alpha, imperfect_curve, perfect_curve  # noqa: E402
-from .files import cached, save_figure  # noqa: E402
-from .simulation import simulate  # noqa: E402
+# No backend is chosen here: a notebook keeps its inline backend (the figures show), a script gets matplotlib's
+# own choice (Agg where there is no display). The ``lightning-sdc theory`` command, which only writes files,
+# selects Agg itself (theory/cli.py).
 
 FIGURES = ("4a", "4b", "4c", "15")
 Progress = Callable[[int], Any] | None
