@@ -104,7 +104,7 @@ class ExpertTrajectoryDataModule(LightningDataModule):
         train_num_experts: how many experts to train when missing.
         train_kwargs: extra :func:`train_experts` keywords (``lr``, ``rho``, ``alpha``, ``device`` …).
         seed: seed of the sampling generators and of the trained experts.
-        eval_batch_size: batch size of the validation/test loaders.
+        test_batch_size: batch size of the validation/test loaders (the name ``RealDataModule`` uses).
         download: allow :meth:`prepare_data` to fetch a missing torchvision dataset.
         dataset_kwargs: loader options (e.g. ``{"seed": 1}`` for the seeded split of ``digits``); must match
             the buffer's.
@@ -130,7 +130,7 @@ class ExpertTrajectoryDataModule(LightningDataModule):
         train_num_experts: int = 5,
         train_kwargs: dict[str, Any] | None = None,
         seed: int = 0,
-        eval_batch_size: int = 1024,
+        test_batch_size: int = 1024,
         download: bool = True,
         dataset_kwargs: dict[str, Any] | None = None,
     ) -> None:
@@ -171,7 +171,7 @@ class ExpertTrajectoryDataModule(LightningDataModule):
                 f"train_epochs={train_epochs} is too short: the largest target snapshot is "
                 f"max_start_epoch - 1 + expert_epochs = {needed}"
             )
-        _check_int("eval_batch_size", eval_batch_size, 1)
+        _check_int("test_batch_size", test_batch_size, 1)
         _check_train_kwargs(train_kwargs or {})
         self.save_hyperparameters()
         self.dataset = self._info.name
@@ -191,7 +191,7 @@ class ExpertTrajectoryDataModule(LightningDataModule):
         self.train_num_experts = train_num_experts
         self.train_kwargs = dict(train_kwargs or {})
         self.seed = int(seed)
-        self.eval_batch_size = eval_batch_size
+        self.test_batch_size = test_batch_size
         self.download = bool(download)
         self.dataset_kwargs = dict(dataset_kwargs or {})
         self.spec: Any = None
@@ -382,7 +382,7 @@ class ExpertTrajectoryDataModule(LightningDataModule):
         if self.spec is None:
             raise RuntimeError("call setup() before requesting the test split")
         data = TensorDataset(self.spec.test_images, self.spec.test_labels)
-        return DataLoader(data, batch_size=self.eval_batch_size, shuffle=False)
+        return DataLoader(data, batch_size=self.test_batch_size, shuffle=False)
 
     def val_dataloader(self) -> DataLoader:
         """The real test split (ZCA-whitened when ``zca``), as the references validate on it."""
