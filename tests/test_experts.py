@@ -18,8 +18,10 @@ from lightning_sdc.experts import (
     ExpertTrajectoryDataModule,
     SharpnessAwareStep,
     expert_path,
+    partial_path,
     read_expert,
     save_expert,
+    shard_ids,
     train_expert,
     train_experts,
 )
@@ -459,7 +461,7 @@ def test_lightning_resume_continues_the_sample_stream(buffer_dir: Path, tmp_path
     assert first.seen + resumed.seen == full.seen
 
 
-def test_prepare_data_trains_missing_buffer_and_command(tmp_path: Path, digits) -> None:
+def test_setup_trains_missing_buffer_and_command(tmp_path: Path, digits) -> None:
     dm = ExpertTrajectoryDataModule(
         "digits",
         str(tmp_path / "buf"),
@@ -469,13 +471,18 @@ def test_prepare_data_trains_missing_buffer_and_command(tmp_path: Path, digits) 
         train_num_experts=1,
         train_kwargs={"device": "cpu", "progress": False},
     )
-    dm.prepare_data()
+    dm.prepare_data()  # downloads only: no rank waits at Lightning's barrier while experts train
+    assert not (tmp_path / "buf").exists()
     dm.setup("fit")
     assert (
         dm.buffer.num_experts == 1 and dm.buffer.epochs == 2
     )  # train_epochs = max_start_epoch + expert_epochs
     mtime = (tmp_path / "buf" / "expert_0000.pt").stat().st_mtime_ns
-    dm.prepare_data()  # present: nothing is retrained
+    again = ExpertTrajectoryDataModule(
+        "digits", str(tmp_path / "buf"), arch_kwargs=ARCH_KW, max_start_epoch=1, expert_epochs=1,
+        train_num_experts=1, train_kwargs={"device": "cpu", "progress": False},
+    )
+    again.setup("fit")  # present: nothing is retrained
     assert (tmp_path / "buf" / "expert_0000.pt").stat().st_mtime_ns == mtime
 
     from lightning_sdc.cli import main
@@ -495,7 +502,7 @@ def test_prepare_data_trains_missing_buffer_and_command(tmp_path: Path, digits) 
             "2",
             "--out",
             str(tmp_path / "cmd"),
-            "--device",
+            "--trainer.accelerator",
             "cpu",
             "--dsa",
             "false",
@@ -503,6 +510,92 @@ def test_prepare_data_trains_missing_buffer_and_command(tmp_path: Path, digits) 
     )
     meta = ExpertBuffer(tmp_path / "cmd").expert_meta(0)
     assert (meta["epochs"], meta["arch_kwargs"], meta["dsa"]) == (1, ARCH_KW, False)
+
+
+def test_missing_experts_message_is_the_exact_command(tmp_path: Path) -> None:
+    """train_if_missing=False (e.g. a DDP run that must not train): setup stops at once, and the command in the
+    message, run as printed, produces a buffer this DataModule accepts with the run's settings."""
+    import shlex
+
+    from lightning_sdc.cli import main
+
+    kw = {
+        "arch_kwargs": ARCH_KW, "max_start_epoch": 1, "expert_epochs": 1, "train_num_experts": 2, "seed": 4,
+        "dataset_kwargs": {"seed": 1}, "train_kwargs": {"lr": 0.02, "dsa": False, "device": "cpu"},
+    }
+    dm = ExpertTrajectoryDataModule("digits", str(tmp_path / "buf"), train_if_missing=False, **kw)
+    with pytest.raises(FileNotFoundError, match=r"train them first with:\n  lightning-sdc experts ") as err:
+        dm.setup("fit")
+    command = str(err.value).split("\n")[1].strip()
+    assert command == (
+        f"lightning-sdc experts --dataset digits --num_experts 2 --epochs 2 --out {tmp_path / 'buf'} --width 16 "
+        """--depth 2 --dataset_kwargs '{"seed": 1}' --lr 0.02 --dsa false --seed 4"""
+    )
+    assert not (tmp_path / "buf").exists()  # stopped before any training
+    main(shlex.split(command)[1:] + ["--progress", "false"])
+    dm = ExpertTrajectoryDataModule("digits", str(tmp_path / "buf"), train_if_missing=False, **kw)
+    dm.setup("fit")
+    meta = dm.buffer.expert_meta(1)
+    assert dm.buffer.num_experts == 2 and dm.buffer.complete
+    assert (meta["lr"], meta["dsa"], meta["seed"], meta["dataset_kwargs"]) == (0.02, False, 4, {"seed": 1})
+
+
+TINY = {"arch_kwargs": {"width": 8, "depth": 1}, "dsa": False, "device": "cpu", "progress": False}
+
+
+def test_interrupted_expert_resumes_bitwise_from_its_checkpoint(buffer_dir: Path, tmp_path: Path, digits) -> None:
+    kw = {"arch_kwargs": ARCH_KW, "epochs": EPOCHS, "out": str(tmp_path), "device": "cpu", "progress": False}
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_epoch_2(i: int, epoch: int, loss: float) -> None:
+        if epoch == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_experts(digits, num_experts=1, on_epoch=stop_after_epoch_2, **kw)
+    assert not expert_path(tmp_path, 0).exists() and partial_path(tmp_path, 0).exists()
+    seen: list[int] = []
+    train_experts(digits, num_experts=1, on_epoch=lambda i, e, loss: seen.append(e), **kw)
+    assert seen == [3]  # only the epoch after the checkpoint was trained
+    assert not partial_path(tmp_path, 0).exists()
+    assert torch.equal(read_expert(expert_path(tmp_path, 0))[0], read_expert(buffer_dir / "expert_0000.pt")[0])
+    # a checkpoint left by other settings is refused, naming the key
+    with pytest.raises(Interrupt):
+        train_experts(digits, num_experts=2, on_epoch=stop_after_epoch_2, **kw)
+    with pytest.raises(ValueError, match=r"expert_0001.pt.partial was written with other settings \(lr: "):
+        train_experts(digits, num_experts=2, shard=1, num_shards=2, lr=0.05, **kw)
+
+
+def test_unreadable_expert_file_is_retrained(tmp_path: Path, digits) -> None:
+    kw = {"num_experts": 1, "epochs": 1, "out": str(tmp_path), **TINY}
+    train_experts(digits, **kw)
+    good = read_expert(expert_path(tmp_path, 0))[0].clone()
+    expert_path(tmp_path, 0).write_bytes(expert_path(tmp_path, 0).read_bytes()[:100])  # truncated
+    with pytest.warns(UserWarning, match="expert_0000.pt.*expert 0 will be retrained"):
+        train_experts(digits, **kw)
+    assert torch.equal(read_expert(expert_path(tmp_path, 0))[0], good)
+
+
+def test_job_array_shards_cover_the_buffer(tmp_path: Path, digits) -> None:
+    kw = {"num_experts": 4, "epochs": 1, "out": str(tmp_path), **TINY}
+    assert shard_ids(4, 1, 2) == [1, 3] and shard_ids(5, 0, 2) == [0, 2, 4]
+    for bad in ({"shard": 2, "num_shards": 2}, {"shard": -1}, {"num_shards": 0}):
+        with pytest.raises(ValueError, match="shard"):
+            train_experts(digits, **{**kw, **bad})
+    assert train_experts(digits, shard=1, num_shards=2, **kw) == [expert_path(tmp_path, 1), expert_path(tmp_path, 3)]
+    half = ExpertBuffer(tmp_path)
+    assert half.expert_ids == [1, 3] and half.requested == 4 and not half.complete
+    train_experts(digits, shard=0, num_shards=2, **kw)
+    full = ExpertBuffer(tmp_path)
+    assert full.expert_ids == [0, 1, 2, 3] and full.complete
+    assert [full.expert_meta(i)["trained_by"]["shard"] for i in range(4)] == [0, 1, 0, 1]
+    # a manifest written by a job that finished before the others' last files still yields every file
+    doc = json.loads((tmp_path / MANIFEST).read_text())
+    doc["experts"] = doc["experts"][:1]
+    (tmp_path / MANIFEST).write_text(json.dumps(doc))
+    assert ExpertBuffer(tmp_path).expert_ids == [0, 1, 2, 3]
 
 
 def test_zca_experts_and_datamodule(tmp_path: Path, digits) -> None:

@@ -10,19 +10,35 @@ from lightning_sdc.experts.buffer import (
     write_manifest,
 )
 from lightning_sdc.experts.datamodule import ExpertTrajectoryDataModule
+from lightning_sdc.experts.run import ExpertTrainerOptions, experts_command_line, run_experts
 from lightning_sdc.experts.sam import SharpnessAwareStep
-from lightning_sdc.experts.training import ExpertRun, train_expert, train_experts
+from lightning_sdc.experts.training import (
+    ExpertRun,
+    ExpertTraining,
+    partial_path,
+    scan_experts,
+    shard_ids,
+    train_expert,
+    train_experts,
+)
 
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST",
     "ExpertBuffer",
     "ExpertRun",
+    "ExpertTrainerOptions",
+    "ExpertTraining",
     "ExpertTrajectoryDataModule",
     "SharpnessAwareStep",
     "expert_path",
+    "experts_command_line",
+    "partial_path",
     "read_expert",
+    "run_experts",
     "save_expert",
+    "scan_experts",
+    "shard_ids",
     "train_expert",
     "train_experts",
     "write_manifest",

@@ -8,6 +8,10 @@ Format (``format_version`` 1), in a directory ``out``:
   ``replay_buffer_<n>.pt`` files of 10 experts; one contiguous matrix per expert lets a reader map the file
   and read only the two rows a distillation step needs (:meth:`ExpertBuffer.snapshot`).
 * ``out/manifest.json``: the shared metadata, the experts written so far and how many were requested.
+  Experts are trained independently (sharded over ranks and jobs, :func:`~lightning_sdc.experts.train_experts`),
+  so a reader takes the manifest's experts plus any expert file it does not list yet.
+* ``out/expert_<i:04d>.pt.partial``: the per-epoch checkpoint of an expert still in training (removed when its
+  file is written); readers ignore it.
 
 Every file is written atomically (``lightning_sdc.io``) and read with ``torch.load(weights_only=True,
 mmap=True)``; unreadable files raise errors naming the file. :meth:`ExpertBuffer.from_mtt` reads MTT's
@@ -51,7 +55,7 @@ META_KEYS = (
     "format_version",
 )
 #: keys that differ between the experts of one buffer (everything else must agree)
-PER_EXPERT_KEYS = ("expert_index", "test_acc", "train_seconds")
+PER_EXPERT_KEYS = ("expert_index", "test_acc", "train_seconds", "trained_by")
 
 
 def expert_path(out: str | os.PathLike, index: int) -> Path:
@@ -180,22 +184,28 @@ class ExpertBuffer:
 
     # ------------------------------------------------------------------ construction
     def _discover(self) -> dict[int, Path]:
+        """The manifest's experts plus any ``expert_<i>.pt`` it does not list yet.
+
+        Files are written atomically and independently (by several ranks or jobs of an array), so a file on disk
+        is a finished expert even when a concurrent writer's manifest predates it.
+        """
         manifest = self.directory / MANIFEST
+        files: dict[int, Path] = {}
         if manifest.exists():
             try:
                 doc = json.loads(manifest.read_text(encoding="utf-8"))
-                entries = sorted(doc["experts"], key=lambda e: int(e["index"]))
-                files = {int(e["index"]): self.directory / e["file"] for e in entries}
+                files = {int(e["index"]): self.directory / e["file"] for e in doc["experts"]}
+                requested = int(doc.get("num_experts_requested", len(files)))
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"cannot read expert manifest {manifest}: {exc}") from exc
-            self.requested = int(doc.get("num_experts_requested", len(files)))
             for path in files.values():
                 if not path.exists():
                     raise FileNotFoundError(f"expert file {path} listed in {manifest} is missing")
-        else:
-            found = [(m, p) for p in self.directory.glob("expert_*.pt") if (m := _EXPERT_RE.match(p.name))]
-            files = {int(m.group(1)): p for m, p in sorted(found, key=lambda t: int(t[0].group(1)))}
-            self.requested = len(files)
+        found = [(m, p) for p in self.directory.glob("expert_*.pt") if (m := _EXPERT_RE.match(p.name))]
+        for m, p in found:
+            files.setdefault(int(m.group(1)), p)
+        files = dict(sorted(files.items()))
+        self.requested = requested if manifest.exists() else len(files)
         if not files:
             raise FileNotFoundError(
                 f"no expert trajectories in {self.directory} (no {MANIFEST}, no expert_*.pt)"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning_sdc.experts.run import ExpertTrainerOptions
+
 
 def experts_command(
     *,
@@ -15,6 +17,7 @@ def experts_command(
     lr: float = 0.01,
     batch_size: int = 256,
     dsa: bool = True,
+    dsa_strategy: str | None = None,
     zca: bool = False,
     rho: float = 0.0,
     alpha: float = 0.0,
@@ -22,23 +25,35 @@ def experts_command(
     root: str | None = None,
     width: int | None = None,
     depth: int | None = None,
-    device: str = "auto",
+    arch_kwargs: dict[str, Any] | None = None,
+    dataset_kwargs: dict[str, Any] | None = None,
+    shard: int = 0,
+    num_shards: int = 1,
+    checkpoint_every: int = 1,
+    trainer: ExpertTrainerOptions | None = None,
+    progress: bool = True,
 ) -> list[str]:
     """Train expert trajectories (MTT ``buffer.py``; FTD's sharpness-aware experts with ``--rho``).
 
     Writes ``<out>/expert_<i:04d>.pt`` (one ``[epochs + 1, num_params]`` float32 trajectory + metadata per
-    expert) and ``<out>/manifest.json``. Rerunning with the same settings resumes an interrupted run.
-    Keyword-only, so that the command line spells every option ``--name`` (``--dataset digits``).
+    expert) and ``<out>/manifest.json``. Rerunning with the same settings resumes an interrupted run: finished
+    experts are kept, an expert in training restarts from its last epoch checkpoint.
+
+    Scaling out: ``--trainer.devices 4`` (``--trainer.num_nodes``, ``--trainer.strategy``, as for ``fit``)
+    deals the experts over the processes; ``--shard K --num_shards N`` makes this job train only the ids
+    ``i % N == K`` (a job array: ``--shard $SLURM_ARRAY_TASK_ID --num_shards 4``). Expert ``i`` is the same
+    file whichever process trains it. Keyword-only, so that the command line spells every option ``--name``.
 
     Args:
         dataset: dataset registry name (e.g. digits, mnist5k, cifar10).
         arch: network registry name (MTT: ConvNet; ConvNetD4 for 64x64 data).
-        num_experts: number of experts (MTT README: 100).
+        num_experts: number of experts of the whole buffer (MTT README: 100).
         epochs: training epochs per expert (MTT: 50; DATM: 100); must cover max_start_epoch + expert_epochs.
-        out: output directory.
+        out: output directory (shared by all processes and jobs).
         lr: SGD learning rate (momentum and weight decay are 0, lr is constant).
         batch_size: minibatch size.
-        dsa: differentiable Siamese augmentation on every batch (dataset's default strategy).
+        dsa: differentiable Siamese augmentation on every batch.
+        dsa_strategy: DSA strategy (default: the dataset's).
         zca: train on ZCA-whitened data (MTT's CIFAR commands).
         rho: FTD sharpness-aware radius; > 0 switches to GSAM with ASAM perturbation (FTD/DATM: 0.01).
         alpha: GSAM balance coefficient (FTD/DATM: 0.3; 0 = ASAM).
@@ -46,33 +61,46 @@ def experts_command(
         root: dataset root for torchvision datasets.
         width: ConvNet width (network default if omitted).
         depth: ConvNet depth (network default if omitted).
-        device: auto | cpu | cuda | cuda:N.
+        arch_kwargs: further network options as JSON, e.g. '{"net_norm": "batchnorm"}'.
+        dataset_kwargs: dataset loader options as JSON, e.g. '{"seed": 1}' (the digits split).
+        shard: this job's shard, in [0, num_shards).
+        num_shards: jobs the buffer is split over.
+        checkpoint_every: epochs between an expert's resume checkpoints (0: none).
+        trainer: process layout: --trainer.accelerator, --trainer.devices, --trainer.num_nodes, --trainer.strategy.
+        progress: progress bar and one line per finished expert.
 
     Returns:
-        The written expert file paths.
+        The expert file paths of this job's shard.
     """
-    from lightning_sdc.experts.training import train_experts
+    from lightning_sdc.experts.run import run_experts
 
-    arch_kwargs: dict[str, Any] = {}
-    if width is not None:
-        arch_kwargs["width"] = width
-    if depth is not None:
-        arch_kwargs["depth"] = depth
-    paths = train_experts(
+    kwargs: dict[str, Any] = dict(arch_kwargs or {})
+    for key, value in (("width", width), ("depth", depth)):
+        if value is not None:
+            if key in kwargs and kwargs[key] != value:
+                raise ValueError(f"--{key} {value} contradicts --arch_kwargs {key}={kwargs[key]!r}")
+            kwargs[key] = value
+    paths = run_experts(
         dataset,
+        trainer=trainer,
         arch=arch,
-        arch_kwargs=arch_kwargs,
+        arch_kwargs=kwargs,
         num_experts=num_experts,
         epochs=epochs,
         out=out,
         lr=lr,
         batch_size=batch_size,
         dsa=dsa,
+        dsa_strategy=dsa_strategy,
         zca=zca,
         rho=rho,
         alpha=alpha,
         seed=seed,
         root=root,
-        device=device,
+        dataset_kwargs=dataset_kwargs,
+        shard=shard,
+        num_shards=num_shards,
+        checkpoint_every=checkpoint_every,
+        progress=progress,
     )
     return [str(p) for p in paths]

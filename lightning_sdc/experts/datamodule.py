@@ -55,6 +55,11 @@ _OWN_TRAIN_ARGS = (
     "root",
     "download",
     "dataset_kwargs",
+    "shard",
+    "num_shards",
+    "rank",
+    "world_size",
+    "barrier",
 )
 
 
@@ -98,8 +103,9 @@ class ExpertTrajectoryDataModule(LightningDataModule):
         expansion_end_step: distillation step at which the upper bound reaches ``max_start_epoch``
             (DATM's ``expansion_end_epoch``, which counts iterations).
         num_experts: use the first ``num_experts`` experts of the buffer (default all).
-        train_if_missing: :meth:`prepare_data` trains the experts when ``buffer_dir`` holds none (or
-            resumes an incomplete buffer).
+        train_if_missing: :meth:`setup` trains the experts missing from ``buffer_dir`` (or resumes an
+            incomplete buffer), dealt over all DDP ranks; ``False``: setup stops at once with the exact
+            ``lightning-sdc experts`` command to run first.
         train_epochs: epochs per trained expert (default ``max_start_epoch + expert_epochs``).
         train_num_experts: how many experts to train when missing.
         train_kwargs: extra :func:`train_experts` keywords (``lr``, ``rho``, ``alpha``, ``device`` …).
@@ -214,24 +220,61 @@ class ExpertTrajectoryDataModule(LightningDataModule):
     def _rank(self) -> int:
         return int(self.trainer.global_rank) if self.trainer is not None else 0
 
-    def prepare_data(self) -> None:
-        """Train the experts if ``buffer_dir`` has none (Lightning calls this on one process per node).
+    def _world_size(self) -> int:
+        return int(self.trainer.world_size) if self.trainer is not None else 1
 
-        An incomplete buffer (an interrupted run) with fewer than ``train_num_experts`` experts is resumed.
-        On a filesystem shared by several nodes set ``Trainer(prepare_data_per_node=False)``.
+    def prepare_data(self) -> None:
+        """Download the dataset if needed (Lightning calls this on one process per node).
+
+        Experts are not trained here — that would leave the other ranks waiting at Lightning's barrier for
+        hours — but in :meth:`setup`, where every rank trains its share.
         """
         if self.download:
             from lightning_sdc.data import prepare_dataset
 
             prepare_dataset(self.dataset, self.root)
-        if not self.train_if_missing:
+
+    def experts_command(self) -> str:
+        """The exact ``lightning-sdc experts …`` command that trains the buffer this DataModule expects."""
+        from lightning_sdc.experts.run import experts_command_line
+
+        settings = {"seed": self.seed, **self.train_kwargs}
+        return experts_command_line(
+            self.dataset,
+            num_experts=self.train_num_experts,
+            epochs=self.train_epochs,
+            out=str(self.buffer_dir),
+            arch=self.arch,
+            arch_kwargs=self.arch_kwargs,
+            dataset_kwargs=self.dataset_kwargs,
+            zca=self.zca,
+            root=self.root,
+            **settings,
+        )
+
+    def _missing_experts(self) -> bool:
+        if not ExpertBuffer.exists(self.buffer_dir):
+            return True
+        buffer = ExpertBuffer(self.buffer_dir)
+        return not (buffer.complete or buffer.num_experts >= self.train_num_experts)
+
+    def train_missing_experts(self) -> None:
+        """Train the missing experts of ``buffer_dir`` (``train_if_missing``), dealt over all ranks.
+
+        Every rank of a DDP run trains its share (:func:`~lightning_sdc.experts.train_experts` with the
+        trainer's rank, world size and barrier), so no rank idles at a barrier; an interrupted buffer resumes.
+        The ranks decide together whether anything is missing. With several nodes ``buffer_dir`` must be on a
+        shared filesystem; if a rank still lacks experts afterwards, the error gives the command to run first.
+        """
+        trainer = self.trainer
+        world = self._world_size()
+        missing = self._missing_experts()
+        if world > 1:
+            missing = bool(trainer.strategy.reduce_boolean_decision(missing, all=False))
+        if not missing:
             return
-        if ExpertBuffer.exists(self.buffer_dir):
-            buffer = ExpertBuffer(self.buffer_dir)
-            if buffer.complete or buffer.num_experts >= self.train_num_experts:
-                return
         kwargs = dict(self.train_kwargs)
-        if "device" not in kwargs and self.trainer is not None:
+        if "device" not in kwargs and trainer is not None:
             kwargs["device"] = str(self._device())
         kwargs.setdefault("seed", self.seed)
         train_experts(
@@ -245,8 +288,17 @@ class ExpertTrajectoryDataModule(LightningDataModule):
             root=self.root,
             download=self.download,
             dataset_kwargs=self.dataset_kwargs,
+            rank=self._rank(),
+            world_size=world,
+            barrier=trainer.strategy.barrier if world > 1 else None,
             **kwargs,
         )
+        if self._missing_experts():
+            raise RuntimeError(
+                f"rank {self._rank()} sees only part of the experts in {self.buffer_dir} after training them "
+                "over all ranks: with several nodes buffer_dir must be on a filesystem they share. "
+                f"Otherwise train them first with:\n  {self.experts_command()}"
+            )
 
     def setup(self, stage: str | None = None) -> None:
         """Load the dataset (``.spec``, ``.info``, ``.real`` on the root device) and the buffer, and check
@@ -263,6 +315,8 @@ class ExpertTrajectoryDataModule(LightningDataModule):
                 self.spec.train_images.to(device), self.spec.train_labels, self.spec.num_classes
             )
         if self.buffer is None:
+            if self.train_if_missing:
+                self.train_missing_experts()
             self.buffer = self._open_buffer()
             self.layout = self.buffer.layout
             self._expert_ids = self.buffer.expert_ids
@@ -271,8 +325,9 @@ class ExpertTrajectoryDataModule(LightningDataModule):
         if not ExpertBuffer.exists(self.buffer_dir):
             hint = "" if self.train_if_missing else " (train_if_missing=False)"
             raise FileNotFoundError(
-                f"no expert trajectories in {self.buffer_dir}{hint}; train them with `lightning-sdc experts "
-                f"--dataset {self.dataset} --arch {self.arch} --out {self.buffer_dir}` or call prepare_data()"
+                f"no expert trajectories in {self.buffer_dir}{hint}; train them first with:\n  "
+                f"{self.experts_command()}\n(--trainer.devices N or --shard K --num_shards N spread them over "
+                "GPUs or the jobs of an array; or set train_if_missing=True to train them in this run on all ranks)"
             )
         buffer = ExpertBuffer(self.buffer_dir, num_experts=self.num_experts)
         buffer.check(

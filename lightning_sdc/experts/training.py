@@ -16,8 +16,10 @@ logging only).
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,6 @@ from torch import Tensor, nn
 from lightning_sdc.evaluation.protocol import seeded_generator, test_accuracy
 from lightning_sdc.experts.buffer import (
     FORMAT_VERSION,
-    PER_EXPERT_KEYS,
     expert_path,
     normalise_arch_kwargs,
     read_expert,
@@ -38,6 +39,7 @@ from lightning_sdc.experts.buffer import (
     write_manifest,
 )
 from lightning_sdc.experts.sam import SharpnessAwareStep
+from lightning_sdc.io import atomic_torch_save, safe_torch_load
 
 
 @dataclass
@@ -91,6 +93,158 @@ def _ce_closure(net: nn.Module, x: Tensor, y: Tensor) -> Callable[[], Tensor]:
     return lambda: F.cross_entropy(net(x), y)
 
 
+class ExpertTraining:
+    """One expert's training, an epoch at a time (the recipe of the module docstring).
+
+    :meth:`run_epoch` trains one epoch and stores its snapshot; :meth:`state_dict` / :meth:`load_state_dict`
+    capture everything the next epoch depends on (parameters and buffers, the generator, the trajectory so
+    far), so an expert interrupted after epoch ``e`` and resumed from its checkpoint ends bit for bit equal to
+    an uninterrupted one (the SGD step has no state: momentum 0). Arguments as :func:`train_expert`.
+    """
+
+    def __init__(
+        self,
+        spec: Any,
+        *,
+        arch: str = "ConvNet",
+        arch_kwargs: Mapping[str, Any] | None = None,
+        epochs: int,
+        index: int = 0,
+        lr: float = 0.01,
+        batch_size: int = 256,
+        dsa: bool = True,
+        dsa_strategy: str | None = None,
+        rho: float = 0.0,
+        alpha: float = 0.0,
+        adaptive: bool = True,
+        sharpness_aware: bool | None = None,
+        seed: int = 0,
+        device: str | torch.device = "auto",
+    ) -> None:
+        from lightning_sdc.models import build_network
+        from lightning_sdc.models.functional import ParamLayout
+
+        _check_args(1, epochs, lr, batch_size, rho, alpha)
+        self.device = resolve_device(device)
+        use_sam = rho > 0 if sharpness_aware is None else bool(sharpness_aware)
+        if sharpness_aware is False and rho > 0:
+            raise ValueError(f"rho={rho} needs the sharpness-aware step; pass sharpness_aware=None or True")
+        self.augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
+        if dsa:
+            from lightning_sdc.augment import default_dsa_strategy, diff_augment
+
+            strategy = dsa_strategy or default_dsa_strategy(spec.name)
+
+            def augment(x: Tensor, g: torch.Generator) -> Tensor:
+                return diff_augment(x, strategy, generator=g, siamese=False)
+
+            self.augment = augment
+        self.index, self.epochs, self.lr, self.rho, self.batch_size = index, epochs, lr, rho, batch_size
+        self.seconds = 0.0
+        t0 = time.perf_counter()
+        self.generator = seeded_generator(seed, index)
+        channels, *im_size = spec.image_shape
+        net = build_network(
+            arch, channels, spec.num_classes, tuple(im_size), generator=self.generator, **dict(arch_kwargs or {})
+        )
+        self.net = net.to(self.device).train()
+        self.layout = ParamLayout.from_module(self.net)
+        self.trajectory = torch.empty(epochs + 1, int(self.layout.total), dtype=torch.float32)
+        self.trajectory[0] = _flat(self.net)
+        self.epoch = 0
+        params = [p for _, p in self.net.named_parameters()]
+        self.optimizer = torch.optim.SGD(params, lr=lr, momentum=0.0, weight_decay=0.0)
+        self.sam = (
+            SharpnessAwareStep(params, self.optimizer, rho=rho, alpha=alpha, adaptive=adaptive, model=self.net)
+            if use_sam
+            else None
+        )
+        self.spec = spec
+        self.images, self.labels = spec.train_images.to(self.device), spec.train_labels.to(self.device)
+        self.seconds += time.perf_counter() - t0
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.epochs
+
+    def run_epoch(self) -> float:
+        """Train epoch ``self.epoch + 1`` (fresh shuffle, last batch kept) and store its snapshot; returns
+        the mean training loss."""
+        if self.done:
+            raise RuntimeError(f"expert {self.index} has already trained its {self.epochs} epochs")
+        t0 = time.perf_counter()
+        net, g, dev, opt = self.net, self.generator, self.device, self.optimizer
+        n = self.images.shape[0]
+        order = torch.randperm(n, generator=g).to(dev)
+        total, count = torch.zeros((), device=dev), 0
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            x, y = self.images[idx], self.labels[idx]
+            if self.augment is not None:
+                x = self.augment(x, g)
+            if self.sam is not None:
+                loss = self.sam.step(_ce_closure(net, x, y))
+            else:
+                loss = F.cross_entropy(net(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            total += loss.detach() * y.shape[0]
+            count += y.shape[0]
+        self.epoch += 1
+        self.trajectory[self.epoch] = _flat(net)
+        self.seconds += time.perf_counter() - t0
+        return float(total) / count
+
+    def state_dict(self) -> dict[str, Any]:
+        """The resumable state after ``self.epoch`` epochs (CPU tensors; loadable with ``weights_only``)."""
+        return {
+            "index": self.index,
+            "epoch": self.epoch,
+            "trajectory": self.trajectory[: self.epoch + 1].clone(),
+            "net": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()},
+            "generator": self.generator.get_state(),
+            "seconds": self.seconds,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        epoch = int(state["epoch"])
+        if int(state["index"]) != self.index or not 0 <= epoch <= self.epochs:
+            raise ValueError(
+                f"checkpoint of expert {state['index']} at epoch {epoch} does not fit expert {self.index} "
+                f"of {self.epochs} epochs"
+            )
+        traj = state["trajectory"]
+        if tuple(traj.shape) != (epoch + 1, self.trajectory.shape[1]):
+            raise ValueError(
+                f"checkpoint trajectory has shape {tuple(traj.shape)}, expected {(epoch + 1, self.trajectory.shape[1])}"
+            )
+        self.net.load_state_dict(state["net"])
+        self.generator.set_state(state["generator"])
+        self.trajectory[: epoch + 1] = traj
+        self.epoch = epoch
+        self.seconds = float(state.get("seconds", 0.0))
+
+    def finish(self) -> ExpertRun:
+        """Check the final parameters are finite, measure the test accuracy once, return the run."""
+        if not self.done:
+            raise RuntimeError(f"expert {self.index} has trained {self.epoch} of {self.epochs} epochs")
+        if not torch.isfinite(self.trajectory[-1]).all():
+            raise FloatingPointError(
+                f"expert {self.index} diverged (non-finite parameters); lower lr={self.lr} or rho={self.rho}"
+            )
+        t0 = time.perf_counter()
+        acc = test_accuracy(self.net, self.spec.test_images.to(self.device), self.spec.test_labels.to(self.device))
+        self.seconds += time.perf_counter() - t0
+        return ExpertRun(
+            trajectory=self.trajectory,
+            test_acc=float(acc),
+            seconds=self.seconds,
+            param_names=list(self.layout.names),
+            param_shapes=[[int(d) for d in s] for s in self.layout.shapes],
+        )
+
+
 def train_expert(
     spec: Any,
     *,
@@ -126,74 +280,28 @@ def train_expert(
         device: ``"auto"`` | ``"cpu"`` | ``"cuda[:N]"``.
         log: called with a progress line after every epoch.
     """
-    from lightning_sdc.models import build_network
-    from lightning_sdc.models.functional import ParamLayout
-
-    _check_args(1, epochs, lr, batch_size, rho, alpha)
-    dev = resolve_device(device)
-    use_sam = rho > 0 if sharpness_aware is None else bool(sharpness_aware)
-    if sharpness_aware is False and rho > 0:
-        raise ValueError(f"rho={rho} needs the sharpness-aware step; pass sharpness_aware=None or True")
-    augment = None
-    if dsa:
-        from lightning_sdc.augment import default_dsa_strategy, diff_augment
-
-        strategy = dsa_strategy or default_dsa_strategy(spec.name)
-
-        def augment(x: Tensor, g: torch.Generator) -> Tensor:
-            return diff_augment(x, strategy, generator=g, siamese=False)
-
-    t0 = time.perf_counter()
-    g = seeded_generator(seed, index)
-    channels, *im_size = spec.image_shape
-    net = build_network(
-        arch, channels, spec.num_classes, tuple(im_size), generator=g, **dict(arch_kwargs or {})
+    run = ExpertTraining(
+        spec,
+        arch=arch,
+        arch_kwargs=arch_kwargs,
+        epochs=epochs,
+        index=index,
+        lr=lr,
+        batch_size=batch_size,
+        dsa=dsa,
+        dsa_strategy=dsa_strategy,
+        rho=rho,
+        alpha=alpha,
+        adaptive=adaptive,
+        sharpness_aware=sharpness_aware,
+        seed=seed,
+        device=device,
     )
-    net = net.to(dev).train()
-    layout = ParamLayout.from_module(net)
-    trajectory = torch.empty(epochs + 1, int(layout.total), dtype=torch.float32)
-    trajectory[0] = _flat(net)
-    params = [p for _, p in net.named_parameters()]
-    opt = torch.optim.SGD(params, lr=lr, momentum=0.0, weight_decay=0.0)
-    sam = (
-        SharpnessAwareStep(params, opt, rho=rho, alpha=alpha, adaptive=adaptive, model=net)
-        if use_sam
-        else None
-    )
-    images, labels = spec.train_images.to(dev), spec.train_labels.to(dev)
-    n = images.shape[0]
-    for epoch in range(1, epochs + 1):
-        order = torch.randperm(n, generator=g).to(dev)
-        total, count = torch.zeros((), device=dev), 0
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            x, y = images[idx], labels[idx]
-            if augment is not None:
-                x = augment(x, g)
-            if sam is not None:
-                loss = sam.step(_ce_closure(net, x, y))
-            else:
-                loss = F.cross_entropy(net(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            total += loss.detach() * y.shape[0]
-            count += y.shape[0]
-        trajectory[epoch] = _flat(net)
+    while not run.done:
+        loss = run.run_epoch()
         if log is not None:
-            log(f"expert {index}: epoch {epoch}/{epochs} train loss {float(total) / count:.4f}")
-    if not torch.isfinite(trajectory[-1]).all():
-        raise FloatingPointError(
-            f"expert {index} diverged (non-finite parameters); lower lr={lr} or rho={rho}"
-        )
-    acc = test_accuracy(net, spec.test_images.to(dev), spec.test_labels.to(dev))
-    return ExpertRun(
-        trajectory=trajectory,
-        test_acc=float(acc),
-        seconds=time.perf_counter() - t0,
-        param_names=list(layout.names),
-        param_shapes=[[int(d) for d in s] for s in layout.shapes],
-    )
+            log(f"expert {index}: epoch {run.epoch}/{epochs} train loss {loss:.4f}")
+    return run.finish()
 
 
 def _resolve_spec(
@@ -216,6 +324,170 @@ def _resolve_spec(
     return dataset, has_zca
 
 
+def expert_config(
+    spec: Any,
+    *,
+    arch: str,
+    arch_kwargs: Mapping[str, Any] | None,
+    zca: bool,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    dsa: bool,
+    dsa_strategy: str | None,
+    rho: float,
+    alpha: float,
+    seed: int,
+    dataset_kwargs: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The settings an expert file records and a resumed run must match (everything but the per-expert keys)."""
+    if dsa:
+        from lightning_sdc.augment import default_dsa_strategy
+
+        dsa_strategy = dsa_strategy or default_dsa_strategy(spec.name)
+    return {
+        "dataset": spec.name,
+        "dataset_kwargs": dict(dataset_kwargs or {}),
+        "arch": arch,
+        "arch_kwargs": normalise_arch_kwargs(arch, arch_kwargs),
+        "zca": bool(zca),
+        "epochs": int(epochs),
+        "lr": float(lr),
+        "batch_size": int(batch_size),
+        "dsa": bool(dsa),
+        "dsa_strategy": dsa_strategy if dsa else None,
+        "rho": float(rho),
+        "alpha": float(alpha),
+        "momentum": 0.0,
+        "weight_decay": 0.0,
+        "seed": int(seed),
+        "format_version": FORMAT_VERSION,
+    }
+
+
+def _setting_conflicts(stored: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    return [f"{k}: file {stored.get(k)!r}, run {config[k]!r}" for k in config if stored.get(k) != config[k]]
+
+
+def partial_path(out: str | os.PathLike, index: int) -> Path:
+    """``<out>/expert_<index:04d>.pt.partial``: the per-epoch checkpoint of an expert still in training."""
+    return expert_path(out, index).with_name(expert_path(out, index).name + ".partial")
+
+
+def shard_ids(num_experts: int, shard: int = 0, num_shards: int = 1) -> list[int]:
+    """The expert ids of job ``shard`` of ``num_shards``: ``i`` with ``i % num_shards == shard``."""
+    for name, v, low in (("num_experts", num_experts, 1), ("num_shards", num_shards, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+    if isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < num_shards:
+        raise ValueError(f"shard must be an int in [0, num_shards={num_shards}), got {shard!r}")
+    return list(range(shard, num_experts, num_shards))
+
+
+def scan_experts(
+    out: str | os.PathLike, ids: Sequence[int], config: Mapping[str, Any]
+) -> tuple[dict[int, dict[str, Any]], list[int]]:
+    """Split ``ids`` into finished experts (``{id: meta}``) and the ones still to train.
+
+    A finished file written with other settings raises ``ValueError`` naming the keys; a file that cannot be
+    read (truncated, not an expert file) counts as not finished, with a warning, and is retrained.
+    """
+    done: dict[int, dict[str, Any]] = {}
+    missing: list[int] = []
+    for i in ids:
+        path = expert_path(out, i)
+        if not path.exists():
+            missing.append(i)
+            continue
+        try:
+            _, meta = read_expert(path)
+        except ValueError as exc:
+            warnings.warn(f"{exc}; expert {i} will be retrained", stacklevel=2)
+            missing.append(i)
+            continue
+        bad = _setting_conflicts({k: v for k, v in shared_meta(meta).items() if k in config}, config)
+        if bad:
+            raise ValueError(
+                f"{path} exists with other settings (" + "; ".join(bad) + "); choose another out directory or delete it"
+            )
+        done[i] = meta
+    return done, missing
+
+
+def update_manifest(out: str | os.PathLike, num_experts: int, config: Mapping[str, Any] | None = None) -> Path:
+    """Rewrite ``<out>/manifest.json`` from the expert files present on disk (ids ``0 … num_experts − 1``).
+
+    Every writer (each rank, each job of an array) lists what it finds, so the manifest is never behind the files
+    by more than a concurrent writer's last expert, and :class:`~lightning_sdc.experts.ExpertBuffer` also picks up
+    files the manifest does not list yet.
+    """
+    entries, meta = [], dict(config or {})
+    for i in range(num_experts):
+        path = expert_path(out, i)
+        if not path.exists():
+            continue
+        try:
+            _, m = read_expert(path)
+        except ValueError:
+            continue
+        meta = shared_meta(m)
+        entries.append({"index": i, "file": path.name, "test_acc": float(m["test_acc"])})
+    return write_manifest(out, meta, entries, num_experts)
+
+
+def _train_one(
+    spec: Any,
+    index: int,
+    out: str | os.PathLike,
+    config: Mapping[str, Any],
+    kwargs: Mapping[str, Any],
+    checkpoint_every: int,
+    on_epoch: Callable[[int, int, float], None] | None,
+    on_resume: Callable[[int], Any] | None = None,
+    trained_by: Mapping[str, int] | None = None,
+) -> tuple[Path, dict[str, Any], int]:
+    """Train (or resume) expert ``index`` and write its file; returns (path, meta, epoch resumed from)."""
+    run = ExpertTraining(spec, index=index, **kwargs)
+    ckpt = partial_path(out, index)
+    resumed = 0
+    if ckpt.exists():
+        try:
+            state = safe_torch_load(ckpt, what="expert checkpoint")
+        except ValueError as exc:
+            warnings.warn(f"{exc}; expert {index} restarts from its initialisation", stacklevel=2)
+        else:
+            bad = _setting_conflicts(dict(state.get("config") or {}), config)
+            if bad:
+                raise ValueError(
+                    f"{ckpt} was written with other settings (" + "; ".join(bad)
+                    + "); choose another out directory or delete it"
+                )
+            run.load_state_dict(state)
+            resumed = run.epoch
+            if on_resume is not None:
+                on_resume(resumed)
+    while not run.done:
+        loss = run.run_epoch()
+        if checkpoint_every and run.epoch % checkpoint_every == 0 and not run.done:
+            atomic_torch_save({**run.state_dict(), "config": dict(config)}, ckpt)
+        if on_epoch is not None:
+            on_epoch(index, run.epoch, loss)
+    result = run.finish()
+    meta = {
+        **config,
+        "param_names": result.param_names,
+        "param_shapes": result.param_shapes,
+        "num_params": int(result.trajectory.shape[1]),
+        "expert_index": index,
+        "test_acc": result.test_acc,
+        "train_seconds": round(result.seconds, 3),
+        "trained_by": dict(trained_by or {}),
+    }
+    path = save_expert(expert_path(out, index), result.trajectory, meta)
+    ckpt.unlink(missing_ok=True)
+    return path, meta, resumed
+
+
 def train_experts(
     dataset: Any,
     *,
@@ -233,10 +505,17 @@ def train_experts(
     alpha: float = 0.0,
     seed: int = 0,
     root: str | None = None,
-    device: str = "auto",
+    device: str | torch.device = "auto",
     progress: bool = True,
     download: bool = True,
     dataset_kwargs: Mapping[str, Any] | None = None,
+    shard: int = 0,
+    num_shards: int = 1,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Callable[[], None] | None = None,
+    checkpoint_every: int = 1,
+    on_epoch: Callable[[int, int, float], None] | None = None,
 ) -> list[Path]:
     """Train ``num_experts`` experts and write them to ``out`` (MTT ``buffer.py``; FTD ``buffer_FTD.py``).
 
@@ -244,7 +523,7 @@ def train_experts(
         dataset: registry name (loaded with ``load_dataset(dataset, root, zca=zca)``) or a ``DatasetSpec``.
         arch: network registry name (MTT: ``ConvNet``; ``ConvNetD4`` for 64×64 data).
         arch_kwargs: extra ``build_network`` keywords (e.g. ``width``, ``depth``), recorded in the metadata.
-        num_experts: experts to train (MTT README: 100; DATM: 100 of 100 epochs).
+        num_experts: experts of the whole buffer (MTT README: 100; DATM: 100 of 100 epochs).
         epochs: epochs per expert (MTT: 50); each expert stores ``epochs + 1`` snapshots.
         out: output directory: ``expert_<i:04d>.pt`` per expert and ``manifest.json``.
         lr, batch_size: SGD learning rate (0.01) and minibatch (256); momentum and weight decay are 0.
@@ -253,92 +532,78 @@ def train_experts(
         rho, alpha: FTD's sharpness-aware experts when ``rho > 0`` (FTD/DATM: ρ = 0.01, α = 0.3; α = 0 is
             ASAM).
         seed: expert ``i`` draws its initialisation, shuffling and augmentation from
-            ``seeded_generator(seed, i)``.
+            ``seeded_generator(seed, i)``, so an expert's file does not depend on who trains it.
         root: dataset root for torchvision datasets.
-        device: ``"auto"`` | ``"cpu"`` | ``"cuda[:N]"``.
+        device: ``"auto"`` | ``"cpu"`` | ``"cuda[:N]"`` (a ``torch.device`` too).
         progress: print one line per epoch and per expert.
         download: allow fetching a missing torchvision dataset.
         dataset_kwargs: loader options (e.g. ``{"seed": 1}`` for the seeded split of ``digits``), recorded in
             the metadata.
+        shard, num_shards: this job trains the ids ``i % num_shards == shard`` (:func:`shard_ids`): a job array
+            of ``num_shards`` independent jobs covers the buffer.
+        rank, world_size, barrier: the process's place in a distributed job. The job's unfinished experts are
+            dealt round-robin over the ``world_size`` processes; ``barrier`` (e.g. ``fabric.barrier``) is
+            called before the directory is scanned and after the training, so all ranks agree on what is left.
+        checkpoint_every: write ``expert_<i>.pt.partial`` every this many epochs (0: never); an interrupted
+            expert resumes from it bit for bit.
+        on_epoch: ``on_epoch(expert_id, epoch, train_loss)`` after every epoch (progress bars).
 
     Returns:
-        The expert file paths, in index order. Experts whose file already exists with the same settings are
-        kept (an interrupted run resumes); a file written with other settings raises ``ValueError``.
+        The expert file paths of this job's shard, in index order. Finished experts with the same settings
+        are kept and an interrupted one resumes from its checkpoint; a file written with other settings
+        raises ``ValueError``.
     """
     _check_args(num_experts, epochs, lr, batch_size, rho, alpha)
+    ids = shard_ids(num_experts, shard, num_shards)
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size must be an int >= 1, got {world_size!r}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be an int in [0, world_size={world_size}), got {rank!r}")
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be an int >= 0 (0: no checkpoints), got {checkpoint_every!r}")
     dev = resolve_device(device)
-    dataset_kwargs = dict(dataset_kwargs or {})
-    spec, zca = _resolve_spec(dataset, zca, root, download, dataset_kwargs)
-    if dsa:
-        from lightning_sdc.augment import default_dsa_strategy
-
-        dsa_strategy = dsa_strategy or default_dsa_strategy(spec.name)
-    config = {
-        "dataset": spec.name,
-        "dataset_kwargs": dataset_kwargs,
-        "arch": arch,
-        "arch_kwargs": normalise_arch_kwargs(arch, arch_kwargs),
-        "zca": bool(zca),
-        "epochs": int(epochs),
-        "lr": float(lr),
-        "batch_size": int(batch_size),
-        "dsa": bool(dsa),
-        "dsa_strategy": dsa_strategy if dsa else None,
-        "rho": float(rho),
-        "alpha": float(alpha),
-        "momentum": 0.0,
-        "weight_decay": 0.0,
-        "seed": int(seed),
-        "format_version": FORMAT_VERSION,
+    spec, zca = _resolve_spec(dataset, zca, root, download, dict(dataset_kwargs or {}))
+    config = expert_config(
+        spec, arch=arch, arch_kwargs=arch_kwargs, zca=zca, epochs=epochs, lr=lr, batch_size=batch_size, dsa=dsa,
+        dsa_strategy=dsa_strategy, rho=rho, alpha=alpha, seed=seed, dataset_kwargs=dataset_kwargs,
+    )
+    kwargs = {
+        "arch": arch, "arch_kwargs": arch_kwargs, "epochs": epochs, "lr": lr, "batch_size": batch_size,
+        "dsa": dsa, "dsa_strategy": config["dsa_strategy"], "rho": rho, "alpha": alpha, "seed": seed,
+        "device": dev,
     }
+    if barrier is not None:
+        barrier()
+    done, missing = scan_experts(out, ids, config)
+    if rank == 0:
+        update_manifest(out, num_experts, config)  # records num_experts before any training
+    mine = missing[rank::world_size]
+    trained_by = {"rank": rank, "world_size": world_size, "shard": shard, "num_shards": num_shards}
+    tag = f"[rank {rank}] " if world_size > 1 else ""
     log = print if progress else None
-    paths: list[Path] = []
-    entries: list[dict[str, Any]] = []
-    meta: dict[str, Any] = {}
-    for i in range(num_experts):
-        path = expert_path(out, i)
-        if path.exists():
-            _, meta = read_expert(path)
-            stored = {k: v for k, v in shared_meta(meta).items() if k in config}
-            bad = [k for k in config if stored.get(k) != config[k]]
-            if bad:
-                raise ValueError(
-                    f"{path} exists with other settings ("
-                    + "; ".join(f"{k}: file {stored.get(k)!r}, run {config[k]!r}" for k in bad)
-                    + "); choose another out directory or delete it"
-                )
-            if log:
-                log(f"expert {i}: kept {path} (test acc {meta['test_acc']:.4f})")
-        else:
-            run = train_expert(
-                spec,
-                arch=arch,
-                arch_kwargs=arch_kwargs,
-                epochs=epochs,
-                index=i,
-                lr=lr,
-                batch_size=batch_size,
-                dsa=dsa,
-                dsa_strategy=dsa_strategy,
-                rho=rho,
-                alpha=alpha,
-                seed=seed,
-                device=dev,
-                log=log,
+    if log and rank == 0 and done:
+        log(f"{tag}kept {len(done)} finished experts in {out}: {sorted(done)}")
+    from lightning_sdc.progress import progress as progress_bar
+
+    with progress_bar(
+        total=len(mine) * epochs, desc=f"{tag}experts", unit="epoch", enabled=bool(progress) and rank == 0
+    ) as bar:
+
+        def report(i: int, epoch: int, loss: float) -> None:
+            bar.update()
+            bar.set_postfix_str(f"expert {i} epoch {epoch}/{epochs} loss {loss:.4f}", refresh=False)
+            if on_epoch is not None:
+                on_epoch(i, epoch, loss)
+
+        for i in mine:
+            path, meta, resumed = _train_one(
+                spec, i, out, config, kwargs, checkpoint_every, report, bar.update, trained_by
             )
-            meta = {
-                **config,
-                "param_names": run.param_names,
-                "param_shapes": run.param_shapes,
-                "num_params": int(run.trajectory.shape[1]),
-                "expert_index": i,
-                "test_acc": run.test_acc,
-                "train_seconds": round(run.seconds, 3),
-            }
-            save_expert(path, run.trajectory, meta)
             if log:
-                log(f"expert {i}: test acc {run.test_acc:.4f} ({run.seconds:.1f} s) -> {path}")
-        paths.append(path)
-        entries.append({"index": i, "file": path.name, "test_acc": float(meta["test_acc"])})
-        write_manifest(out, {k: v for k, v in meta.items() if k not in PER_EXPERT_KEYS}, entries, num_experts)
-    return paths
+                start = f", resumed at epoch {resumed}" if resumed else ""
+                bar.write(f"{tag}expert {i}: test acc {meta['test_acc']:.4f} ({meta['train_seconds']:.1f} s{start}) -> {path}")
+    if barrier is not None:
+        barrier()
+    if rank == 0 or barrier is None:
+        update_manifest(out, num_experts, config)
+    return [expert_path(out, i) for i in ids]
