@@ -21,6 +21,8 @@ def evaluate_command(
     seed: int = 0,
     device: str = "auto",
     out: str | None = None,
+    metrics: list[str] | None = None,
+    full_data_epochs: int = 30,
 ) -> str:
     """Train fresh networks on a saved synthetic set and report test accuracy (mean ± std) per architecture.
 
@@ -37,6 +39,8 @@ def evaluate_command(
         seed: seed of network inits and augmentation.
         device: cpu | cuda | auto.
         out: write ``<out>.md`` and ``<out>.csv`` too.
+        metrics: DD-Ranking's hlr | ior | lrs too (:mod:`lightning_sdc.evaluation.ddranking`).
+        full_data_epochs: epochs of the (cached) full-data network behind HLR.
 
     Returns:
         The Markdown table (also printed).
@@ -44,6 +48,10 @@ def evaluate_command(
     from lightning_sdc.data import ZCAWhitening, load_dataset
     from lightning_sdc.synthetic import SyntheticSet
 
+    if metrics:
+        from lightning_sdc.evaluation.ddranking import check_metrics, evaluate_metrics
+
+        metrics = check_metrics(metrics)
     synset = SyntheticSet.load(path)
     archs = list(archs or ["ConvNet"])
     if device == "auto":
@@ -63,6 +71,11 @@ def evaluate_command(
     )
     title = f"{Path(path).name}: {synset.dataset}, IPC {synset.ipc}"
     table = results_markdown(results, title)
+    if metrics:
+        table += "\n" + evaluate_metrics(
+            synset.to(device), spec, (test_images, spec.test_labels), archs, metrics, full_epochs=full_data_epochs,
+            num_models=num_models, epochs=epochs, lr=lr, augment=augment, batch_size=batch_size, seed=seed, device=device,
+        )
     print(table)
     if out:
         write_results(results, out, title)

@@ -1,0 +1,1 @@
+"""Paired multi-seed comparisons (``lightning-sdc compare``): runs, statistics, reports."""

@@ -1,0 +1,137 @@
+"""``lightning-sdc compare``: a paired multi-seed comparison of the values of one config key.
+
+::
+
+    lightning-sdc compare --cell configs/demo/mnist5k_dsa_ipc1.yaml --seeds 5 \
+        --vary model.init_args.sdc_lambda=0,0.01 --out results/sdc-paired
+
+distils the cell once per (seed, value) — seeds ``first_seed … first_seed + seeds − 1`` — evaluates every final
+set with the method's protocol on the networks of its seed (the same networks for every value:
+:mod:`lightning_sdc.compare.runner`), and writes ``<out>/<name>.md`` / ``.csv`` / ``.png``: per-seed accuracies
+of each value, and for each value against the first (the baseline) the paired difference, its 95 % t and
+bootstrap confidence intervals and the paired t-test p-value (:mod:`lightning_sdc.compare.stats`). Runs are
+cached one file each under ``<out>/runs/``; an interrupted comparison resumes where it stopped.
+
+(``--config`` is jsonargparse's: a YAML of this command's own arguments, so a study can be kept as a file.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightning_sdc.compare.runner import ROOT, RunSpec, parse_vary, resolve, run_all
+
+TRAINER_CONFIG = "configs/trainer/cpu.yaml"
+
+
+def _override(item: str) -> str:
+    item = item.strip()
+    key = item.removeprefix("--").partition("=")[0]
+    if "=" not in item or not key:
+        raise ValueError(f"override {item!r}: expected KEY=VALUE, e.g. trainer.max_steps=30")
+    return "--" + item.removeprefix("--")
+
+
+def plan(
+    cell: str,
+    vary: str,
+    seeds: int = 5,
+    first_seed: int = 0,
+    trainer_config: str | None = TRAINER_CONFIG,
+    overrides: list[str] | None = None,
+    num_models: int | None = None,
+    epochs: int | None = None,
+    gradn_networks: int = 4,
+) -> list[RunSpec]:
+    """The runs of a comparison, seed-major (every value of seed 0, then of seed 1, …), validated before any
+    compute."""
+    key, values = parse_vary(vary)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
+        raise ValueError(f"seeds={seeds!r}: a paired comparison needs an integer >= 2 seeds")
+    if isinstance(first_seed, bool) or not isinstance(first_seed, int) or first_seed < 0:
+        raise ValueError(f"first_seed={first_seed!r}: expected an integer >= 0")
+    for name, v in (("num_models", num_models), ("epochs", epochs)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "num_models" else 0)):
+            raise ValueError(f"{name}={v!r}: expected an integer >= {1 if name == 'num_models' else 0} (or None: the config's)")
+    if isinstance(gradn_networks, bool) or not isinstance(gradn_networks, int) or gradn_networks < 0:
+        raise ValueError(f"gradn_networks={gradn_networks!r}: expected an integer >= 0 (0: no GraDN)")
+    configs = [c for c in (trainer_config, cell) if c]
+    for c in configs:
+        if not resolve(c).is_file():
+            raise FileNotFoundError(f"config {c!r}: no such file (relative paths are from {ROOT})")
+    fixed = tuple(_override(o) for o in overrides or ())
+    clash = [o for o in fixed if o[2:].partition("=")[0] == key]
+    if clash:
+        raise ValueError(f"override {clash[0]!r} sets the varied key {key!r}")
+    return [
+        RunSpec(tuple(str(c) for c in configs), key, value, seed, fixed, num_models, epochs, gradn_networks)
+        for seed in range(first_seed, first_seed + seeds) for value in values
+    ]
+
+
+def compare_command(
+    cell: str,
+    vary: str,
+    seeds: int = 5,
+    first_seed: int = 0,
+    trainer_config: str | None = TRAINER_CONFIG,
+    overrides: list[str] | None = None,
+    num_models: int | None = None,
+    epochs: int | None = None,
+    gradn_networks: int = 4,
+    out: str = "results/compare",
+    name: str | None = None,
+    bootstrap: int = 10000,
+    confidence: float = 0.95,
+) -> str:
+    """Paired multi-seed comparison of the values of one config key (mean difference, 95 % CIs, p-value).
+
+    Distils ``cell`` with every value of ``vary`` for each seed, evaluates each set on the seed's networks (the
+    same networks for every value) and reports paired differences against the first value.
+
+    Args:
+        cell: the method's YAML (e.g. ``configs/demo/mnist5k_dsa_ipc1.yaml``), composed after ``trainer_config``.
+        vary: ``KEY=V1,V2[,...]``, any config key; the first value is the baseline of the differences.
+        seeds: number of seeds (>= 2), ``first_seed`` upwards.
+        first_seed: the first seed.
+        trainer_config: the trainer preset composed first (``None``/empty: none).
+        overrides: fixed ``KEY=VALUE`` settings for every run (e.g. ``trainer.max_steps=30``).
+        num_models: evaluation networks per set (default: the method's ``eval_num_models``).
+        epochs: evaluation epochs (default: the method's).
+        gradn_networks: networks of the final sets' GraDN (0: skip).
+        out: directory of the report and of the cached runs (``<out>/runs``).
+        name: file stem of the report (default ``<cell stem>__<key leaf>``).
+        bootstrap: bootstrap resamples of the mean paired difference.
+        confidence: confidence level of the intervals.
+
+    Returns:
+        The Markdown report (also printed).
+    """
+    from lightning_sdc.compare.stats import check_confidence
+
+    check_confidence(confidence)
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 100:
+        raise ValueError(f"bootstrap={bootstrap!r}: expected an integer >= 100 resamples")
+    specs = plan(cell, vary, seeds, first_seed, trainer_config, overrides, num_models, epochs, gradn_networks)
+    key, values = parse_vary(vary)
+    out_dir = Path(out)
+    name = name or f"{Path(cell).stem}__{key.rsplit('.', 1)[-1]}"
+    results = run_all(specs, out_dir / "runs", log=lambda s: print(s, flush=True))
+
+    from lightning_sdc.compare.report import Study, write_report
+
+    study = Study(name=name, cell=cell, key=key, values=values, results=results, overrides=list(specs[0].overrides),
+                  bootstrap=bootstrap, confidence=confidence)
+    md = write_report(study, out_dir)
+    print(md)
+    return md
+
+
+def main(argv: list[str] | None = None) -> None:
+    from jsonargparse import auto_cli
+
+    auto_cli(compare_command, args=argv, as_positional=False)
+
+
+if __name__ == "__main__":
+    main()

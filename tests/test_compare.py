@@ -1,0 +1,206 @@
+"""``lightning-sdc compare``: paired statistics (against scipy and hand numbers), pairing of the evaluation
+networks, the report, and a tiny resumable end-to-end comparison on digits."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats as st
+
+from lightning_sdc.compare import runner
+from lightning_sdc.compare.command import compare_command, plan
+from lightning_sdc.compare.report import write_summary
+from lightning_sdc.compare.runner import RunSpec, parse_vary
+from lightning_sdc.compare.stats import (
+    bootstrap_interval,
+    paired_differences,
+    paired_t_test,
+    summarise_pairs,
+    t_interval,
+)
+
+A = [80.1, 79.5, 81.2, 80.0, 80.7]
+B = [80.6, 79.4, 81.9, 80.5, 80.9]
+
+
+# ----------------------------------------------------------------------------------------------- statistics
+def test_t_test_and_interval_hand_numbers():
+    """d = 1..5: mean 3, s = √2.5, t = 3/(√2.5/√5) = 4.2426, t_0.975,4 = 2.7764 -> [1.0368, 4.9632], p = 0.01324."""
+    t, p = paired_t_test([0.0] * 5, [1.0, 2, 3, 4, 5])
+    assert t == pytest.approx(3 / math.sqrt(0.5), rel=1e-12)
+    assert p == pytest.approx(0.01323559956368269, rel=1e-9)
+    lo, hi = t_interval([1.0, 2, 3, 4, 5], 0.95)
+    assert (lo, hi) == pytest.approx((1.0367568385224428, 4.963243161477557), rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_stats_match_scipy(seed):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(80, 1, size=7)
+    b = a + rng.normal(0.3, 0.5, size=7)
+    ref = st.ttest_rel(b, a)
+    t, p = paired_t_test(a, b)
+    assert t == pytest.approx(ref.statistic, rel=1e-10) and p == pytest.approx(ref.pvalue, rel=1e-10)
+    for conf in (0.9, 0.95, 0.99):
+        ci = ref.confidence_interval(conf)
+        assert t_interval(b - a, conf) == pytest.approx((ci.low, ci.high), rel=1e-10)
+    # the percentile bootstrap agrees with scipy's up to resampling noise
+    d = b - a
+    sb = st.bootstrap((d,), np.mean, method="percentile", n_resamples=20000, random_state=seed).confidence_interval
+    lo, hi = bootstrap_interval(d, 0.95, 20000, seed=seed)
+    tol = 0.05 * d.std(ddof=1)
+    assert lo == pytest.approx(sb.low, abs=tol) and hi == pytest.approx(sb.high, abs=tol)
+
+
+def test_bootstrap_contains_the_mean_and_is_reproducible():
+    d = paired_differences(A, B)
+    lo, hi = bootstrap_interval(d, 0.95, 5000, seed=3)
+    tlo, thi = t_interval(d, 0.95)
+    assert lo <= d.mean() <= hi and lo <= (tlo + thi) / 2 <= hi
+    assert bootstrap_interval(d, 0.95, 5000, seed=3) == (lo, hi)
+    assert bootstrap_interval(d, 0.5, 5000, seed=3)[1] - bootstrap_interval(d, 0.5, 5000, seed=3)[0] < hi - lo
+
+
+def test_summary_fields():
+    s = summarise_pairs(A, B, 0.95, 2000)
+    assert s.n == 5 and s.wins == 4
+    assert s.mean_diff == pytest.approx(np.mean(B) - np.mean(A))
+    assert s.sd_diff == pytest.approx(np.std(np.subtract(B, A), ddof=1))
+    assert s.p == pytest.approx(0.06188524934890255, rel=1e-9) and not s.significant
+    assert summarise_pairs(A, [b + 1 for b in B]).significant
+
+
+def test_degenerate_differences():
+    assert paired_t_test(A, A) == (0.0, 1.0)  # scipy: NaN
+    t, p = paired_t_test(A, [a + 0.5 for a in A])
+    assert t == math.inf and p == 0.0
+    s = summarise_pairs(A, A)
+    assert s.mean_diff == 0 and s.t_ci == (0.0, 0.0) and s.bootstrap_ci == (0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "match"),
+    [([1.0], [2.0], ">= 2 pairs"), ([1.0, 2], [1.0], "one length"), ([1.0, float("nan")], [1.0, 2], "finite")],
+)
+def test_bad_samples(a, b, match):
+    with pytest.raises(ValueError, match=match):
+        paired_differences(a, b)
+
+
+def test_bad_confidence():
+    with pytest.raises(ValueError, match=r"confidence=1\.5"):
+        t_interval([1.0, 2.0], 1.5)
+
+
+# ----------------------------------------------------------------------------------------------- options
+def test_parse_vary():
+    assert parse_vary("model.init_args.sdc_lambda=0,0.01") == ("model.init_args.sdc_lambda", ["0", "0.01"])
+    assert parse_vary("--trainer.max_steps=5, 10") == ("trainer.max_steps", ["5", "10"])
+    for bad, match in [("sdc_lambda", "KEY=V1,V2"), ("a..b=1,2", "dotted"), ("k=1", "at least 2"),
+                       ("k=1,,2", "empty"), ("k=1,1", "repeated")]:
+        with pytest.raises(ValueError, match=match):
+            parse_vary(bad)
+
+
+def test_plan_is_seed_major_and_validated():
+    specs = plan("configs/demo/digits_dsa_ipc1.yaml", "model.init_args.sdc_lambda=0,0.01", seeds=3, first_seed=4,
+                 overrides=["trainer.max_steps=2"])
+    assert [(s.seed, s.value) for s in specs] == [(4, "0"), (4, "0.01"), (5, "0"), (5, "0.01"), (6, "0"), (6, "0.01")]
+    assert specs[0].overrides == ("--trainer.max_steps=2",)
+    assert len({s.slug for s in specs}) == 6 and specs[0].fingerprint() == plan(
+        "configs/demo/digits_dsa_ipc1.yaml", "model.init_args.sdc_lambda=0,0.01", seeds=3, first_seed=4,
+        overrides=["trainer.max_steps=2"])[0].fingerprint()
+    cell, vary = "configs/demo/digits_dsa_ipc1.yaml", "model.init_args.sdc_lambda=0,0.01"
+    for kwargs, match in [({"seeds": 1}, "seeds=1"), ({"num_models": 0}, "num_models=0"),
+                          ({"overrides": ["model.init_args.sdc_lambda=1"]}, "varied key"),
+                          ({"overrides": ["max_steps"]}, "KEY=VALUE"), ({"gradn_networks": -1}, "gradn_networks")]:
+        with pytest.raises(ValueError, match=match):
+            plan(cell, vary, **kwargs)
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        plan("configs/demo/nope.yaml", vary)
+
+
+def test_fingerprint_separates_settings():
+    base = RunSpec(("a.yaml",), "k", "1", 0)
+    others = [RunSpec(("b.yaml",), "k", "1", 0), RunSpec(("a.yaml",), "k", "2", 0), RunSpec(("a.yaml",), "k", "1", 1),
+              RunSpec(("a.yaml",), "k", "1", 0, ("--x=1",)), RunSpec(("a.yaml",), "k", "1", 0, eval_epochs=3)]
+    assert len({base.fingerprint(), *(o.fingerprint() for o in others)}) == 6
+
+
+# ----------------------------------------------------------------------------------------------- pairing
+def test_one_seed_gives_the_same_evaluation_networks(digits, monkeypatch):
+    """Two different sets evaluated with one seed: network i starts from the same weights and the same generator
+    state (batch order and augmentation draws); another seed changes them."""
+    import lightning_sdc.models as models
+    from lightning_sdc.coresets.random_subset import random_coreset
+    from lightning_sdc.evaluation import evaluate_synset, protocol
+
+    inits, states = [], []
+    build, train = models.build_network, protocol.train_network
+
+    def record_build(*args, **kwargs):
+        net = build(*args, **kwargs)
+        inits.append(torch.cat([p.detach().flatten().clone() for p in net.parameters()]))
+        return net
+
+    def record_train(net, images, targets, **kwargs):
+        states.append(kwargs["generator"].get_state().clone())
+        return train(net, images, targets, **kwargs)
+
+    monkeypatch.setattr(models, "build_network", record_build)
+    monkeypatch.setattr(protocol, "train_network", record_train)
+    kw = dict(num_models=2, epochs=1, augment="none", network_kwargs={"width": 8, "depth": 1})
+    evaluate_synset(random_coreset(digits, 1, seed=0), digits, seed=5, **kw)
+    evaluate_synset(random_coreset(digits, 1, seed=1), digits, seed=5, **kw)
+    evaluate_synset(random_coreset(digits, 1, seed=1), digits, seed=6, **kw)
+    assert torch.equal(inits[0], inits[2]) and torch.equal(inits[1], inits[3])
+    assert torch.equal(states[0], states[2]) and torch.equal(states[1], states[3])
+    assert not torch.equal(inits[0], inits[1]) and not torch.equal(inits[0], inits[4])
+    assert not torch.equal(states[0], states[4])
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+def test_compare_end_to_end_digits(tmp_path, monkeypatch):
+    """2 seeds × 3 values on digits (2 updates, 1 network × 2 epochs): the two spellings of λ = 0 give exactly
+    the same accuracies (difference 0), reports are written, a rerun computes nothing, a deleted run is redone."""
+    out = tmp_path / "cmp"
+    args = dict(cell="configs/demo/digits_dsa_ipc1.yaml", vary="model.init_args.sdc_lambda=0,0.0,0.5", seeds=2,
+                overrides=["trainer.max_steps=2"], num_models=1, epochs=2, gradn_networks=1, out=str(out),
+                name="t", bootstrap=200)
+    md = compare_command(**args)
+    rec = json.loads((out / "t.json").read_text())
+    assert rec["accuracy"]["0"] == rec["accuracy"]["0.0"]
+    assert rec["gradn"]["0"] == rec["gradn"]["0.0"]
+    assert rec["paired"]["0.0"]["mean_diff"] == 0.0 and rec["paired"]["0.0"]["p"] == 1.0
+    assert rec["accuracy"]["0.5"] != rec["accuracy"]["0"] or rec["gradn"]["0.5"] != rec["gradn"]["0"]
+    assert "| 0.0 |" in md and "+0.00" in md
+    for suffix in (".md", ".csv", "_runs.csv", ".png", ".json"):
+        assert (out / f"t{suffix}").stat().st_size > 0
+    assert len((out / "t_runs.csv").read_text().splitlines()) == 1 + 6
+    runs = sorted((out / "runs").glob("*.json"))
+    assert len(runs) == 6 and len(list((out / "runs").glob("*.pt"))) == 6
+    one = json.loads(runs[0].read_text())
+    assert one["steps"] == 2 and len(one["accuracies"]) == 1 and one["eval"]["epochs"] == 2
+
+    calls = []
+    real_execute = runner.execute
+    monkeypatch.setattr(runner, "execute", lambda spec, d: calls.append(spec) or real_execute(spec, d))
+    assert compare_command(**args) == md and calls == []
+    runs[0].unlink()
+    compare_command(**args)
+    assert len(calls) == 1 and runs[0].exists()
+
+    summary = write_summary([out / "t.json"], tmp_path / "all.md", "# Title\n")
+    text = summary.read_text()
+    assert text.startswith("# Title") and "| t | sdc_lambda 0 → 0.0 | 2 | 1 | 2 |" in text
+    assert len((tmp_path / "all.csv").read_text().splitlines()) == 1 + 2
+
+
+def test_cli_subcommand_is_registered():
+    from lightning_sdc import cli
+
+    assert "compare" in str(cli.SUBCOMMANDS)
