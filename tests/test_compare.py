@@ -124,11 +124,24 @@ def test_plan_is_seed_major_and_validated():
         plan("configs/demo/nope.yaml", vary)
 
 
+def test_stratified_test_subset():
+    labels = torch.tensor([2, 2, 0, 1, 0, 1, 2])
+    assert runner.stratified_head(labels, 3).tolist() == [0, 2, 3]
+    assert runner.stratified_head(labels, 7).tolist() == [0, 1, 2, 3, 4, 5]  # 7 // 3 = 2 per class
+    with pytest.raises(ValueError, match="at least one image per class"):
+        runner.stratified_head(labels, 2)
+    with pytest.raises(ValueError, match="class 0 has fewer than 3"):
+        runner.stratified_head(labels, 9)
+    with pytest.raises(ValueError, match="test_size=0"):
+        plan("configs/demo/digits_dsa_ipc1.yaml", "model.init_args.sdc_lambda=0,0.01", test_size=0)
+
+
 def test_fingerprint_separates_settings():
     base = RunSpec(("a.yaml",), "k", "1", 0)
     others = [RunSpec(("b.yaml",), "k", "1", 0), RunSpec(("a.yaml",), "k", "2", 0), RunSpec(("a.yaml",), "k", "1", 1),
-              RunSpec(("a.yaml",), "k", "1", 0, ("--x=1",)), RunSpec(("a.yaml",), "k", "1", 0, eval_epochs=3)]
-    assert len({base.fingerprint(), *(o.fingerprint() for o in others)}) == 6
+              RunSpec(("a.yaml",), "k", "1", 0, ("--x=1",)), RunSpec(("a.yaml",), "k", "1", 0, eval_epochs=3),
+              RunSpec(("a.yaml",), "k", "1", 0, eval_test_size=100)]
+    assert len({base.fingerprint(), *(o.fingerprint() for o in others)}) == 7
 
 
 # ----------------------------------------------------------------------------------------------- pairing
@@ -169,7 +182,7 @@ def test_compare_end_to_end_digits(tmp_path, monkeypatch):
     the same accuracies (difference 0), reports are written, a rerun computes nothing, a deleted run is redone."""
     out = tmp_path / "cmp"
     args = dict(cell="configs/demo/digits_dsa_ipc1.yaml", vary="model.init_args.sdc_lambda=0,0.0,0.5", seeds=2,
-                overrides=["trainer.max_steps=2"], num_models=1, epochs=2, gradn_networks=1, out=str(out),
+                overrides=["trainer.max_steps=2"], num_models=1, epochs=2, gradn_networks=1, test_size=200, out=str(out),
                 name="t", bootstrap=200)
     md = compare_command(**args)
     rec = json.loads((out / "t.json").read_text())
@@ -185,6 +198,7 @@ def test_compare_end_to_end_digits(tmp_path, monkeypatch):
     assert len(runs) == 6 and len(list((out / "runs").glob("*.pt"))) == 6
     one = json.loads(runs[0].read_text())
     assert one["steps"] == 2 and len(one["accuracies"]) == 1 and one["eval"]["epochs"] == 2
+    assert one["eval"]["test_images"] == 200  # 20 of each of the 10 digits
 
     calls = []
     real_execute = runner.execute

@@ -42,6 +42,7 @@ def plan(
     num_models: int | None = None,
     epochs: int | None = None,
     gradn_networks: int = 4,
+    test_size: int | None = None,
 ) -> list[RunSpec]:
     """The runs of a comparison, seed-major (every value of seed 0, then of seed 1, …), validated before any
     compute."""
@@ -53,6 +54,8 @@ def plan(
     for name, v in (("num_models", num_models), ("epochs", epochs)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "num_models" else 0)):
             raise ValueError(f"{name}={v!r}: expected an integer >= {1 if name == 'num_models' else 0} (or None: the config's)")
+    if test_size is not None and (isinstance(test_size, bool) or not isinstance(test_size, int) or test_size < 1):
+        raise ValueError(f"test_size={test_size!r}: expected an integer >= 1 (or None: the whole test split)")
     if isinstance(gradn_networks, bool) or not isinstance(gradn_networks, int) or gradn_networks < 0:
         raise ValueError(f"gradn_networks={gradn_networks!r}: expected an integer >= 0 (0: no GraDN)")
     configs = [c for c in (trainer_config, cell) if c]
@@ -64,7 +67,7 @@ def plan(
     if clash:
         raise ValueError(f"override {clash[0]!r} sets the varied key {key!r}")
     return [
-        RunSpec(tuple(str(c) for c in configs), key, value, seed, fixed, num_models, epochs, gradn_networks)
+        RunSpec(tuple(str(c) for c in configs), key, value, seed, fixed, num_models, epochs, gradn_networks, test_size)
         for seed in range(first_seed, first_seed + seeds) for value in values
     ]
 
@@ -79,6 +82,7 @@ def compare_command(
     num_models: int | None = None,
     epochs: int | None = None,
     gradn_networks: int = 4,
+    test_size: int | None = None,
     out: str = "results/compare",
     name: str | None = None,
     bootstrap: int = 10000,
@@ -99,6 +103,8 @@ def compare_command(
         num_models: evaluation networks per set (default: the method's ``eval_num_models``).
         epochs: evaluation epochs (default: the method's).
         gradn_networks: networks of the final sets' GraDN (0: skip).
+        test_size: test on a fixed class-balanced subset of this many test images (the first ``test_size // C``
+            of each class; default: the whole test split) — a CPU budget knob, the same subset for every run.
         out: directory of the report and of the cached runs (``<out>/runs``).
         name: file stem of the report (default ``<cell stem>__<key leaf>``).
         bootstrap: bootstrap resamples of the mean paired difference.
@@ -112,7 +118,8 @@ def compare_command(
     check_confidence(confidence)
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 100:
         raise ValueError(f"bootstrap={bootstrap!r}: expected an integer >= 100 resamples")
-    specs = plan(cell, vary, seeds, first_seed, trainer_config, overrides, num_models, epochs, gradn_networks)
+    specs = plan(cell, vary, seeds, first_seed, trainer_config, overrides, num_models, epochs, gradn_networks,
+                 test_size)
     key, values = parse_vary(vary)
     out_dir = Path(out)
     name = name or f"{Path(cell).stem}__{key.rsplit('.', 1)[-1]}"

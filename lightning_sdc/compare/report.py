@@ -85,7 +85,8 @@ def settings_lines(study: Study) -> list[str]:
         + (", ".join(f"`{o}`" for o in study.overrides) or "none"),
         f"- seeds: {', '.join(map(str, study.seeds()))}; image updates per run: {', '.join(map(str, steps))}",
         f"- evaluation: {', '.join(map(str, nets))} fresh {ev.get('arch')} {ev.get('network_kwargs') or ''} per set, "
-        f"{ev.get('epochs')} epochs, augment={ev.get('augment')}, the same networks (init, batch order, "
+        f"{ev.get('epochs')} epochs, augment={ev.get('augment')}, lr {ev.get('lr'):g} (first run), tested on "
+        f"{ev.get('test_images', 'all')} test images; the same networks (init, batch order, "
         "augmentation) for every value of a seed",
         f"- distillation + evaluation time: {sum(r.distill_seconds for r in study.results) / 60:.1f} + "
         f"{sum(r.eval_seconds for r in study.results) / 60:.1f} min in all",

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lightning_sdc.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,9 +74,13 @@ class RunSpec:
     eval_num_models: int | None = None
     eval_epochs: int | None = None
     gradn_networks: int = 4
+    eval_test_size: int | None = None
 
     def fingerprint(self) -> str:
-        blob = json.dumps({"format": RUN_FORMAT, **asdict(self)}, sort_keys=True)
+        fields = asdict(self)
+        if fields["eval_test_size"] is None:  # added later: runs without it keep their fingerprint
+            del fields["eval_test_size"]
+        blob = json.dumps({"format": RUN_FORMAT, **fields}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
     @property
@@ -111,6 +117,20 @@ def run_key(spec: RunSpec) -> list[str]:
     return [*spec.overrides, f"--{spec.key}={spec.value}"]
 
 
+def stratified_head(labels: torch.Tensor, size: int) -> torch.Tensor:
+    """Indices of the first ``size // C`` test images of each of the ``C`` classes (in file order): a fixed,
+    class-balanced subset, the same for every run."""
+    classes = int(labels.max()) + 1
+    per = size // classes
+    if per < 1:
+        raise ValueError(f"eval_test_size={size}: needs at least one image per class ({classes} classes)")
+    idx = [torch.nonzero(labels == c).flatten()[:per] for c in range(classes)]
+    short = [c for c, i in enumerate(idx) if i.numel() < per]
+    if short:
+        raise ValueError(f"eval_test_size={size}: class {short[0]} has fewer than {per} test images")
+    return torch.cat(idx).sort().values
+
+
 def final_gradn(cli: Any, num_networks: int, seed: int) -> float:
     """Mean GraDN (eq. 7) of the final synthetic set over ``num_networks`` networks of the method's architecture:
     fresh initialisations keyed on ``seed`` for GM methods, expert snapshots for TM (``GraDNTracker``'s
@@ -138,13 +158,18 @@ def execute(spec: RunSpec, out_dir: Path) -> RunResult:
     if spec.eval_epochs is not None:
         kw["epochs"] = spec.eval_epochs
     synset = model.eval_synset()
-    res = evaluate_synset(synset, (dm.spec.test_images, dm.spec.test_labels), **kw)
+    test_images, test_labels = dm.spec.test_images, dm.spec.test_labels
+    if spec.eval_test_size is not None:
+        keep = stratified_head(test_labels, spec.eval_test_size)
+        test_images, test_labels = test_images[keep], test_labels[keep]
+    res = evaluate_synset(synset, (test_images, test_labels), **kw)
     gradn = final_gradn(cli, spec.gradn_networks, spec.seed) if spec.gradn_networks > 0 else None
     set_path = out_dir / f"{spec.slug}.pt"
     synset.save(set_path)
     result = RunResult(
         key=spec.key, value=spec.value, seed=spec.seed, accuracies=[float(a) for a in res.accuracies],
-        steps=int(cli.trainer.global_step), eval={k: v for k, v in kw.items() if k != "seed"} | {"lr": res.lr},
+        steps=int(cli.trainer.global_step),
+        eval={k: v for k, v in kw.items() if k != "seed"} | {"lr": res.lr, "test_images": int(test_labels.numel())},
         distill_seconds=distill_s, eval_seconds=res.seconds, gradn=gradn, synset=set_path.name,
         configs=list(spec.configs), overrides=run_key(spec),
     )
