@@ -47,6 +47,40 @@ class HangAtStep(pl.Callback):
             time.sleep(self.seconds)
 
 
+class ParkOnce(pl.Callback):
+    """Park the run once, at update ``step`` (``stage="train"``: at the start of the update, so a signal lands in
+    the middle of it) or in the evaluation after update ``step`` (``stage="validation"``), until a signal arrives.
+
+    The first time it parks it writes ``marker``; a run that finds ``marker`` (the resumed run, started with the
+    same command line and so the same callbacks) does not park. The wait is in short sleeps that return early
+    once the process has received SIGTERM/SIGUSR1, so the signal does not have to interrupt a long ``sleep``.
+    """
+
+    def __init__(self, step: int, marker: str, stage: str = "train", seconds: float = 300.0) -> None:
+        self.step, self.marker, self.stage, self.seconds = step, marker, stage, seconds
+
+    def _park(self, trainer: pl.Trainer) -> None:
+        from lightning_sdc.callbacks import PreemptionCheckpoint
+
+        if trainer.global_step != self.step or Path(self.marker).exists():
+            return
+        Path(self.marker).write_text(str(self.step))
+        own = [cb for cb in trainer.callbacks if isinstance(cb, PreemptionCheckpoint)]
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline:
+            if trainer.received_sigterm or any(cb.received is not None for cb in own):
+                return
+            time.sleep(0.02)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.stage == "train":
+            self._park(trainer)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.stage == "validation":
+            self._park(trainer)
+
+
 class NoCompute(pl.Callback):
     """Fails the test if a training step starts: errors must come before any compute."""
 
@@ -94,10 +128,26 @@ def run_config(model: dict[str, Any], data: dict[str, Any], run_dir: Path, steps
     }
 
 
+def cli_config(model: dict[str, Any], data: dict[str, Any], root: Path, steps: int,
+               extra_callbacks: list[dict[str, Any]] | None = None, val_check_interval: int | None = None,
+               logger: bool = False) -> dict[str, Any]:
+    """A ``fit`` config with the CLI's own run layout (no checkpoint callback of its own): ``root`` is the
+    ``default_root_dir``; the CLI adds the exporter and ``PreemptionCheckpoint`` (``last.ckpt`` under
+    ``root/checkpoints`` without a logger). Evaluation every ``val_check_interval`` updates, or none."""
+    trainer = {"accelerator": "cpu", "devices": 1, "precision": "32-true", "max_steps": steps, "logger": logger,
+               "enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": str(root),
+               "callbacks": list(extra_callbacks or [])}
+    if val_check_interval is None:
+        trainer["limit_val_batches"] = 0
+    else:
+        trainer["val_check_interval"] = val_check_interval
+    return {"seed_everything": 0, "model": model, "data": data, "trainer": trainer}
+
+
 def dc_model(**overrides: Any) -> dict[str, Any]:
     """DC on digits, IPC 1, a small ConvNet, 3 updates per network (so a kill can land mid-iteration)."""
     args = {"dataset": "digits", "ipc": 1, "sdc_lambda": 0.01, "batch_real": 16, "outer_loop": 3, "inner_loop": 1,
-            "arch_kwargs": dict(SMALL), "eval_models": 1, "eval_epochs": 1, "seed": 5, **overrides}
+            "arch_kwargs": dict(SMALL), "eval_num_models": 1, "eval_epochs": 1, "seed": 5, **overrides}
     return {"class_path": "lightning_sdc.methods.DC", "init_args": args}
 
 
@@ -108,7 +158,7 @@ def real_data(dataset: str = "digits") -> dict[str, Any]:
 def ftd_model(**overrides: Any) -> dict[str, Any]:
     """FTD on digits with an EMA (state that a resume must restore)."""
     args = {"dataset": "digits", "ipc": 1, "arch_kwargs": dict(TM_ARCH), "syn_steps": 3, "lr_img": 10.0,
-            "lr_lr": 1e-4, "syn_lr": 0.01, "ema_decay": 0.9, "sdc_lambda": 0.01, "eval_models": 1,
+            "lr_lr": 1e-4, "syn_lr": 0.01, "ema_decay": 0.9, "sdc_lambda": 0.01, "eval_num_models": 1,
             "eval_epochs": 1, "seed": 5, **overrides}
     return {"class_path": "lightning_sdc.methods.FTD", "init_args": args}
 
@@ -344,8 +394,8 @@ CASES: list[BadInput] = [
              ("batch_real", "0", "> 0")),
     BadInput("outer_loop-0", "DC(outer_loop=0)", lambda c: _gm(outer_loop=0), ValueError,
              ("outer_loop", "0", "> 0")),
-    BadInput("eval_models-0", "DC(eval_models=0)", lambda c: _gm(eval_models=0), ValueError,
-             ("eval_models", "0", "> 0")),
+    BadInput("eval_num_models-0", "DC(eval_num_models=0)", lambda c: _gm(eval_num_models=0), ValueError,
+             ("eval_num_models", "0", "> 0")),
     BadInput("seed-str", "DC(seed='a')", lambda c: _gm(seed="a"), ValueError, ("seed", "'a'", "integer")),
     BadInput("dataset-unknown", "DC(dataset='cifar11')", lambda c: _gm(dataset="cifar11"), KeyError,
              ("dataset", "'cifar11'", "allowed: cifar10, cifar100, digits")),

@@ -1,4 +1,4 @@
-"""Callbacks: ASDC λ ramp, evaluation, GraDN tracking, image logging and export."""
+"""Callbacks: ASDC λ ramp, evaluation, GraDN tracking, image logging and export, pre-emption checkpoints."""
 
 from lightning_sdc.callbacks.asdc import RAMP_SHAPES, ASDCRamp, asdc_lambda
 from lightning_sdc.callbacks.cross_arch import CrossArchEvaluation
@@ -10,12 +10,15 @@ from lightning_sdc.callbacks.gradn import (
     read_curve,
 )
 from lightning_sdc.callbacks.images import SyntheticImageLogger, SyntheticSetExporter
+from lightning_sdc.callbacks.preemption import Preempted, PreemptionCheckpoint
 
 __all__ = [
     "RAMP_SHAPES",
     "ASDCRamp",
     "CrossArchEvaluation",
     "GraDNTracker",
+    "Preempted",
+    "PreemptionCheckpoint",
     "SyntheticImageLogger",
     "SyntheticSetExporter",
     "asdc_lambda",

@@ -1,0 +1,268 @@
+"""``PreemptionCheckpoint``: a resumable ``last.ckpt`` every few minutes, and on SIGTERM / SIGUSR1 a checkpoint of
+the last completed update, then a non-zero exit (or a SLURM requeue).
+
+How clusters stop a job: SLURM and Kubernetes send SIGTERM, then SIGKILL after a grace period (SLURM's
+``KillWait``, 30 s by default); ``sbatch --signal=USR1@90`` sends SIGUSR1 ahead of the time limit. Lightning's
+own handling sets ``trainer.received_sigterm`` and raises ``SIGTERMException`` — a ``SystemExit`` without a code,
+so the process exits **0**, with no checkpoint; its SLURM plugin saves ``hpc_ckpt_N.ckpt`` from inside the signal
+handler, i.e. in the middle of an update.
+
+This callback instead:
+
+* records the signal (chaining Lightning's SIGTERM handler) and, at the end of the update in progress
+  (``on_train_batch_end``, where ``ModelCheckpoint`` saves too), writes ``last.ckpt`` through the Trainer (so
+  atomically, with :class:`~lightning_sdc.methods.base.AtomicCheckpointIO`) and raises :class:`Preempted`, a
+  ``SIGTERMException`` whose exit status is ``128 + signal`` (143 for SIGTERM, 138 for SIGUSR1), as a shell
+  reports a process killed by that signal;
+* a signal that arrives while evaluation networks train (the validation loop inside ``fit``, minutes at paper
+  settings) stops the evaluation at once — it changes no state — and the checkpoint holds the last update;
+* under SLURM with auto-requeue (Lightning's ``SLURMEnvironment``), the requeue signal (SIGUSR1 by default)
+  saves at the end of the update and runs ``scontrol requeue <job>``, as Lightning's plugin does, but without its
+  mid-update checkpoint;
+* every ``every_n_minutes`` (default 10) or ``every_n_steps`` updates, writes ``last.ckpt`` (a few hundred KB
+  to a few MB for this package's methods: well under a second, against minutes between saves).
+
+The same command line with ``--ckpt_path last`` then continues bit-exactly (the methods draw every random number
+from generators keyed on the step, and the optimiser state is in the checkpoint): see :mod:`lightning_sdc.runs`.
+With ``enable_checkpointing=False`` it writes nothing, but a signal still ends ``fit`` with a non-zero status.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP", "SIGCONT")
+
+
+class Preempted(SIGTERMException):
+    """``fit`` stopped by a signal after writing a checkpoint; exit status ``128 + signum``."""
+
+    def __init__(self, signum: int, step: int, path: Path | None, requeued: bool = False, handled: bool = False
+                 ) -> None:
+        super().__init__(128 + int(signum))
+        self.signum, self.step, self.path, self.requeued = int(signum), step, path, requeued
+        self.handled = handled  # checkpoint written (or checkpointing off) and reported
+
+
+def _signal_number(name: Any) -> int:
+    if isinstance(name, int) and not isinstance(name, bool):
+        return int(name)
+    if not isinstance(name, str) or name.upper() not in SIGNALS or not hasattr(signal, name.upper()):
+        raise ValueError(f"signals: {name!r} is not allowed; allowed: {', '.join(s for s in SIGNALS if hasattr(signal, s))}")
+    return int(getattr(signal, name.upper()))
+
+
+class PreemptionCheckpoint(pl.Callback):
+    """Periodic and on-signal ``last.ckpt`` (see the module docstring).
+
+    Args:
+        every_n_minutes: wall-clock period of ``last.ckpt`` (``None``: no time-based saves).
+        every_n_steps: period in updates (``None``: none). Both may be set; a save at step ``k`` is not repeated.
+        dirpath: where ``last.ckpt`` goes (default: the run's checkpoint directory,
+            :func:`lightning_sdc.runs.checkpoint_dir`, the one ``ModelCheckpoint`` uses).
+        signals: the signals that stop ``fit`` with a checkpoint (names such as ``"SIGTERM"``).
+    """
+
+    def __init__(
+        self,
+        every_n_minutes: float | None = 10.0,
+        every_n_steps: int | None = None,
+        dirpath: str | None = None,
+        signals: Sequence[str] = ("SIGTERM", "SIGUSR1"),
+    ) -> None:
+        if every_n_minutes is not None and (isinstance(every_n_minutes, bool)
+                                            or not isinstance(every_n_minutes, (int, float))
+                                            or not every_n_minutes > 0 or every_n_minutes == float("inf")):
+            raise ValueError(f"every_n_minutes must be a finite number > 0 or None, got {every_n_minutes!r}")
+        if every_n_steps is not None and (isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int)
+                                          or every_n_steps < 1):
+            raise ValueError(f"every_n_steps must be an integer >= 1 or None, got {every_n_steps!r}")
+        self.every_n_minutes, self.every_n_steps, self.dirpath = every_n_minutes, every_n_steps, dirpath
+        self.signals = tuple(_signal_number(s) for s in signals)
+        self.received: int | None = None
+        self.last_path: Path | None = None
+        self.saves = 0
+        self._saved_step = -1
+        self._next_time = float("inf")
+        self._previous: dict[int, Any] = {}
+        self._trainer: pl.Trainer | None = None
+        self._validating = False
+        self._lock: Path | None = None
+
+    # ------------------------------------------------------------------ where, and whether
+    def path(self, trainer: pl.Trainer) -> Path:
+        """``<dirpath or the run's checkpoint directory>/last.ckpt``."""
+        from lightning_sdc.runs import LAST, checkpoint_dir
+
+        return Path(self.dirpath) / LAST if self.dirpath is not None else checkpoint_dir(trainer) / LAST
+
+    @staticmethod
+    def enabled(trainer: pl.Trainer) -> bool:
+        """Checkpointing is on (Lightning adds a ``ModelCheckpoint`` unless ``enable_checkpointing=False``)."""
+        return trainer.checkpoint_callback is not None
+
+    def save(self, trainer: pl.Trainer) -> Path | None:
+        """Write ``last.ckpt`` now (every rank must call: ``Trainer.save_checkpoint`` is collective)."""
+        if not self.enabled(trainer):
+            return None
+        path = self.path(trainer)
+        trainer.save_checkpoint(path, weights_only=False)
+        self.last_path, self._saved_step = path, trainer.global_step
+        self.saves += 1
+        return path
+
+    # ------------------------------------------------------------------ lifecycle
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        from lightning_sdc.runs import lock_path, lock_run_dir
+
+        if trainer.is_global_zero:
+            self._lock = lock_run_dir(lock_path(trainer))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._trainer, self.received = trainer, None
+        self._saved_step = trainer.global_step  # the state we started from is already on disk (or the init)
+        if self.every_n_minutes is not None:
+            self._next_time = time.monotonic() + 60.0 * self.every_n_minutes
+        self._install()
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validating = trainer.state.fn == TrainerFn.FITTING
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validating = False
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        signalled = self.received is not None or trainer.received_sigterm
+        timed = time.monotonic() >= self._next_time
+        if trainer.world_size > 1:  # every rank must take the same decision (the save is collective)
+            flags = trainer.strategy.reduce(torch.tensor([float(signalled), float(timed)],
+                                                         device=pl_module.device), reduce_op="sum")
+            signalled, timed = bool(flags[0] > 0), bool(flags[1] > 0)
+        stepped = self.every_n_steps is not None and trainer.global_step % self.every_n_steps == 0
+        if signalled:
+            self.stop(trainer)
+        if (timed or stepped) and self._saved_step != trainer.global_step:
+            self.save(trainer)
+        if timed:
+            self._next_time = time.monotonic() + 60.0 * self.every_n_minutes
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore()
+        self._unlock()
+        if not isinstance(exception, SIGTERMException) or getattr(exception, "handled", False):
+            return
+        # Lightning's own SIGTERMException, or ours raised while evaluation networks trained: the last update is
+        # complete (Lightning raises it between updates), so its state is what the checkpoint must hold
+        signum = getattr(exception, "signum", None) or self.received or signal.SIGTERM
+        path = self.last_path if self._saved_step == trainer.global_step else None
+        if path is None and trainer.state.fn == TrainerFn.FITTING:
+            try:
+                path = self.save(trainer)
+            except Exception as exc:  # noqa: BLE001 - reported, the signal's exit status still stands
+                rank_zero_warn(f"PreemptionCheckpoint: could not write the checkpoint: {exc}")
+        if exception.code in (None, 0):
+            exception.code = 128 + int(signum)
+        self._report(trainer, int(signum), path, requeued=False)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._restore()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        from lightning_sdc.runs import unlock_run_dir
+
+        if self._lock is not None:
+            unlock_run_dir(self._lock)
+            self._lock = None
+
+    # ------------------------------------------------------------------ stopping
+    def stop(self, trainer: pl.Trainer) -> None:
+        """Checkpoint the last completed update, requeue under SLURM if asked, raise :class:`Preempted`."""
+        signum = self.received or signal.SIGTERM
+        path = self.last_path if self._saved_step == trainer.global_step else self.save(trainer)
+        requeued = self._requeue(trainer, signum)
+        self._report(trainer, signum, path, requeued)
+        raise Preempted(signum, trainer.global_step, path, requeued, handled=True)
+
+    def _report(self, trainer: pl.Trainer, signum: int, path: Path | None, requeued: bool) -> None:
+        if not trainer.is_global_zero:
+            return
+        name = signal.Signals(signum).name
+        saved = f"checkpoint {path} written" if path else "no checkpoint (checkpointing is disabled)"
+        then = "the job was requeued" if requeued else f"exit status {128 + signum}"
+        print(f"lightning-sdc: {name} received; stopped after update {trainer.global_step}; {saved}; {then}. "
+              "Run the same command with --ckpt_path last to continue.", file=sys.stderr, flush=True)
+
+    @staticmethod
+    def _requeue(trainer: pl.Trainer, signum: int) -> bool:
+        """``scontrol requeue <job>`` when SLURM auto-requeue is on and ``signum`` is its requeue signal."""
+        from lightning_fabric.plugins.environments import SLURMEnvironment
+
+        # where Lightning's signal connector reads it (a single-device strategy has no cluster_environment)
+        env = getattr(getattr(trainer, "_accelerator_connector", None), "cluster_environment", None)
+        if not (isinstance(env, SLURMEnvironment) and env.auto_requeue and signum == env.requeue_signal):
+            return False
+        if not trainer.is_global_zero:
+            return True
+        array = os.environ.get("SLURM_ARRAY_JOB_ID")
+        job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ.get("SLURM_JOB_ID", "")
+        if not job.replace("_", "").isdigit():
+            rank_zero_warn(f"PreemptionCheckpoint: no SLURM job id to requeue (got {job!r})")
+            return False
+        try:
+            result = subprocess.call(["scontrol", "requeue", job])
+        except FileNotFoundError:
+            rank_zero_warn("PreemptionCheckpoint: scontrol not found; the job was not requeued")
+            return False
+        if result != 0:
+            rank_zero_warn(f"PreemptionCheckpoint: scontrol requeue {job} failed with status {result}")
+        return result == 0
+
+    # ------------------------------------------------------------------ signal handlers
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.received = signum
+        previous = self._previous.get(signum)
+        if signum == signal.SIGTERM and callable(previous):
+            previous(signum, frame)  # Lightning's: sets trainer.received_sigterm, stops launched workers
+        if self._validating:  # evaluation networks change no state: stop them now, not minutes later
+            trainer = self._trainer
+            raise Preempted(signum, trainer.global_step if trainer is not None else -1, None)
+
+    def _install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in self.signals:
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._handler)
+
+    def _restore(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, previous in self._previous.items():
+            if signal.getsignal(signum) == self._handler and previous is not None:
+                signal.signal(signum, previous)
+        self._previous = {}
+        self._validating = False
+
+
+__all__ = ["Preempted", "PreemptionCheckpoint"]

@@ -1,0 +1,392 @@
+"""The run directory: where ``last.ckpt`` lives, ``--ckpt_path last``, resuming safely, one live run per directory.
+
+A run writes into its *log directory* (``trainer.log_dir``: the logger's ``<save_dir>/<name>/version_N``, or
+``default_root_dir`` with ``--trainer.logger false``): ``checkpoints/last.ckpt`` (kept fresh by
+:class:`~lightning_sdc.callbacks.PreemptionCheckpoint`: every few minutes and on SIGTERM/SIGUSR1), the exported
+set under ``synthetic/``, ``config.yaml``.
+
+* ``--ckpt_path last`` (:func:`find_last_checkpoint`) takes the newest ``last.ckpt`` of the run root: every
+  ``version_*/checkpoints/`` of the logger (a restarted job gets a new ``version_N+1`` from the logger, so the
+  previous segment's checkpoint is found there), ``<default_root_dir>/checkpoints/`` without a logger, and the
+  ``dirpath`` of any checkpoint callback. None found: the run starts at step 0 (so a cluster job can carry
+  ``--ckpt_path last`` from its first start and resume with the same command line after a pre-emption).
+* Before anything is imported or computed from a checkpoint, :func:`check_class_paths` refuses any class path
+  in it (``hyper_parameters._class_path``, ``_instantiator`` …) outside this package that the user did not
+  name; :func:`check_resume_config` refuses a run whose settings differ from the checkpoint's (each key with
+  both values), except the keys listed in ``--resume_override``. Lightning's own ``LightningCLI`` instead
+  replaces the user's settings by the checkpoint's and imports its class path.
+* :func:`lock_run_dir`: an ``flock`` on a file beside the log directory, held for the life of the process (the
+  kernel drops it when the process dies, even by SIGKILL), so a second live run writing into the same
+  directory is refused.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import socket
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+#: the package whose classes a checkpoint may name
+PACKAGE = "lightning_sdc"
+#: class-path keys a checkpoint's hyper-parameters may hold (LightningCLI writes the first two)
+CLASS_PATH_KEYS = ("_class_path", "_instantiator", "class_path")
+#: Lightning's ``_instantiator`` for LightningCLI-made checkpoints (its own code, not the user's)
+LIGHTNING_INSTANTIATOR = "pytorch_lightning.cli.instantiate_module"
+#: model settings that shape the checkpointed state: never overridable on resume
+FROZEN = ("dataset", "ipc", "label_mode", "zca", "learn_lr", "arch", "arch_kwargs")
+#: DataModule settings that do not change what a run computes (paths, loader sizes, device): free on resume
+DATA_FREE = ("root", "download", "device", "test_batch_size", "buffer_dir", "train_if_missing", "num_workers")
+LOCK_NAME = ".lightning_sdc.lock"
+LAST = "last.ckpt"
+
+
+class ResumeError(ValueError):
+    """A checkpoint that cannot be resumed by this command (another configuration, a foreign class path)."""
+
+
+# ------------------------------------------------------------------------------------------ where checkpoints go
+def checkpoint_dir(trainer: Any) -> Path:
+    """The run's checkpoint directory, as Lightning's ``ModelCheckpoint`` resolves it when it has no ``dirpath``:
+    ``<save_dir>/<name>/<version>/checkpoints`` with a logger, ``<default_root_dir>/checkpoints`` without."""
+    if trainer.loggers:
+        logger = trainer.loggers[0]
+        save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
+        version = logger.version
+        version = version if isinstance(version, str) else f"version_{version}"
+        return Path(save_dir, str(logger.name), version, "checkpoints")
+    return Path(trainer.default_root_dir, "checkpoints")
+
+
+def _last_candidates(trainer: Any) -> set[Path]:
+    """Every ``last.ckpt`` this trainer could resume: each logger version's, the no-logger one, callback dirs."""
+    found: set[Path] = set()
+    for cb in trainer.callbacks:
+        dirpath = getattr(cb, "dirpath", None)
+        if dirpath is not None and (getattr(cb, "save_last", None) or hasattr(cb, "last_path")):
+            found |= set(Path(dirpath).glob("last*.ckpt"))
+    if trainer.loggers:
+        logger = trainer.loggers[0]
+        save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
+        pinned = getattr(logger, "_version", None)  # a version the user set: only that one
+        base = Path(save_dir, str(logger.name))
+        if pinned is not None:
+            version = pinned if isinstance(pinned, str) else f"version_{pinned}"
+            found |= set((base / version / "checkpoints").glob("last*.ckpt"))
+        else:
+            found |= set(base.glob(f"*/checkpoints/{LAST}"))
+    else:
+        found |= set(Path(trainer.default_root_dir, "checkpoints").glob("last*.ckpt"))
+    return {p for p in found if p.is_file()}
+
+
+def find_last_checkpoint(trainer: Any) -> Path | None:
+    """The newest ``last.ckpt`` of the run (see the module docstring), or ``None`` when there is none."""
+    candidates = _last_candidates(trainer)
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: (p.stat().st_mtime_ns, str(p)))
+
+
+# ------------------------------------------------------------------------------------------ reading a checkpoint
+def _class_paths(tree: Any, where: str = "") -> Iterable[tuple[str, str]]:
+    """``(key path, class path)`` for every class-path entry anywhere in ``tree`` (dicts and lists)."""
+    if isinstance(tree, Mapping):
+        for key, value in tree.items():
+            here = f"{where}.{key}" if where else str(key)
+            if key in CLASS_PATH_KEYS and isinstance(value, str):
+                yield here, value
+            else:
+                yield from _class_paths(value, here)
+    elif isinstance(tree, (list, tuple)):
+        for i, value in enumerate(tree):
+            yield from _class_paths(value, f"{where}[{i}]")
+
+
+def config_class_paths(config: Any) -> set[str]:
+    """Every ``class_path`` the user named (command line and config files), from a parsed config."""
+    if hasattr(config, "as_dict"):
+        config = config.as_dict()
+    return {value for _, value in _class_paths(config)}
+
+
+def check_class_paths(checkpoint: Mapping[str, Any], path: str | os.PathLike, allowed: Iterable[str] = ()) -> None:
+    """Refuse a checkpoint naming a class outside this package that is not in ``allowed`` (nothing is imported).
+
+    The hyper-parameters of a LightningCLI checkpoint name the class to build (``_class_path``) and the function
+    that builds it (``_instantiator``); Lightning imports both. ``weights_only`` loading does not cover them.
+    """
+    allowed = set(allowed) | {LIGHTNING_INSTANTIATOR}
+    for section in ("hyper_parameters", "datamodule_hyper_parameters"):
+        for key, value in _class_paths(checkpoint.get(section) or {}, section):
+            if value in allowed or value == PACKAGE or value.startswith(PACKAGE + "."):
+                continue
+            raise ResumeError(
+                f"checkpoint {path}: {key}={value!r} names a class outside {PACKAGE} that this command does not "
+                f"name; refusing to load it (nothing was imported). Allowed: {PACKAGE}.* or a class_path given "
+                "on the command line or in a --config file"
+            )
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint's dict (``weights_only=True``; a corrupt file names itself)."""
+    from lightning_sdc.io import safe_torch_load
+
+    return safe_torch_load(path, what="checkpoint")
+
+
+# ------------------------------------------------------------------------------------------ same configuration
+def _plain(value: Any) -> Any:
+    """Comparable form: tuples as lists, mappings as dicts, recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal settings (``1 == 1.0``, lists == tuples), but ``True`` is not ``1`` and ``nan`` equals ``nan``."""
+    a, b = _plain(a), _plain(b)
+    if isinstance(a, bool) != isinstance(b, bool):
+        return False
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return bool(a == b)
+
+
+_MISSING = object()
+
+
+def _differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str) -> list[tuple[str, Any, Any]]:
+    keys = sorted((set(saved) | set(current)) - set(CLASS_PATH_KEYS))
+    out = []
+    for key in keys:
+        a, b = saved.get(key, _MISSING), current.get(key, _MISSING)
+        if a is _MISSING or b is _MISSING or not _same(a, b):
+            out.append((f"{prefix}{key}", a, b))
+    return out
+
+
+def _show(value: Any) -> str:
+    return "(not set)" if value is _MISSING else repr(_plain(value))
+
+
+def check_resume_config(
+    checkpoint: Mapping[str, Any],
+    path: str | os.PathLike,
+    model: Any,
+    datamodule: Any = None,
+    overrides: Sequence[str] = (),
+    free: Sequence[str] = (),
+) -> list[str]:
+    """Refuse to resume ``checkpoint`` with a model/DataModule configured differently, naming every key and both
+    values; ``overrides`` (``sdc_lambda``, ``model.eval_epochs``, ``data.max_start_epoch``) may differ, except the
+    :data:`FROZEN` keys that shape the checkpointed state. ``free`` lists further model keys that may differ
+    (``validate``/``test`` pass the evaluation settings). Returns the keys that did differ (all overridden)."""
+    canonical = {o if o.startswith(("model.", "data.")) else f"model.{o}" for o in overrides}
+    frozen = sorted(o for o in canonical if o.startswith("model.") and o[len("model."):] in FROZEN)
+    if frozen:
+        raise ResumeError(
+            f"--resume_override {', '.join(frozen)}: these shape the checkpointed synthetic set and cannot change "
+            f"on resume; overridable: any other model or data setting (e.g. eval_epochs, sdc_lambda)"
+        )
+    saved_cls = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
+    current_cls = f"{type(model).__module__}.{type(model).__qualname__}"
+    if saved_cls is not None and saved_cls != current_cls and not _same_class(saved_cls, type(model)):
+        raise ResumeError(
+            f"checkpoint {path} is a {saved_cls} run but this command builds {current_cls}; resume with the "
+            "checkpoint's method or start a new run (another default_root_dir, or no --ckpt_path)"
+        )
+    diffs = _differences(_hparams(checkpoint.get("hyper_parameters")), _hparams(getattr(model, "hparams", {})),
+                         "model.")
+    if datamodule is not None and checkpoint.get("datamodule_hyper_parameters") is not None:
+        current = _hparams(getattr(datamodule, "hparams", {}))
+        saved = _hparams(checkpoint["datamodule_hyper_parameters"])
+        diffs += [d for d in _differences(saved, current, "data.") if d[0][len("data."):] not in DATA_FREE]
+    free_keys = {f"model.{k}" for k in free}
+    bad = [d for d in diffs if d[0] not in canonical and d[0] not in free_keys]
+    if bad:
+        listed = "; ".join(f"{key}: checkpoint {_show(a)}, this run {_show(b)}" for key, a, b in bad)
+        raise ResumeError(
+            f"checkpoint {path} was made with other settings: {listed}. Resume with the checkpoint's settings, "
+            f"or list the keys that may change in --resume_override (e.g. --resume_override "
+            f"[{', '.join(k for k, _, _ in bad)}]); {', '.join(FROZEN)} can never change"
+        )
+    return [d[0] for d in diffs]
+
+
+def _same_class(saved: str, cls: type) -> bool:
+    """``lightning_sdc.methods.DC`` names ``lightning_sdc.methods.gm.dc.DC`` (a re-export), without importing."""
+    return saved.rsplit(".", 1)[-1] == cls.__qualname__ and saved.startswith(PACKAGE + ".") and \
+        cls.__module__.startswith(saved.rsplit(".", 1)[0])
+
+
+def _hparams(h: Any) -> dict[str, Any]:
+    return {k: v for k, v in dict(h or {}).items() if k not in CLASS_PATH_KEYS}
+
+
+# ------------------------------------------------------------------------------------------ one live run per dir
+_HELD: dict[Path, Any] = {}
+
+
+def lock_path(trainer: Any) -> Path:
+    """The lock of the directory this run writes into: ``.<version>.lock`` beside a logger's version folder
+    (outside it, so the logger still finds it empty), ``<default_root_dir>/.lightning_sdc.lock`` without one."""
+    if trainer.loggers:
+        log_dir = Path(trainer.log_dir)
+        return log_dir.parent / f".{log_dir.name}.lock"
+    return Path(trainer.default_root_dir) / LOCK_NAME
+
+
+def lock_run_dir(path: str | os.PathLike) -> Path:
+    """Hold an exclusive ``flock`` on ``path`` until :func:`unlock_run_dir` or the process ends.
+
+    Raises :class:`RuntimeError` naming the holder (pid, host) when another live process holds it. Idempotent
+    within a process. A process that dies (even by SIGKILL) releases the lock: the file may stay, the lock not.
+    """
+    path = Path(path).absolute()
+    if path in _HELD:
+        return path
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no protection, as before
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a+")  # noqa: SIM115 - held open for the life of the run
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise RuntimeError(
+            f"another live run ({holder}) is writing into {path.parent} (lock {path.name}); give this run its own "
+            "--trainer.default_root_dir, or wait for that run to end"
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    fh.flush()
+    _HELD[path] = fh
+    return path
+
+
+def unlock_run_dir(path: str | os.PathLike | None = None) -> None:
+    """Release ``path`` (default: every lock this process holds)."""
+    paths = list(_HELD) if path is None else [Path(path).absolute()]
+    for p in paths:
+        fh = _HELD.pop(p, None)
+        if fh is not None:
+            fh.close()
+
+
+atexit.register(unlock_run_dir)
+
+
+# ------------------------------------------------------------------------------------------ settings of a run
+def check_trainer_settings(trainer: Any) -> None:
+    """One-line errors for Trainer settings that would crash late or train nothing (before any step)."""
+    max_steps = trainer.max_steps
+    if max_steps == 0 or (isinstance(max_steps, int) and max_steps < -1):
+        raise ValueError(f"max_steps={max_steps} trains nothing; allowed: an integer >= 1 (or -1 with max_epochs)")
+    interval = trainer.val_check_interval
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not math.isfinite(interval) \
+            or interval <= 0 or (isinstance(interval, float) and interval > 1.0):
+        raise ValueError(
+            f"val_check_interval={interval!r} is not allowed; allowed: an integer >= 1 (updates between "
+            "evaluations) or a float in (0, 1]"
+        )
+
+
+def check_config_files(args: Sequence[str]) -> None:
+    """Every ``--config FILE`` of a command line exists and holds a YAML mapping (one line otherwise)."""
+    import yaml
+
+    for i, arg in enumerate(args):
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            name = args[i + 1]
+        elif arg.startswith("--config="):
+            name = arg.split("=", 1)[1]
+        else:
+            continue
+        path = Path(name)
+        if not path.is_file():
+            continue  # jsonargparse also accepts inline YAML and says so itself
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ValueError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if doc is None:
+            raise ValueError(f"config file {path} is empty; expected a mapping such as 'model: ...', 'trainer: ...'")
+        if not isinstance(doc, dict):
+            raise ValueError(f"config file {path} holds a {type(doc).__name__}, expected a mapping of settings")
+
+
+# ------------------------------------------------------------------------------------------ the CLI hook
+def prepare_subcommand(cli: Any, subcommand: str) -> None:
+    """What ``lightning-sdc fit|validate|test`` does before the Trainer runs (called from the CLI's
+    ``before_<subcommand>``): resolve ``--ckpt_path last``, check the checkpoint (class paths, same settings),
+    refuse ``validate``/``test`` without one, and lock the run directory of ``fit``."""
+    from pytorch_lightning.utilities import rank_zero_info
+
+    from lightning_sdc.callbacks.preemption import PreemptionCheckpoint
+
+    config = cli.config_init[subcommand]
+    ckpt = config.get("ckpt_path")
+    trainer = cli.trainer
+    own = [cb for cb in trainer.callbacks if isinstance(cb, PreemptionCheckpoint)]
+    for extra in own[1:]:  # the CLI's default comes last: a PreemptionCheckpoint the user configured replaces it
+        trainer.callbacks.remove(extra)
+    if subcommand == "fit":
+        check_trainer_settings(trainer)
+    if subcommand in ("validate", "test") and not ckpt:
+        raise ValueError(
+            f"{subcommand} needs --ckpt_path (a checkpoint of a fit run): without one the synthetic set is blank. "
+            "To score a saved set, use lightning-sdc evaluate PATH"
+        )
+    if ckpt == "last":
+        found = find_last_checkpoint(trainer)
+        if found is None:
+            rank_zero_info(f"--ckpt_path last: no {LAST} under {trainer.default_root_dir}; starting at step 0")
+        else:
+            rank_zero_info(f"--ckpt_path last: resuming from {found}")
+        ckpt = str(found) if found is not None else None
+        config["ckpt_path"] = ckpt
+    elif ckpt in ("best", "hpc") or (ckpt and "://" in str(ckpt)):
+        ckpt = None  # Lightning's own resolution; nothing local to check here
+    if ckpt:
+        path = Path(ckpt)
+        if not path.is_file():
+            raise FileNotFoundError(f"--ckpt_path {path}: no such checkpoint file")
+        checkpoint = read_checkpoint(path)
+        check_class_paths(checkpoint, path, allowed=config_class_paths(cli.config[subcommand]))
+        free = () if subcommand == "fit" else tuple(k for k in _hparams(cli.model.hparams) if k.startswith("eval_"))
+        overrides = list(cli.config[subcommand].get("resume_override") or [])
+        changed = check_resume_config(checkpoint, path, cli.model, cli.datamodule, overrides, free)
+        if changed:
+            rank_zero_info(f"resuming {path} with changed settings: {', '.join(changed)}")
+        del checkpoint
+    if subcommand == "fit" and own and trainer.is_global_zero:  # refused now, not after the data are set up
+        lock_run_dir(lock_path(trainer))  # PreemptionCheckpoint releases it when fit ends
+
+
+__all__ = [
+    "FROZEN",
+    "ResumeError",
+    "check_class_paths",
+    "check_config_files",
+    "check_resume_config",
+    "check_trainer_settings",
+    "checkpoint_dir",
+    "config_class_paths",
+    "find_last_checkpoint",
+    "lock_path",
+    "lock_run_dir",
+    "prepare_subcommand",
+    "read_checkpoint",
+    "unlock_run_dir",
+]
