@@ -103,7 +103,9 @@ def run(args: Sequence[str] | None = None) -> Any:
     if argv and argv[0] in SUBCOMMANDS:
         from jsonargparse import auto_cli
 
-        return auto_cli(_function(argv[0]), args=argv[1:], as_positional=argv[0] in POSITIONAL)
+        func = _function(argv[0])
+        sub_argv = getattr(func, "prepare_args", list)(argv[1:])  # e.g. evaluate's plain `--archs A B C` list
+        return auto_cli(func, args=sub_argv, as_positional=argv[0] in POSITIONAL)
     return build_cli(argv)
 
 

@@ -12,7 +12,10 @@
 * ``syn_lr`` — the student learning rate of trajectory matching (MTT's learnable ``syn_lr``), an
   ``nn.Parameter`` when ``learn_lr`` else a buffer; absent (``None``) for gradient matching;
 * metadata to use it later: dataset name, class names, normalisation ``mean``/``std`` and the ZCA state (so a
-  whitened set can be shown and re-evaluated; the references' users lost accuracy by saving without it).
+  whitened set can be shown and re-evaluated; the references' users lost accuracy by saving without it), and
+  ``eval_protocol``, the evaluation protocol of the method that made it (``arch``, ``arch_kwargs``,
+  ``num_models``, ``epochs``, ``lr``, ``batch_size``, ``augment``, ``dsa_strategy``, ``method``), which
+  ``lightning-sdc evaluate`` takes as its defaults.
 
 Files written by :meth:`save` are plain dicts of tensors and primitives, written atomically and read back with
 ``torch.load(weights_only=True)``.
@@ -49,6 +52,7 @@ class SyntheticSet(nn.Module):
         learn_lr: make ``syn_lr`` a parameter.
         class_names: optional names, one per class.
         zca_state: ``ZCAWhitening.to_dict()`` of the transform the images live in, or ``None``.
+        eval_protocol: the making method's evaluation protocol (see module docstring), or ``None``.
     """
 
     def __init__(
@@ -65,6 +69,7 @@ class SyntheticSet(nn.Module):
         learn_lr: bool = False,
         class_names: Sequence[str] | None = None,
         zca_state: dict[str, Any] | None = None,
+        eval_protocol: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if images.dim() != 4:
@@ -90,6 +95,7 @@ class SyntheticSet(nn.Module):
             raise ValueError(f"mean/std need {channels} entries (one per channel), got {self.mean} / {self.std}")
         self.class_names = tuple(class_names) if class_names is not None else tuple(str(c) for c in range(num_classes))
         self.zca_state = zca_state
+        self.eval_protocol = dict(eval_protocol) if eval_protocol is not None else None
         self.images = nn.Parameter(images.detach().clone().float())
         if label_mode == "learned":
             self.labels = nn.Parameter(labels.detach().clone().float())
@@ -214,6 +220,7 @@ class SyntheticSet(nn.Module):
             "mean": list(self.mean),
             "std": list(self.std),
             "zca_state": self.zca_state,
+            "eval_protocol": None if self.eval_protocol is None else dict(self.eval_protocol),
         }
 
     def save(self, path: str | os.PathLike, *, png: bool = False) -> Path:
@@ -243,14 +250,24 @@ class SyntheticSet(nn.Module):
                 learn_lr=d["learn_lr"],
                 class_names=d["class_names"],
                 zca_state=d["zca_state"],
+                eval_protocol=d.get("eval_protocol"),  # absent in files written before it was recorded
             )
         except KeyError as exc:
             raise ValueError(f"{source} is missing key {exc} of a synthetic set") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SyntheticSet:
-        """Load a set written by :meth:`save` (``weights_only=True``; corrupt files name themselves)."""
-        return cls.from_dict(safe_torch_load(path, what="synthetic set"), source=str(path))
+        """Load a set written by :meth:`save` (``weights_only=True``; corrupt files name themselves).
+
+        The set is checked as every loaded set is (:func:`lightning_sdc.evaluation.set_files.check_set`): finite
+        values, ``num_classes × ipc`` images, labels within ``[0, num_classes)``; a failure names the file.
+        """
+        from lightning_sdc.evaluation.set_files import check_set
+
+        d = safe_torch_load(path, what="synthetic set")
+        synset = cls.from_dict(d, source=str(path))
+        check_set(synset, str(path), ipc=d.get("ipc"))
+        return synset
 
     def export_tm(self, directory: str | os.PathLike, suffix: str = "best") -> list[Path]:
         """Write ``images_<suffix>.pt``, ``labels_<suffix>.pt`` and (if any) ``lr_<suffix>.pt``.

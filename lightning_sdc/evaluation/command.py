@@ -2,81 +2,239 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
+from lightning_sdc.evaluation.protocol import EVAL_AUGMENTS, EvalResult
 from lightning_sdc.evaluation.tables import evaluate_archs, results_markdown, write_results
+
+
+class EvaluationError(RuntimeError):
+    """Some architectures failed while others finished (their results were printed and written)."""
 
 
 def evaluate_command(
     path: str,
     archs: list[str] | None = None,
-    num_models: int = 5,
-    epochs: int = 300,
+    arch_kwargs: dict[str, Any] | None = None,
+    num_models: int | None = None,
+    epochs: int | None = None,
     lr: float | None = None,
-    augment: str = "dsa",
-    batch_size: int = 256,
+    augment: str | None = None,
+    batch_size: int | None = None,
+    dataset: str | None = None,
+    zca: bool | None = None,
     root: str | None = None,
     seed: int = 0,
     device: str = "auto",
     out: str | None = None,
-    metrics: list[str] | None = None,
-    full_data_epochs: int = 30,
+    quiet: bool = False,
 ) -> str:
-    """Train fresh networks on a saved synthetic set and report test accuracy (mean ± std) per architecture.
+    """Score a saved synthetic set: train fresh networks on it, report test accuracy per architecture.
+
+    Every option left out takes the value the set's own method evaluates with (recorded in ``synset.pt``);
+    a set that records none (an MTT/DATM pair, an older file) gets the TM/DSA protocol: ConvNet, 5 models, 1000
+    epochs, DSA augmentation, batch 256 (128 for soft labels), lr = the set's learned lr or 0.01.
 
     Args:
-        path: a synthetic set written by ``SyntheticSet.save`` (or an exported ``.pt`` of this package).
-        archs: architectures to train (default: ConvNet). ``ConvNet ResNet18 VGG11 AlexNet LeNet MLP`` gives
-            the paper's cross-architecture table.
+        path: ``synset.pt`` (``SyntheticSet.save``), an ``images_<s>.pt`` of an ``images_<s>.pt`` +
+            ``labels_<s>.pt`` (+ ``lr_<s>.pt``) pair (this library's export, MTT, DATM), or a directory holding
+            either.
+        archs: architectures, as a plain list (``--archs ConvNet ResNet18 VGG11 AlexNet LeNet MLP``, the
+            paper's cross-architecture table) or ``--archs [ConvNet,LeNet]``. Default: the set's evaluation
+            network.
+        arch_kwargs: network options, e.g. ``--arch_kwargs '{width: 32}'`` (given to every architecture) or
+            per architecture ``'{ConvNet: {width: 32}, LeNet: {}}'``. Default: the set's own options for its
+            evaluation network, none for the others.
         num_models: fresh networks per architecture.
-        epochs: training epochs per network (300 as DC; 1000 for DSA/TM protocols).
-        lr: training lr (default: the set's learned lr if it has one, else 0.01).
+        epochs: training epochs per network (``epochs + 1`` passes, lr ×0.1 halfway, as the references).
+        lr: training lr (default: the set's protocol, else its learned lr, else 0.01).
         augment: dsa | dc | none.
-        batch_size: training batch size (256; DATM uses 128).
-        root: dataset root for the test split (torchvision datasets).
+        batch_size: training batch size.
+        dataset: the dataset of an images/labels pair (a set file records its own).
+        zca: the pair's images are ZCA-whitened (MTT ``--zca``; the ZCA is fitted on the dataset's training
+            images).
+        root: dataset root for the test split.
         seed: seed of network inits and augmentation.
         device: cpu | cuda | auto.
-        out: write ``<out>.md`` and ``<out>.csv`` too.
-        metrics: DD-Ranking's hlr | ior | lrs too (:mod:`lightning_sdc.evaluation.ddranking`).
-        full_data_epochs: epochs of the (cached) full-data network behind HLR.
+        out: also write ``<out>.md`` and ``<out>.csv``.
+        quiet: no progress bar (there is none either when stderr is not a terminal).
 
     Returns:
-        The Markdown table (also printed).
+        The Markdown table (also printed). If an architecture fails while training, the others still run, the
+        finished ones are printed and written, and an :class:`EvaluationError` naming the failure is raised.
     """
     from lightning_sdc.data import ZCAWhitening, load_dataset
-    from lightning_sdc.synthetic import SyntheticSet
+    from lightning_sdc.evaluation.set_files import load_set
+    from lightning_sdc.progress import progress, quiet_mode
 
-    if metrics:
-        from lightning_sdc.evaluation.ddranking import check_metrics, evaluate_metrics
-
-        metrics = check_metrics(metrics)
-    synset = SyntheticSet.load(path)
-    archs = list(archs or ["ConvNet"])
+    if num_models is not None and (isinstance(num_models, bool) or num_models < 1):
+        raise ValueError(f"num_models={num_models!r} is not allowed; allowed: an integer >= 1")
+    if epochs is not None and (isinstance(epochs, bool) or epochs < 0):
+        raise ValueError(f"epochs={epochs!r} is not allowed; allowed: an integer >= 0")
+    if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
+        raise ValueError(f"batch_size={batch_size!r} is not allowed; allowed: an integer >= 1")
+    if augment is not None and augment not in EVAL_AUGMENTS:
+        raise ValueError(f"augment={augment!r} is not allowed; allowed: {', '.join(EVAL_AUGMENTS)}")
+    if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise ValueError(f"device={device!r} is not allowed; allowed: auto, cpu, cuda, cuda:N")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    loaded = load_set(path, dataset=dataset, zca=zca, root=root)
+    synset, protocol = loaded.synset, loaded.protocol
+    archs = list(archs) if archs else [protocol["arch"]]
+    per_arch = resolve_arch_kwargs(archs, arch_kwargs, protocol)
+    validate_archs(synset, per_arch)  # every architecture runs one dummy batch before any is trained
+
     spec = load_dataset(synset.dataset, root=root)
     if tuple(spec.image_shape) != tuple(synset.image_shape) or spec.num_classes != synset.num_classes:
         raise ValueError(
             f"{path}: synthetic set has {synset.num_classes} classes of shape {synset.image_shape}, but dataset "
             f"{synset.dataset!r} has {spec.num_classes} classes of shape {tuple(spec.image_shape)}"
         )
+    if spec.test_images.shape[0] == 0:
+        raise ValueError(f"dataset {synset.dataset!r} has an empty test split: nothing to score {path} on")
     test_images = spec.test_images
     if synset.zca_state is not None:
         test_images = ZCAWhitening.from_dict(synset.zca_state).transform(test_images)
-    results = evaluate_archs(
-        synset.to(device), (test_images, spec.test_labels), archs, num_models=num_models, epochs=epochs, lr=lr,
-        augment=augment, batch_size=batch_size, seed=seed, device=device,
-    )
-    title = f"{Path(path).name}: {synset.dataset}, IPC {synset.ipc}"
+
+    kw = {
+        "num_models": num_models if num_models is not None else int(protocol["num_models"]),
+        "epochs": epochs if epochs is not None else int(protocol["epochs"]),
+        "lr": lr if lr is not None else protocol["lr"],
+        "augment": augment or protocol["augment"],
+        "batch_size": batch_size if batch_size is not None else int(protocol["batch_size"]),
+        "dsa_strategy": protocol.get("dsa_strategy"),
+        "seed": seed,
+        "device": device,
+    }
+    synset = synset.to(device)
+    results: list[EvalResult] = []
+    failures: list[tuple[str, BaseException]] = []
+    total = len(archs) * kw["num_models"] * (kw["epochs"] + 1)
+    with quiet_mode(quiet), progress(total=total, desc="evaluate", unit="epoch") as bar:
+        for arch in archs:
+            bar.set_description(f"evaluate {arch}")
+            try:
+                results += evaluate_archs(synset, (test_images, spec.test_labels), [arch], **kw,
+                                          arch_kwargs=per_arch[arch], on_epoch=bar.update)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep the finished architectures, report this one at the end
+                failures.append((arch, exc))
+    title = (f"{loaded.name}: {synset.dataset}, IPC {synset.ipc}, {kw['epochs']} epochs, augment {kw['augment']}, "
+             f"batch {kw['batch_size']}" + (f", method {protocol['method']}" if protocol.get("method") else ""))
     table = results_markdown(results, title)
-    if metrics:
-        table += "\n" + evaluate_metrics(
-            synset.to(device), spec, (test_images, spec.test_labels), archs, metrics, full_epochs=full_data_epochs,
-            num_models=num_models, epochs=epochs, lr=lr, augment=augment, batch_size=batch_size, seed=seed, device=device,
-        )
-    print(table)
-    if out:
-        write_results(results, out, title)
+    if results:
+        print(table)
+        if out:
+            write_results(results, out, title)
+    if failures:
+        names = "; ".join(f"{a}: {type(e).__name__}: {e}" for a, e in failures)
+        done = ", ".join(r.arch for r in results) or "none"
+        raise EvaluationError(f"evaluate {path}: {len(failures)} architecture(s) failed ({names}); finished: {done}"
+                              + (f" (written to {out}.md/.csv)" if out and results else ""))
     return table
+
+
+def resolve_arch_kwargs(
+    archs: Sequence[str], arch_kwargs: Mapping[str, Any] | None, protocol: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Network options per architecture.
+
+    ``arch_kwargs`` keyed by architecture names (``{ConvNet: {width: 32}}``) gives each its own (others none);
+    flat options (``{width: 32}``) go to every architecture; ``None`` gives the set's evaluation network the
+    set's recorded options and the others none. Unknown names raise ``KeyError`` listing the allowed ones.
+    """
+    from lightning_sdc.models import NETWORKS
+
+    canon = [NETWORKS.canonical(a) for a in archs]  # KeyError naming the allowed architectures
+    if arch_kwargs is not None and not isinstance(arch_kwargs, Mapping):
+        raise ValueError(f"arch_kwargs={arch_kwargs!r} is not allowed; allowed: a mapping of network options, e.g. "
+                         "'{width: 32}' or '{ConvNet: {width: 32}}'")
+    if arch_kwargs is None:
+        own = NETWORKS.canonical(protocol["arch"]) if protocol.get("arch") else None
+        return {a: dict(protocol.get("arch_kwargs") or {}) if c == own else {} for a, c in zip(archs, canon)}
+    keys = list(arch_kwargs)
+    if keys and all(isinstance(v, Mapping) for v in arch_kwargs.values()) and all(_is_network(k) for k in keys):
+        by_name = {NETWORKS.canonical(k): dict(v) for k, v in arch_kwargs.items()}
+        unused = sorted(set(by_name) - set(canon))
+        if unused:
+            raise ValueError(f"arch_kwargs names {', '.join(unused)}, which --archs does not evaluate "
+                             f"({', '.join(archs)})")
+        return {a: dict(by_name.get(c, {})) for a, c in zip(archs, canon)}
+    return {a: dict(arch_kwargs) for a in archs}
+
+
+def _is_network(name: str) -> bool:
+    from lightning_sdc.models import NETWORKS
+
+    try:
+        NETWORKS.canonical(name)
+    except (KeyError, TypeError):
+        return False
+    return True
+
+
+def validate_archs(synset: Any, per_arch: Mapping[str, Mapping[str, Any]]) -> None:
+    """Build every architecture and run it on a two-image batch of the set (CPU) before anything is trained, so
+    a network that cannot take the images (or an option it lacks) fails in a second, not after hours."""
+    from lightning_sdc.models import build_network
+
+    c, h, w = synset.image_shape
+    x = synset.images.detach()[:2].float().cpu()
+    for arch, kwargs in per_arch.items():
+        try:
+            net = build_network(arch, c, synset.num_classes, (h, w), generator=torch.Generator().manual_seed(0),
+                                **kwargs)
+            with torch.no_grad():
+                out = net.eval()(x)
+        except (ValueError, RuntimeError, TypeError) as exc:
+            opts = f" with {dict(kwargs)}" if kwargs else ""
+            raise ValueError(f"architecture {arch}{opts} cannot score this set of {c}×{h}×{w} images: {exc}") from None
+        if tuple(out.shape) != (x.shape[0], synset.num_classes):
+            raise ValueError(f"architecture {arch} gives outputs of shape {tuple(out.shape)} for {x.shape[0]} "
+                             f"images; expected ({x.shape[0]}, {synset.num_classes})")
+
+
+def prepare_args(argv: Sequence[str]) -> list[str]:
+    """Let ``--archs`` take a plain list: ``--archs ConvNet ResNet18 LeNet`` and ``--archs [ConvNet, LeNet]`` (split
+    by the shell) become ``--archs [ConvNet,ResNet18,LeNet]`` for jsonargparse. The list ends at the next option
+    or at an existing file or directory (the set's path may follow the list)."""
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg != "--archs":
+            out.append(arg)
+            i += 1
+            continue
+        items: list[str] = []
+        i += 1
+        bracketed = i < len(args) and args[i].startswith("[")
+        while i < len(args):
+            tok = args[i]
+            if not bracketed and (tok.startswith("-") or os.path.exists(tok)):
+                break
+            items.append(tok)
+            i += 1
+            if bracketed and tok.endswith("]"):
+                break
+        if not items:
+            out.append(arg)
+            continue
+        if items[0].startswith("["):
+            out += [arg, " ".join(items)]
+        else:
+            names = [n for item in items for n in item.split(",") if n]
+            out += [arg, "[" + ",".join(names) + "]"]
+    return out
+
+
+evaluate_command.prepare_args = prepare_args  # type: ignore[attr-defined]  # used by lightning_sdc.cli
+

@@ -5,7 +5,8 @@ Follows DC ``utils.py:evaluate_synset`` (also MTT's and DATM's): SGD with moment
 rate is multiplied by 0.1 and a *new* optimiser is built (momentum buffer reset, as the reference), training
 augmentation per batch (DSA non-Siamese, DC's augmentation, or none), and the top-1 accuracy of the *final*
 network on the whole test set. Soft targets (probabilities) are trained with cross-entropy on probabilities,
-as TESLA/DATM's ``SoftCrossEntropy``.
+as TESLA/DATM's ``SoftCrossEntropy``. Test accuracy is counted with ``torchmetrics``' ``MulticlassAccuracy``
+(micro average = correct / total, the references' top-1 accuracy).
 
 Differences from the references, on purpose: network initialisation and augmentation draw from explicit
 ``torch.Generator``s seeded from ``seed`` and the model index (the references reseed the global RNG from the
@@ -114,8 +115,12 @@ def train_network(
     weight_decay: float = 5e-4,
     augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
     generator: torch.Generator | None = None,
+    on_epoch: Callable[[], None] | None = None,
 ) -> nn.Module:
-    """Train ``net`` in place on ``(images, targets)`` with the reference schedule (see module docstring)."""
+    """Train ``net`` in place on ``(images, targets)`` with the reference schedule (see module docstring).
+
+    ``on_epoch`` is called after each of the ``epochs + 1`` passes (a progress bar's ``update``).
+    """
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     if not (lr > 0 and math.isfinite(lr)):
@@ -140,19 +145,32 @@ def train_network(
         if ep == decay_at:
             lr *= 0.1
             opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+        if on_epoch is not None:
+            on_epoch()
     return net
 
 
 @torch.no_grad()
 def test_accuracy(net: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 2048) -> float:
-    """Top-1 accuracy of ``net`` (eval mode) on a labelled tensor set."""
+    """Top-1 accuracy of ``net`` (eval mode) on a labelled tensor set (``MulticlassAccuracy``, micro average).
+
+    Raises:
+        ValueError: an empty test set (an accuracy of nothing is not 0).
+    """
+    from torchmetrics.classification import MulticlassAccuracy
+
+    if images.shape[0] == 0:
+        raise ValueError("the test split is empty: there is nothing to measure accuracy on")
     net.eval()
-    correct = 0
+    metric: MulticlassAccuracy | None = None
     for start in range(0, images.shape[0], batch_size):
         x = images[start : start + batch_size]
         y = labels[start : start + batch_size].to(x.device)
-        correct += int((net(x).argmax(dim=1) == y).sum())
-    return correct / max(1, images.shape[0])
+        logits = net(x)
+        if metric is None:  # labels were range-checked by the caller: skip torchmetrics' per-batch validation
+            metric = MulticlassAccuracy(logits.shape[1], average="micro", validate_args=False).to(logits.device)
+        metric.update(logits, y)
+    return float(metric.compute())
 
 
 def _unpack_synset(synset: Any) -> tuple[Tensor, Tensor, float | None, str]:
@@ -208,9 +226,11 @@ def evaluate_synset(
     dsa_strategy: str | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
-    network_kwargs: dict[str, Any] | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
     num_classes: int | None = None,
     models: Sequence[int] | None = None,
+    on_epoch: Callable[[], None] | None = None,
+    network_kwargs: dict[str, Any] | None = None,
 ) -> EvalResult:
     """Train ``num_models`` fresh ``arch`` networks on ``synset`` and test each on ``test``.
 
@@ -225,9 +245,11 @@ def evaluate_synset(
         augment: ``"dsa"`` | ``"dc"`` | ``"none"``.
         seed: network init and augmentation of model ``i`` draw from a generator seeded by ``(seed, i)``.
         device: where to train (default: the synthetic images' device).
-        network_kwargs: extra keyword arguments for ``build_network`` (e.g. ``width``, ``depth``).
+        arch_kwargs: extra keyword arguments for ``build_network`` (e.g. ``width``, ``depth``).
         num_classes: defaults to the set's.
         models: indices of the models to train (default ``range(num_models)``); lets DDP ranks split them.
+        on_epoch: called after every training epoch of every network (progress bars).
+        network_kwargs: the former name of ``arch_kwargs`` (accepted while callers move to the one name).
 
     Returns:
         :class:`EvalResult` with one accuracy per model.
@@ -236,8 +258,14 @@ def evaluate_synset(
 
     if num_models < 1:
         raise ValueError(f"num_models must be >= 1, got {num_models}")
+    if network_kwargs is not None:
+        if arch_kwargs is not None and dict(arch_kwargs) != dict(network_kwargs):
+            raise ValueError("give the network options once, as arch_kwargs (network_kwargs is its former name)")
+        arch_kwargs = network_kwargs
     images, targets, set_lr, set_dataset = _unpack_synset(synset)
     test_images, test_labels, test_dataset = _unpack_test(test)
+    if test_images.shape[0] == 0:
+        raise ValueError("the test split is empty: there is nothing to measure accuracy on")
     if tuple(test_images.shape[1:]) != tuple(images.shape[1:]):
         raise ValueError(
             f"synthetic images have shape {tuple(images.shape[1:])} but the test images {tuple(test_images.shape[1:])}"
@@ -251,6 +279,13 @@ def evaluate_synset(
         raise ValueError(
             f"test labels go up to {int(test_labels.max())} but the synthetic set has num_classes={num_classes}"
         )
+    if not targets.is_floating_point() and targets.numel():
+        low, high = int(targets.min()), int(targets.max())
+        if low < 0 or high >= num_classes:
+            raise ValueError(f"synthetic label {low if low < 0 else high} is out of range; allowed: 0 … "
+                             f"{num_classes - 1} ({num_classes} classes)")
+    elif targets.dim() == 2 and targets.shape[1] != num_classes:
+        raise ValueError(f"soft targets have {targets.shape[1]} classes but num_classes={num_classes}")
     lr = lr if lr is not None else (set_lr if set_lr is not None else 0.01)
     device = torch.device(device) if device is not None else images.device
     images, targets = images.to(device), targets.to(device)
@@ -261,8 +296,9 @@ def evaluate_synset(
     t0 = time.perf_counter()
     for i in models if models is not None else range(num_models):
         g = seeded_generator(seed, i)
-        net = build_network(arch, c, num_classes, (h, w), generator=g, **(network_kwargs or {})).to(device)
+        net = build_network(arch, c, num_classes, (h, w), generator=g, **(arch_kwargs or {})).to(device)
         with torch.enable_grad():
-            train_network(net, images, targets, epochs=epochs, lr=lr, batch_size=batch_size, augment=train_aug, generator=g)
+            train_network(net, images, targets, epochs=epochs, lr=lr, batch_size=batch_size, augment=train_aug,
+                          generator=g, on_epoch=on_epoch)
         accs.append(test_accuracy(net, test_images, test_labels))
     return EvalResult(arch=arch, accuracies=accs, epochs=epochs, lr=float(lr), seconds=time.perf_counter() - t0)

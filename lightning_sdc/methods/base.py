@@ -255,6 +255,7 @@ class DistillationModule(pl.LightningModule):
         """
         if self._trainer is not None:
             use_atomic_checkpoint_io(self.trainer)
+        self.synset.eval_protocol = self.eval_protocol()  # saved with the set: `evaluate` defaults to it
         if stage != "fit" or self._initialised:
             return
         dm = self.datamodule
@@ -345,6 +346,15 @@ class DistillationModule(pl.LightningModule):
             "seed": self.seed,
             "network_kwargs": self.arch_kwargs if self.eval_arch == self.arch else {},
         }
+
+    def eval_protocol(self) -> dict[str, Any]:
+        """This method's evaluation protocol as saved with its set (:attr:`SyntheticSet.eval_protocol`): the
+        options of ``lightning-sdc evaluate`` (``arch``, ``arch_kwargs``, ``num_models``, ``epochs``, ``lr``,
+        ``batch_size``, ``augment``, ``dsa_strategy``) and the ``method`` name; plain values only."""
+        kw = self.eval_kwargs()
+        arch_kwargs = kw.get("arch_kwargs", kw.get("network_kwargs"))
+        protocol = {k: kw.get(k) for k in ("arch", "num_models", "epochs", "lr", "batch_size", "augment", "dsa_strategy")}
+        return {"method": type(self).__name__, **protocol, "arch_kwargs": dict(arch_kwargs or {})}
 
     def eval_synset(self) -> SyntheticSet:
         """The set the evaluation trains on (FTD overrides it with the EMA of the images)."""

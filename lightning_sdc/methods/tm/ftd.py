@@ -57,7 +57,7 @@ class FTD(TrajectoryMatching):
         return SyntheticSet(
             self.ema_images, s.labels.detach(), num_classes=s.num_classes, dataset=s.dataset, mean=s.mean,
             std=s.std, label_mode=s.label_mode, syn_lr=None if s.syn_lr is None else s.syn_lr.detach(),
-            class_names=s.class_names, zca_state=s.zca_state,
+            class_names=s.class_names, zca_state=s.zca_state, eval_protocol=s.eval_protocol,
         )
 
     def eval_synset(self) -> SyntheticSet:
