@@ -28,9 +28,8 @@ test: $(STAMP)  ## fast test suite (CPU, < 15 min)
 test-all: $(STAMP)  ## every CPU test, including @slow
 	$(BIN)/python -m pytest -q -m "not cuda" $(PYTEST_ARGS)
 
-test-gpu: $(STAMP)  ## CUDA tests and a short CUDA benchmark (on a GPU machine)
-	$(BIN)/python -m pytest -q -m cuda $(PYTEST_ARGS)
-	$(BIN)/python -m benchmarks --device cuda --quick
+test-gpu: $(STAMP)  ## the GPU check (<= 10 min): CUDA tests, quick CUDA bench, DC precisions, MTT memory -> benchmarks/GPU_CHECK.md
+	$(BIN)/python -m benchmarks.gpu_check --device cuda
 
 bench: $(STAMP)  ## benchmarks: ratios measured in one run, written to benchmarks/RESULTS.md
 	$(BIN)/python -m benchmarks

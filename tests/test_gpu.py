@@ -2,7 +2,8 @@
 
 fp16 (GradScaler) and bf16 autocast on CUDA for one GM (DC) and one TM (MTT) method agree with fp32, the
 synthetic set stays fp32, and the unrolled meta-gradient's peak CUDA memory grows with ``syn_steps`` while
-the constant-memory mode's does not grow as fast.
+the constant-memory mode's does not grow as fast; ``vectorize: true`` GM equals the class loop on CUDA; experts
+train on the GPU through ``run_experts`` and resume. ``python -m benchmarks.gpu_check`` runs these and more.
 """
 
 from __future__ import annotations
@@ -69,3 +70,36 @@ def test_cuda_peak_memory_unrolled_vs_constant(experts: Path) -> None:
     constant = _peak("constant", 40, experts) / _peak("constant", 10, experts)
     assert unrolled > 1.5, unrolled
     assert constant < unrolled, (constant, unrolled)
+
+
+def test_cuda_vectorized_gm_equals_the_class_loop() -> None:
+    """``vectorize: true`` (one vmap over classes) on CUDA: one DC and one DSA update equal the per-class loop
+    up to a small fraction of the change (CUDA kernels round differently from CPU's, not the algorithm)."""
+    from lightning_sdc.methods.gradient import DSA
+    from tests.gm_helpers import assert_same_updates
+
+    for cls in (DC, DSA):
+        runs = {}
+        for vectorize in (False, True):
+            model, cb = gm_model(cls, ipc=2, batch_real=32, sdc_lambda=0.1, outer_loop=1, inner_loop=1,
+                                 vectorize=vectorize), Start()
+            make_trainer(1, accelerator="cuda", devices=1, callbacks=[cb]).fit(model, gm_datamodule())
+            runs[vectorize] = (cb.x, model.synset.images.detach())
+        assert_same_updates(runs[True][1], runs[False][1], runs[False][0], 1e-3, cls.__name__)
+
+
+def test_cuda_experts_run_trains_resumes_and_loads_on_cpu(tmp_path: Path) -> None:
+    """``lightning-sdc experts --trainer.accelerator cuda``: experts trained on the GPU are finite, beat chance,
+    load on CPU (memory-mapped), and a second run keeps them."""
+    from lightning_sdc.experts import ExpertBuffer, run_experts
+
+    kw = {"arch_kwargs": {"width": 16, "depth": 2}, "num_experts": 2, "epochs": 10, "out": str(tmp_path),
+          "progress": False}
+    run_experts("digits", trainer={"accelerator": "cuda", "devices": 1}, **kw)
+    buffer = ExpertBuffer(tmp_path)
+    assert buffer.expert_ids == [0, 1] and buffer.complete
+    for i in buffer.expert_ids:
+        assert torch.isfinite(buffer.trajectory(i)).all() and buffer.expert_meta(i)["test_acc"] > 0.3
+    mtimes = [p.stat().st_mtime_ns for p in sorted(tmp_path.glob("expert_*.pt"))]
+    run_experts("digits", trainer={"accelerator": "cuda", "devices": 1}, **kw)
+    assert [p.stat().st_mtime_ns for p in sorted(tmp_path.glob("expert_*.pt"))] == mtimes

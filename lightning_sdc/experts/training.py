@@ -10,7 +10,10 @@ Differences from the references, on purpose: network ``i`` is initialised from
 ``seeded_generator(seed, i)`` and the same generator then drives shuffling and augmentation, so an expert is
 reproducible (the references reseed the global RNG from the wall clock in ``get_network``); the test accuracy
 is measured once, after the last epoch, and stored in the expert's metadata (MTT evaluates every epoch for
-logging only).
+logging only). Because an expert is a pure function of ``(seed, i)``, experts are trained independently: one
+file per expert, dealt over the ranks of a job and the jobs of an array (:func:`train_experts`,
+:mod:`lightning_sdc.experts.run`), each checkpointed every epoch so an interrupted run resumes where it stopped
+(MTT saves every ``save_interval`` experts and restarts from scratch).
 """
 
 from __future__ import annotations
@@ -535,7 +538,8 @@ def train_experts(
             ``seeded_generator(seed, i)``, so an expert's file does not depend on who trains it.
         root: dataset root for torchvision datasets.
         device: ``"auto"`` | ``"cpu"`` | ``"cuda[:N]"`` (a ``torch.device`` too).
-        progress: print one line per epoch and per expert.
+        progress: a progress bar on rank 0 (:mod:`lightning_sdc.progress`: only on a terminal) and one line per
+            finished expert.
         download: allow fetching a missing torchvision dataset.
         dataset_kwargs: loader options (e.g. ``{"seed": 1}`` for the seeded split of ``digits``), recorded in
             the metadata.
