@@ -43,6 +43,7 @@ from torch import Tensor
 from lightning_sdc.evaluation.protocol import make_train_augment, seeded_generator, train_network
 from lightning_sdc.io import atomic_torch_save, safe_torch_load
 from lightning_sdc.matching.sdc import check_sdc_args
+from lightning_sdc.progress import progress, trainer_progress_enabled
 from lightning_sdc.synthetic import LABEL_MODES, SyntheticSet
 
 INITS = ("real", "noise")
@@ -370,7 +371,10 @@ class DistillationModule(pl.LightningModule):
         aug = make_train_augment(kw["augment"], dataset=self.info.name, arch=kw["arch"], dsa_strategy=kw["dsa_strategy"])
         c, h, w = images.shape[1:]
         self._eval_nets = []
-        with torch.inference_mode(False), torch.enable_grad():
+        # Lightning's validation bar shows "0/?" while these train: an inner bar with their epochs and an ETA
+        bar = progress(total=kw["num_models"] * (kw["epochs"] + 1), desc="evaluation networks", unit="epoch",
+                       enabled=trainer_progress_enabled(self._trainer))
+        with torch.inference_mode(False), torch.enable_grad(), bar:
             images, targets = images.clone(), targets.clone()  # leave any inference-mode tensors behind
             for i in range(kw["num_models"]):
                 # keyed on the step too, so successive evaluations use fresh networks
@@ -378,7 +382,7 @@ class DistillationModule(pl.LightningModule):
                 net = build_network(kw["arch"], c, self.num_classes, (h, w), generator=g, **kw["network_kwargs"])
                 net = net.to(images.device)
                 train_network(net, images, targets, epochs=kw["epochs"], lr=lr, batch_size=kw["batch_size"],
-                              augment=aug, generator=g)
+                              augment=aug, generator=g, on_epoch=bar.update)
                 net.eval()
                 self._eval_nets.append(net)
         self._eval_counts = torch.zeros(len(self._eval_nets), 2, dtype=torch.long, device=self.device)
