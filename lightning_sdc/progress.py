@@ -20,6 +20,14 @@ Usage::
             ...; bar.update()
 
 Inside a Lightning run, :func:`trainer_progress_enabled` also honours ``Trainer(enable_progress_bar=False)``.
+
+Deep loops that several commands share (``train_classifier``: Herding's feature network, Forgetting's counting
+runs, the difficulty ensemble) call :func:`advance` after each epoch; it moves the innermost bar opened with
+:func:`phase` (and does nothing when none is open), so a command sizes one bar for its whole phase without
+threading a callback through every signature::
+
+    with phase(total=runs * epochs, desc="forgetting"):
+        forgetting_coreset(...)          # train_classifier calls advance() once per epoch
 """
 
 from __future__ import annotations
@@ -109,8 +117,30 @@ def progress(
     )
 
 
+_phases: list[tqdm] = []
+
+
+@contextlib.contextmanager
+def phase(total: float | None, desc: str, *, unit: str = "epoch", quiet: bool | None = None) -> Iterator[tqdm]:
+    """A :func:`progress` bar that :func:`advance` moves while the block runs (innermost phase wins)."""
+    with progress(total=total, desc=desc, unit=unit, quiet=quiet) as bar:
+        _phases.append(bar)
+        try:
+            yield bar
+        finally:
+            _phases.remove(bar)
+
+
+def advance(n: int = 1) -> None:
+    """Move the innermost open :func:`phase` bar by ``n`` (a no-op outside any phase: cheap in inner loops)."""
+    if _phases:
+        _phases[-1].update(n)
+
+
 __all__ = [
     "ENV_QUIET",
+    "advance",
+    "phase",
     "progress",
     "progress_enabled",
     "quiet_mode",

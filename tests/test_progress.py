@@ -65,15 +65,15 @@ def test_trainer_without_progress_bar_is_silent(monkeypatch):
 
 def test_evaluation_networks_in_fit_show_an_inner_bar(monkeypatch, digits):
     """While the evaluation networks train (Lightning's validation bar would sit at "0/?") an inner bar counts
-    their epochs with an ETA; with ``enable_progress_bar=False`` nothing is drawn."""
+    their epochs with an ETA."""
     import pytorch_lightning as pl
 
     from lightning_sdc.data import RealDataModule
     from lightning_sdc.methods import DC
 
-    def fit(enable: bool) -> str:
+    def fit(enable: bool) -> str:  # noqa: FBT001
         tty = fake_tty(monkeypatch)
-        model = DC("digits", 1, arch_kwargs={"width": 4, "depth": 1}, batch_real=16, eval_epochs=1)
+        model = DC("digits", 1, arch_kwargs={"width": 4, "depth": 1}, batch_real=16, eval_epochs=0)
         trainer = pl.Trainer(max_steps=1, max_epochs=-1, logger=False, enable_checkpointing=False,
                              enable_progress_bar=enable, enable_model_summary=False, val_check_interval=1,
                              limit_val_batches=1, num_sanity_val_steps=0, check_val_every_n_epoch=None)
@@ -82,4 +82,35 @@ def test_evaluation_networks_in_fit_show_an_inner_bar(monkeypatch, digits):
 
     shown = fit(True)
     assert "evaluation networks" in shown and "epoch" in shown
-    assert "evaluation networks" not in fit(False)
+    # enable_progress_bar=False: test_trainer_without_progress_bar_is_silent (the same switch, without a fit)
+
+
+def test_phase_and_advance(monkeypatch):
+    tty = fake_tty(monkeypatch)
+    P.advance()  # no phase open: nothing happens
+    with P.phase(total=3, desc="outer") as outer:
+        with P.phase(total=2, desc="inner") as inner:
+            P.advance()
+            P.advance()
+        P.advance()
+        assert (outer.n, inner.n) == (1, 2)
+    assert "outer" in tty.getvalue() and "inner" in tty.getvalue()
+
+
+def test_coreset_and_difficulty_commands_show_their_phases(monkeypatch, tmp_path, digits):
+    from lightning_sdc.coresets.command import coreset_command
+    from lightning_sdc.difficulty.command import difficulty_command
+
+    tiny = {"width": 4, "depth": 1}
+    tty = fake_tty(monkeypatch)
+    coreset_command("forgetting", "digits", 1, str(tmp_path / "c"), epochs=2, arch_kwargs=tiny, eval_epochs=0,
+                    eval_arch_kwargs=tiny, eval_augment="none")
+    text = tty.getvalue()
+    assert "forgetting selection" in text and "evaluate ConvNet" in text and "epoch" in text
+    tty = fake_tty(monkeypatch)
+    difficulty_command("digits", models=2, epochs=1, arch_kwargs=tiny, out=str(tmp_path / "d"), per_class=2)
+    assert "difficulty: 2 × ConvNet" in tty.getvalue()
+    quiet = fake_tty(monkeypatch)
+    difficulty_command("digits", models=2, epochs=1, arch_kwargs=tiny, out=str(tmp_path / "q"), per_class=2,
+                       quiet=True)
+    assert "difficulty:" not in quiet.getvalue()

@@ -14,6 +14,7 @@ from lightning_sdc.coresets.herding import RULES, herding_coreset
 from lightning_sdc.coresets.random_subset import random_coreset
 from lightning_sdc.difficulty.forgetting import NEVER_LEARNED
 from lightning_sdc.io import atomic_write_text
+from lightning_sdc.progress import phase, progress, quiet_mode
 from lightning_sdc.synthetic import SyntheticSet
 
 CORESET_METHODS = ("random", "herding", "forgetting")
@@ -60,6 +61,7 @@ def coreset_command(
     eval_augment: str = "dc",
     device: str = "auto",
     root: str | None = None,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """Select ``ipc`` real images per class with a coreset baseline, save them, and evaluate them.
 
@@ -93,6 +95,7 @@ def coreset_command(
         eval_augment: ``dc`` (DC's protocol) | ``dsa`` | ``none``.
         device: ``cpu`` | ``cuda`` | ``auto``.
         root: dataset root (torchvision datasets).
+        quiet: no progress bars (there are none either when stderr is not a terminal).
 
     Returns:
         ``{"path", "method", "dataset", "ipc", "accuracy_mean", "accuracy_std", "accuracies"}`` (accuracies
@@ -127,22 +130,28 @@ def coreset_command(
         options = {"rule": rule, **train}
     elif method == "forgetting":
         options = {"keep": keep, "never_learned": never_learned, "runs": runs, **train}
-    synset = build_coreset(method, spec, ipc, seed=seed, device=dev, **options)
+    # progress: the selector's training epochs (train_classifier advances the phase), then the evaluation's
+    selection = {"herding": epochs, "forgetting": runs * epochs}.get(method, 0)
+    with quiet_mode(quiet), phase(total=selection or None, desc=f"{method} selection", quiet=not selection):
+        synset = build_coreset(method, spec, ipc, seed=seed, device=dev, **options)
     stem = Path(out) / f"{spec.name}_{method}_ipc{ipc}"
     path = synset.save(stem.with_suffix(".pt"), png=True)
     summary: dict[str, Any] = {"path": str(path), "method": method, "dataset": spec.name, "ipc": ipc}
     if evaluate:
-        res = evaluate_synset(
-            synset.to(dev),
-            spec,
-            arch=eval_arch,
-            num_models=eval_models,
-            epochs=eval_epochs,
-            augment=eval_augment,
-            seed=seed,
-            device=dev,
-            network_kwargs=eval_arch_kwargs,
-        )
+        with quiet_mode(quiet), progress(total=eval_models * (eval_epochs + 1), desc=f"evaluate {eval_arch}",
+                                         unit="epoch") as bar:
+            res = evaluate_synset(
+                synset.to(dev),
+                spec,
+                arch=eval_arch,
+                num_models=eval_models,
+                epochs=eval_epochs,
+                augment=eval_augment,
+                seed=seed,
+                device=dev,
+                arch_kwargs=eval_arch_kwargs,
+                on_epoch=bar.update,
+            )
         title = f"{method} coreset: {spec.name}, IPC {ipc}"
         write_results([res], stem.parent / (stem.name + "_eval"), title)
         summary.update(accuracy_mean=res.mean, accuracy_std=res.std, accuracies=res.accuracies)

@@ -14,6 +14,7 @@ from lightning_sdc.difficulty.grad_norms import METHODS, PARAM_SETS
 from lightning_sdc.difficulty.scores import DifficultyScores, score_samples
 from lightning_sdc.difficulty.training import train_ensemble
 from lightning_sdc.io import atomic_write_text
+from lightning_sdc.progress import phase, quiet_mode
 
 SPLITS = ("test", "train")
 
@@ -66,6 +67,7 @@ def difficulty_command(
     seed: int = 0,
     device: str = "auto",
     root: str | None = None,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """Train an ensemble, score every sample with χ, GraDN, EL2N and loss, and draw Figure 3.
 
@@ -94,6 +96,7 @@ def difficulty_command(
         seed: seeds the ensemble and the sample choice.
         device: ``cpu`` | ``cuda`` | ``auto``.
         root: dataset root (torchvision datasets).
+        quiet: no progress bar (there is none either when stderr is not a terminal).
 
     Returns:
         A summary dict: Spearman ``(rho, p)`` per score pair, χ fractions, sizes and output paths.
@@ -119,19 +122,20 @@ def difficulty_command(
         (spec.test_images, spec.test_labels) if split == "test" else (spec.train_images, spec.train_labels)
     )
     rows = stratified_rows(labels, per_class, spec.num_classes, seeded_generator(seed, 0x524F5753))
-    ensemble = train_ensemble(
-        spec,
-        models,
-        epochs=epochs,
-        arch=arch,
-        arch_kwargs=arch_kwargs,
-        lr=lr,
-        batch_size=batch_size,
-        augment=augment,
-        train_fraction=train_fraction,
-        seed=seed,
-        device=dev,
-    )
+    with quiet_mode(quiet), phase(total=models * epochs or None, desc=f"difficulty: {models} × {arch}"):
+        ensemble = train_ensemble(
+            spec,
+            models,
+            epochs=epochs,
+            arch=arch,
+            arch_kwargs=arch_kwargs,
+            lr=lr,
+            batch_size=batch_size,
+            augment=augment,
+            train_fraction=train_fraction,
+            seed=seed,
+            device=dev,
+        )
     meta = {
         "dataset": spec.name,
         "split": split,

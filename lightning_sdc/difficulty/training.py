@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_sdc.evaluation.protocol import make_train_augment, seeded_generator
+from lightning_sdc.progress import advance
 
 #: domain tag mixed into ensemble generators (never coincides with the evaluation's ``(seed, i)`` keys)
 _ENSEMBLE_KEY = 0x44494646  # "DIFF"
@@ -98,6 +99,7 @@ def train_classifier(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+            advance()  # the command's progress bar, if one is open (lightning_sdc.progress.phase)
     net.eval()
     return net
 
