@@ -183,7 +183,7 @@ def test_compare_end_to_end_digits(tmp_path, monkeypatch):
     out = tmp_path / "cmp"
     args = dict(cell="configs/demo/digits_dsa_ipc1.yaml", vary="model.init_args.sdc_lambda=0,0.0,0.5", seeds=2,
                 overrides=["trainer.max_steps=2"], num_models=1, epochs=2, gradn_networks=1, test_size=200, out=str(out),
-                name="t", bootstrap=200)
+                name="t", bootstrap=200, ddranking=True, full_data_epochs=1)
     md = compare_command(**args)
     rec = json.loads((out / "t.json").read_text())
     assert rec["accuracy"]["0"] == rec["accuracy"]["0.0"]
@@ -191,10 +191,14 @@ def test_compare_end_to_end_digits(tmp_path, monkeypatch):
     assert rec["paired"]["0.0"]["mean_diff"] == 0.0 and rec["paired"]["0.0"]["p"] == 1.0
     assert rec["accuracy"]["0.5"] != rec["accuracy"]["0"] or rec["gradn"]["0.5"] != rec["gradn"]["0"]
     assert "| 0.0 |" in md and "+0.00" in md
+    # DD-Ranking: one random subset per seed on the seed's networks, one cached full-data network
+    assert "DD-Ranking hard-label metrics" in md and rec["ddranking"]["0"] == rec["ddranking"]["0.0"]
+    assert len(list((out / "runs").glob("random_seed*.json"))) == 2
+    assert len(list((out / "full_data").glob("digits_ConvNet_e1_*.pt"))) == 1
     for suffix in (".md", ".csv", "_runs.csv", ".png", ".json"):
         assert (out / f"t{suffix}").stat().st_size > 0
     assert len((out / "t_runs.csv").read_text().splitlines()) == 1 + 6
-    runs = sorted((out / "runs").glob("*.json"))
+    runs = sorted((out / "runs").glob("sdc_lambda=*.json"))
     assert len(runs) == 6 and len(list((out / "runs").glob("*.pt"))) == 6
     one = json.loads(runs[0].read_text())
     assert one["steps"] == 2 and len(one["accuracies"]) == 1 and one["eval"]["epochs"] == 2

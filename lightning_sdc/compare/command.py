@@ -83,6 +83,9 @@ def compare_command(
     epochs: int | None = None,
     gradn_networks: int = 4,
     test_size: int | None = None,
+    ddranking: bool = False,
+    full_data_epochs: int = 30,
+    ddranking_weight: float = 0.5,
     out: str = "results/compare",
     name: str | None = None,
     bootstrap: int = 10000,
@@ -105,6 +108,11 @@ def compare_command(
         gradn_networks: networks of the final sets' GraDN (0: skip).
         test_size: test on a fixed class-balanced subset of this many test images (the first ``test_size // C``
             of each class; default: the whole test split) — a CPU budget knob, the same subset for every run.
+        ddranking: add DD-Ranking's HLR / IOR / LRS per set (:mod:`lightning_sdc.evaluation.ddranking`): a random
+            real subset per seed on the seed's networks and a full-data network (``full_data_epochs`` epochs),
+            both cached.
+        full_data_epochs: epochs of the full-data network behind HLR.
+        ddranking_weight: DD-Ranking's ``w`` of IOR against HLR in the LRS.
         out: directory of the report and of the cached runs (``<out>/runs``).
         name: file stem of the report (default ``<cell stem>__<key leaf>``).
         bootstrap: bootstrap resamples of the mean paired difference.
@@ -116,6 +124,12 @@ def compare_command(
     from lightning_sdc.compare.stats import check_confidence
 
     check_confidence(confidence)
+    if ddranking:
+        from lightning_sdc.evaluation.ddranking import check_weight
+
+        check_weight(ddranking_weight)
+        if isinstance(full_data_epochs, bool) or not isinstance(full_data_epochs, int) or full_data_epochs < 1:
+            raise ValueError(f"full_data_epochs={full_data_epochs!r}: expected an integer >= 1")
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 100:
         raise ValueError(f"bootstrap={bootstrap!r}: expected an integer >= 100 resamples")
     specs = plan(cell, vary, seeds, first_seed, trainer_config, overrides, num_models, epochs, gradn_networks,
@@ -124,11 +138,18 @@ def compare_command(
     out_dir = Path(out)
     name = name or f"{Path(cell).stem}__{key.rsplit('.', 1)[-1]}"
     results = run_all(specs, out_dir / "runs", log=lambda s: print(s, flush=True))
+    baselines = {}
+    if ddranking:
+        from lightning_sdc.compare.runner import execute_baseline
+
+        for spec in specs[:: len(values)]:  # one per seed
+            print(f"[ddranking] seed {spec.seed}: random subset + full data", flush=True)
+            baselines[spec.seed] = execute_baseline(spec, full_data_epochs, out_dir / "runs")
 
     from lightning_sdc.compare.report import Study, write_report
 
     study = Study(name=name, cell=cell, key=key, values=values, results=results, overrides=list(specs[0].overrides),
-                  bootstrap=bootstrap, confidence=confidence)
+                  bootstrap=bootstrap, confidence=confidence, baselines=baselines, ddranking_weight=ddranking_weight)
     md = write_report(study, out_dir)
     print(md)
     return md

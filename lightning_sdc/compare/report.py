@@ -38,6 +38,9 @@ class Study:
     overrides: list[str] = field(default_factory=list)
     bootstrap: int = 10000
     confidence: float = 0.95
+    #: seed -> DD-Ranking references (``runner.execute_baseline``): random-subset accuracies and the full-data one
+    baselines: dict[int, dict[str, Any]] = field(default_factory=dict)
+    ddranking_weight: float = 0.5
 
     def seeds(self) -> list[int]:
         return sorted({r.seed for r in self.results})
@@ -55,6 +58,20 @@ class Study:
     def gradn(self, value: str) -> list[float] | None:
         g = [self.run(s, value).gradn for s in self.seeds()]
         return None if any(x is None for x in g) else [float(x) for x in g]
+
+    def label_robust(self, value: str) -> list[Any]:
+        """Per seed, DD-Ranking's hard-label metrics of the set (round ``i`` = evaluation network ``i``, the same
+        network on the random subset); empty without baselines."""
+        from lightning_sdc.evaluation.ddranking import LabelRobustResult
+
+        if not self.baselines:
+            return []
+        out = []
+        for s in self.seeds():
+            r, b = self.run(s, value), self.baselines[s]
+            out.append(LabelRobustResult(r.eval.get("arch", ""), r.accuracies, b["accuracies"], b["full"],
+                                         self.ddranking_weight))
+        return out
 
     def summaries(self) -> dict[str, PairedSummary]:
         """Each non-baseline value against the baseline."""
@@ -112,6 +129,8 @@ def markdown(study: Study) -> str:
                       f"{s.wins}/{s.n} |")
         else:
             md.append(f"{head} — | — | — | — | — |")
+    if study.baselines:
+        md += ddranking_lines(study)
     md += ["", "Per seed (accuracy % = mean over the set's networks" + ("; GraDN)" if study.gradn(study.values[0]) else ")"),
            "", "| seed | " + " | ".join(f"{leaf}={v}" for v in study.values) + " |",
            "|---|" + "---|" * len(study.values)]
@@ -122,6 +141,29 @@ def markdown(study: Study) -> str:
             cells.append(f"{100 * np.mean(r.accuracies):.2f}" + ("" if r.gradn is None else f" ({r.gradn:.4g})"))
         md.append(f"| {s} | " + " | ".join(cells) + " |")
     return "\n".join(md) + "\n"
+
+
+def ddranking_lines(study: Study) -> list[str]:
+    """DD-Ranking's hard-label metrics per value (mean ± std over seeds of the per-seed means) and the paired LRS
+    difference against the baseline."""
+    b0 = study.baselines[study.seeds()[0]]
+    rdm = np.mean([100 * np.mean(b["accuracies"]) for b in study.baselines.values()])
+    lines = ["", f"DD-Ranking hard-label metrics (w = {study.ddranking_weight:g}): random real subset "
+             f"{rdm:.2f} % (same networks, seed-drawn images), full data {100 * b0['full']:.2f} % "
+             f"({b0['full_epochs']} epochs, one network, cached)", "",
+             f"| {_leaf(study.key)} | IOR (pp) ↑ | HLR (pp) ↓ | LRS (%) ↑ | Δ LRS vs {study.values[0]} | "
+             f"{100 * study.confidence:g} % t CI | p |", "|---|---|---|---|---|---|---|"]
+    per = {v: {m: [r.metric(m)[0] for r in study.label_robust(v)] for m in ("ior", "hlr", "lrs")}
+           for v in study.values}
+    for v in study.values:
+        cells = [f"{np.mean(per[v][m]):.2f} ± {np.std(per[v][m], ddof=1):.2f}" for m in ("ior", "hlr", "lrs")]
+        if v == study.values[0]:
+            tail = "— | — | — |"
+        else:
+            s = summarise_pairs(per[study.values[0]]["lrs"], per[v]["lrs"], study.confidence, study.bootstrap)
+            tail = f"{s.mean_diff:+.2f} | {_fmt_ci(s.t_ci)} | {_fmt_p(s.p)} |"
+        lines.append(f"| {v} | " + " | ".join(cells) + f" | {tail}")
+    return lines
 
 
 def summary_csv(study: Study) -> str:
@@ -203,6 +245,8 @@ def record(study: Study) -> dict[str, Any]:
         "accuracy": {v: study.accuracy(v) for v in study.values},
         "gradn": {v: study.gradn(v) for v in study.values},
         "paired": {v: asdict(s) for v, s in study.summaries().items()},
+        "ddranking": {v: {m: [r.metric(m)[0] for r in study.label_robust(v)] for m in ("ior", "hlr", "lrs")}
+                      for v in study.values} if study.baselines else None,
         "markdown": markdown(study),
     }
 

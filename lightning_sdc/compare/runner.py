@@ -141,6 +141,27 @@ def final_gradn(cli: Any, num_networks: int, seed: int) -> float:
     return tracker.measure(cli.trainer, cli.model)
 
 
+def eval_kwargs(model: Any, spec: RunSpec) -> dict[str, Any]:
+    """The method's evaluation protocol with the run's seed (the pairing: one seed -> the same evaluation networks
+    for every value) and the comparison's ``num_models`` / ``epochs`` overrides."""
+    kw = dict(model.eval_kwargs())
+    kw["seed"] = spec.seed
+    if spec.eval_num_models is not None:
+        kw["num_models"] = spec.eval_num_models
+    if spec.eval_epochs is not None:
+        kw["epochs"] = spec.eval_epochs
+    return kw
+
+
+def test_split(data: Any, spec: RunSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images and labels of ``data`` (a DatasetSpec), cut to ``spec.eval_test_size`` if set."""
+    images, labels = data.test_images, data.test_labels
+    if spec.eval_test_size is not None:
+        keep = stratified_head(labels, spec.eval_test_size)
+        images, labels = images[keep], labels[keep]
+    return images, labels
+
+
 def execute(spec: RunSpec, out_dir: Path) -> RunResult:
     """Distil and evaluate one run; write the set (``.pt``) and the result (``.json``) atomically."""
     from lightning_sdc.cli import build_in_memory_cli
@@ -151,17 +172,9 @@ def execute(spec: RunSpec, out_dir: Path) -> RunResult:
     t0 = time.perf_counter()
     cli.trainer.fit(model, datamodule=dm)
     distill_s = time.perf_counter() - t0
-    kw = dict(model.eval_kwargs())
-    kw["seed"] = spec.seed  # the pairing: one seed -> the same evaluation networks for every value
-    if spec.eval_num_models is not None:
-        kw["num_models"] = spec.eval_num_models
-    if spec.eval_epochs is not None:
-        kw["epochs"] = spec.eval_epochs
+    kw = eval_kwargs(model, spec)
     synset = model.eval_synset()
-    test_images, test_labels = dm.spec.test_images, dm.spec.test_labels
-    if spec.eval_test_size is not None:
-        keep = stratified_head(test_labels, spec.eval_test_size)
-        test_images, test_labels = test_images[keep], test_labels[keep]
+    test_images, test_labels = test_split(dm.spec, spec)
     res = evaluate_synset(synset, (test_images, test_labels), **kw)
     gradn = final_gradn(cli, spec.gradn_networks, spec.seed) if spec.gradn_networks > 0 else None
     set_path = out_dir / f"{spec.slug}.pt"
@@ -175,6 +188,44 @@ def execute(spec: RunSpec, out_dir: Path) -> RunResult:
     )
     atomic_write_text(json.dumps(asdict(result), indent=1), out_dir / f"{spec.slug}.json")
     return result
+
+
+def baseline_spec(spec: RunSpec, full_epochs: int) -> RunSpec:
+    """The DD-Ranking baseline of ``spec``'s seed: its configs and fixed overrides without the varied key."""
+    return RunSpec(spec.configs, "ddranking.full_epochs", str(full_epochs), spec.seed, spec.overrides,
+                   spec.eval_num_models, spec.eval_epochs, 0, spec.eval_test_size)
+
+
+def execute_baseline(spec: RunSpec, full_epochs: int, out_dir: Path) -> dict[str, Any]:
+    """DD-Ranking's references for one seed, cached as ``random_seed<seed>_<hash>.json``: the accuracies of
+    ``ipc`` random real images per class (drawn with the seed) on the seed's evaluation networks, under the protocol
+    of the configs (without the varied key, nothing distilled), and the full-data accuracy
+    (:func:`lightning_sdc.evaluation.ddranking.full_data_accuracy`, trained once per setting into
+    ``<out>/full_data``)."""
+    from lightning_sdc.cli import build_in_memory_cli
+    from lightning_sdc.coresets.random_subset import random_coreset
+    from lightning_sdc.data import load_dataset
+    from lightning_sdc.evaluation import evaluate_synset
+    from lightning_sdc.evaluation.ddranking import full_data_accuracy
+
+    base = baseline_spec(spec, full_epochs)
+    path = out_dir / f"random_seed{spec.seed}_{base.fingerprint()}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    cli = build_in_memory_cli([resolve(c) for c in spec.configs], spec.seed, list(spec.overrides))
+    model, dm = cli.model, cli.datamodule
+    data = load_dataset(dm.dataset, dm.root, download=dm.download, zca=dm.zca, **dm.dataset_kwargs)
+    kw = eval_kwargs(model, spec)
+    test = test_split(data, spec)
+    res = evaluate_synset(random_coreset(data, int(model.hparams.ipc), seed=spec.seed), test, **kw)
+    full = full_data_accuracy(
+        (data.train_images, data.train_labels), test, dataset=data.name, arch=kw["arch"],
+        network_kwargs=kw["network_kwargs"], epochs=full_epochs, batch_size=kw["batch_size"], augment=kw["augment"],
+        dsa_strategy=kw["dsa_strategy"], device=kw.get("device") or "cpu", cache_dir=out_dir.parent / "full_data")
+    out = {"seed": spec.seed, "accuracies": [float(a) for a in res.accuracies], "full": float(full),
+           "full_epochs": full_epochs, "eval": {k: v for k, v in kw.items() if k != "seed"} | {"lr": res.lr}}
+    atomic_write_text(json.dumps(out, indent=1), path)
+    return out
 
 
 def load_result(path: Path) -> RunResult:
