@@ -104,7 +104,7 @@ def test_set_file_scored_with_its_own_network_options_and_a_progress_bar(tmp_pat
     assert csv.count("\n") == 3
     # the recorded options are the default: a width-4 set is scored on width-4 networks
     built.clear()
-    run(["evaluate", str(path), "--quiet", "true"])
+    run(["evaluate", str(path), "--quiet"])  # a bare flag, as users type it
     assert any(name == "ConvNet" and kw.get("width") == 4 and kw.get("depth") == 1 for name, kw in built)
 
 

@@ -114,3 +114,10 @@ def test_coreset_and_difficulty_commands_show_their_phases(monkeypatch, tmp_path
     difficulty_command("digits", models=2, epochs=1, arch_kwargs=tiny, out=str(tmp_path / "q"), per_class=2,
                        quiet=True)
     assert "difficulty:" not in quiet.getvalue()
+
+
+def test_bare_quiet_flag_becomes_true():
+    assert P.bare_flags(["x", "--quiet"]) == ["x", "--quiet=true"]
+    assert P.bare_flags(["--quiet", "--out", "d"]) == ["--quiet=true", "--out", "d"]
+    assert P.bare_flags(["--quiet", "false", "y"]) == ["--quiet", "false", "y"]
+    assert P.bare_flags(["--quick", "--quiet"], ("--quiet", "--quick")) == ["--quick=true", "--quiet=true"]

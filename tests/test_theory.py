@@ -408,3 +408,10 @@ def test_theory_progress_bar_on_a_terminal_and_quiet(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stderr", quiet)
     theory_command("4a", out=str(tmp_path), quick=True, quiet=True)
     assert quiet.getvalue() == ""
+
+
+def test_theory_cli_takes_bare_boolean_flags(tmp_path):
+    from lightning_sdc.cli import run
+
+    paths = run(["theory", "--figure", "4a", "--out", str(tmp_path), "--quick", "--quiet"])
+    assert Path(paths[0]).name == "fig4a.png" and Path(paths[0]).exists()

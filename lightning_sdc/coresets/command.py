@@ -14,7 +14,7 @@ from lightning_sdc.coresets.herding import RULES, herding_coreset
 from lightning_sdc.coresets.random_subset import random_coreset
 from lightning_sdc.difficulty.forgetting import NEVER_LEARNED
 from lightning_sdc.io import atomic_write_text
-from lightning_sdc.progress import phase, progress, quiet_mode
+from lightning_sdc.progress import bare_flags, phase, progress, quiet_mode
 from lightning_sdc.synthetic import SyntheticSet
 
 CORESET_METHODS = ("random", "herding", "forgetting")
@@ -158,3 +158,6 @@ def coreset_command(
         print(f"{title}: {res}")
     atomic_write_text(json.dumps(summary, indent=2) + "\n", stem.parent / (stem.name + ".json"))
     return summary
+
+
+coreset_command.prepare_args = bare_flags  # type: ignore[attr-defined]  # `--quiet` alone (used by lightning_sdc.cli)

@@ -14,7 +14,7 @@ from lightning_sdc.difficulty.grad_norms import METHODS, PARAM_SETS
 from lightning_sdc.difficulty.scores import DifficultyScores, score_samples
 from lightning_sdc.difficulty.training import train_ensemble
 from lightning_sdc.io import atomic_write_text
-from lightning_sdc.progress import phase, quiet_mode
+from lightning_sdc.progress import bare_flags, phase, quiet_mode
 
 SPLITS = ("test", "train")
 
@@ -179,3 +179,6 @@ def difficulty_command(
     atomic_write_text(json.dumps(summary, indent=2, default=str) + "\n", paths["json"])
     print(table)
     return summary
+
+
+difficulty_command.prepare_args = bare_flags  # type: ignore[attr-defined]  # `--quiet` alone (used by lightning_sdc.cli)

@@ -10,6 +10,7 @@ import torch
 
 from lightning_sdc.evaluation.protocol import EVAL_AUGMENTS, EvalResult
 from lightning_sdc.evaluation.tables import evaluate_archs, results_markdown, write_results
+from lightning_sdc.progress import bare_flags
 
 
 class EvaluationError(RuntimeError):
@@ -204,7 +205,8 @@ def validate_archs(synset: Any, per_arch: Mapping[str, Mapping[str, Any]]) -> No
 def prepare_args(argv: Sequence[str]) -> list[str]:
     """Let ``--archs`` take a plain list: ``--archs ConvNet ResNet18 LeNet`` and ``--archs [ConvNet, LeNet]`` (split
     by the shell) become ``--archs [ConvNet,ResNet18,LeNet]`` for jsonargparse. The list ends at the next option
-    or at an existing file or directory (the set's path may follow the list)."""
+    or at an existing file or directory (the set's path may follow the list). A bare ``--quiet`` is
+    ``--quiet=true``."""
     out: list[str] = []
     args = list(argv)
     i = 0
@@ -233,7 +235,7 @@ def prepare_args(argv: Sequence[str]) -> list[str]:
         else:
             names = [n for item in items for n in item.split(",") if n]
             out += [arg, "[" + ",".join(names) + "]"]
-    return out
+    return bare_flags(out)
 
 
 evaluate_command.prepare_args = prepare_args  # type: ignore[attr-defined]  # used by lightning_sdc.cli
