@@ -19,8 +19,9 @@ This callback instead:
 * under SLURM with auto-requeue (Lightning's ``SLURMEnvironment``), the requeue signal (SIGUSR1 by default)
   saves at the end of the update and runs ``scontrol requeue <job>``, as Lightning's plugin does, but without its
   mid-update checkpoint;
-* every ``every_n_minutes`` (default 10) or ``every_n_steps`` updates, writes ``last.ckpt`` (a few hundred KB
-  to a few MB for this package's methods: well under a second, against minutes between saves).
+* every ``every_n_minutes`` (default 10) or ``every_n_steps`` updates, and when ``fit`` ends, writes
+  ``last.ckpt`` (a few hundred KB to a few MB for this package's methods: well under a second, against minutes
+  between saves).
 
 The same command line with ``--ckpt_path last`` then continues bit-exactly (the methods draw every random number
 from generators keyed on the step, and the optimiser state is in the checkpoint): see :mod:`lightning_sdc.runs`.
@@ -164,7 +165,10 @@ class PreemptionCheckpoint(pl.Callback):
             self._next_time = time.monotonic() + 60.0 * self.every_n_minutes
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The final state too: a later ``fit --ckpt_path last --trainer.max_steps <more>`` continues from it."""
         self._restore()
+        if self._saved_step != trainer.global_step:
+            self.save(trainer)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._restore()
