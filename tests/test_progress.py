@@ -63,25 +63,30 @@ def test_trainer_without_progress_bar_is_silent(monkeypatch):
     assert P.trainer_progress_enabled(WithBar())
 
 
-def test_evaluation_networks_in_fit_show_an_inner_bar(monkeypatch, digits):
+def test_evaluation_networks_in_fit_show_an_inner_bar(monkeypatch, tmp_path, digits):
     """While the evaluation networks train (Lightning's validation bar would sit at "0/?") an inner bar counts
     their epochs with an ETA."""
     import pytorch_lightning as pl
 
+    from lightning_sdc.callbacks import CrossArchEvaluation
     from lightning_sdc.data import RealDataModule
     from lightning_sdc.methods import DC
 
     def fit(enable: bool) -> str:  # noqa: FBT001
         tty = fake_tty(monkeypatch)
         model = DC("digits", 1, arch_kwargs={"width": 4, "depth": 1}, batch_real=16, eval_epochs=0)
+        cross = CrossArchEvaluation(archs=["ConvNetD1"], arch_kwargs={"ConvNetD1": {"width": 4}}, epochs=0,
+                                    num_models=1, dirpath=str(tmp_path))
         trainer = pl.Trainer(max_steps=1, max_epochs=-1, logger=False, enable_checkpointing=False,
                              enable_progress_bar=enable, enable_model_summary=False, val_check_interval=1,
-                             limit_val_batches=1, num_sanity_val_steps=0, check_val_every_n_epoch=None)
+                             limit_val_batches=1, num_sanity_val_steps=0, check_val_every_n_epoch=None,
+                             callbacks=[cross])
         trainer.fit(model, datamodule=RealDataModule("digits"))
         return tty.getvalue()
 
     shown = fit(True)
     assert "evaluation networks" in shown and "epoch" in shown
+    assert "cross-architecture evaluation" in shown  # CrossArchEvaluation at the end of fit
     # enable_progress_bar=False: test_trainer_without_progress_bar_is_silent (the same switch, without a fit)
 
 

@@ -25,6 +25,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_sdc.callbacks.common import check_every, evaluated_set, log_metrics, output_dir, rank_share
 from lightning_sdc.evaluation import CROSS_ARCHS, EvalResult, evaluate_synset, results_markdown, write_results
+from lightning_sdc.progress import progress, trainer_progress_enabled
 
 
 class CrossArchEvaluation(pl.Callback):
@@ -34,13 +35,16 @@ class CrossArchEvaluation(pl.Callback):
         archs: architecture names (default: the paper's six).
         num_models: networks per architecture (default: the method's ``eval_models``).
         epochs, lr, batch_size, augment: override the method's evaluation protocol (``None``: the method's).
-        network_kwargs: per-architecture ``build_network`` options, e.g. ``{"ConvNet": {"width": 32}}``. By
-            default the method's evaluation architecture gets the method's ``arch_kwargs`` and the others
-            none.
+        arch_kwargs: per-architecture ``build_network`` options, e.g. ``{"ConvNet": {"width": 32}}``. By
+            default the method's evaluation architecture gets the method's evaluation options and the others
+            none (as ``lightning-sdc evaluate --arch_kwargs '{ConvNet: {width: 32}}'``).
         dirpath: where ``<filename>.md/.csv`` go (default: the log directory).
         filename: file stem.
         skip_unsupported: leave out architectures that cannot take the dataset's image shape (e.g. LeNet on
             8×8 digits) with a warning, instead of failing at the start of ``fit``.
+        network_kwargs: the former name of ``arch_kwargs`` (accepted while callers move to the one name).
+
+    While the networks train, a progress bar (epochs, ETA) is drawn when the Trainer draws one on a terminal.
     """
 
     def __init__(
@@ -51,10 +55,11 @@ class CrossArchEvaluation(pl.Callback):
         lr: float | None = None,
         batch_size: int | None = None,
         augment: str | None = None,
-        network_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+        arch_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
         dirpath: str | None = None,
         filename: str = "cross_arch",
         skip_unsupported: bool = False,
+        network_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         from lightning_sdc.models import NETWORKS
 
@@ -74,7 +79,11 @@ class CrossArchEvaluation(pl.Callback):
             batch_size,
             augment,
         )
-        self.network_kwargs = {NETWORKS.canonical(k): dict(v) for k, v in (network_kwargs or {}).items()}
+        if network_kwargs is not None and arch_kwargs is not None:
+            raise ValueError("give the per-architecture options once, as arch_kwargs (network_kwargs is its "
+                             "former name)")
+        given = arch_kwargs if arch_kwargs is not None else network_kwargs
+        self.per_arch_kwargs = {NETWORKS.canonical(k): dict(v) for k, v in (given or {}).items()}
         self.dirpath, self.filename, self.skip_unsupported = dirpath, filename, bool(skip_unsupported)
         self.results: list[EvalResult] = []
         self.paths: list[Any] = []
@@ -88,10 +97,12 @@ class CrossArchEvaluation(pl.Callback):
                 kw[key] = getattr(self, key)
         return kw
 
-    def arch_kwargs(self, arch: str, kw: Mapping[str, Any]) -> dict[str, Any]:
-        if arch in self.network_kwargs:
-            return dict(self.network_kwargs[arch])
-        return dict(kw.get("network_kwargs") or {}) if arch == kw.get("arch") else {}
+    def options_for(self, arch: str, kw: Mapping[str, Any]) -> dict[str, Any]:
+        """``build_network`` options of ``arch``: this callback's, else the method's for its evaluation arch."""
+        if arch in self.per_arch_kwargs:
+            return dict(self.per_arch_kwargs[arch])
+        own = kw.get("arch_kwargs", kw.get("network_kwargs"))
+        return dict(own or {}) if arch == kw.get("arch") else {}
 
     def supported_archs(self, pl_module: pl.LightningModule) -> list[str]:
         """The archs that can be built for the set's image shape (building on the ``meta`` device: no
@@ -107,7 +118,7 @@ class CrossArchEvaluation(pl.Callback):
         for arch in self.archs:
             try:
                 with torch.device("meta"):
-                    build_network(arch, c, synset.num_classes, (h, w), **self.arch_kwargs(arch, kw))
+                    build_network(arch, c, synset.num_classes, (h, w), **self.options_for(arch, kw))
             except ValueError as exc:
                 if not self.skip_unsupported:
                     raise ValueError(f"CrossArchEvaluation: {exc} (or pass skip_unsupported=True)") from exc
@@ -142,7 +153,9 @@ class CrossArchEvaluation(pl.Callback):
         acc = torch.zeros(len(jobs), dtype=torch.float64, device=pl_module.device)
         secs = torch.zeros(len(archs), dtype=torch.float64, device=pl_module.device)
         lrs: dict[str, float] = {}
-        with torch.inference_mode(False), torch.enable_grad():
+        bar = progress(total=len(mine) * (kw["epochs"] + 1), desc="cross-architecture evaluation", unit="epoch",
+                       enabled=trainer.is_global_zero and trainer_progress_enabled(trainer))
+        with torch.inference_mode(False), torch.enable_grad(), bar:
             for a_idx, arch in enumerate(archs):
                 todo = [j for j in mine if jobs[j][0] == arch]
                 if not todo:
@@ -159,8 +172,9 @@ class CrossArchEvaluation(pl.Callback):
                     dsa_strategy=kw.get("dsa_strategy"),
                     seed=kw["seed"],
                     device=pl_module.device,
-                    network_kwargs=self.arch_kwargs(arch, kw),
+                    arch_kwargs=self.options_for(arch, kw),
                     models=[jobs[j][1] for j in todo],
+                    on_epoch=bar.update,
                 )
                 acc[todo] = torch.tensor(res.accuracies, dtype=torch.float64, device=acc.device)
                 secs[a_idx] = res.seconds
