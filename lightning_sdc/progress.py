@@ -81,8 +81,11 @@ def progress_enabled(quiet: bool | None = None) -> bool:
 
 
 def trainer_progress_enabled(trainer: Any) -> bool:
-    """:func:`progress_enabled` and the Trainer draws a progress bar (``enable_progress_bar`` is on)."""
+    """:func:`progress_enabled`, the Trainer draws a progress bar (``enable_progress_bar`` is on) and this is
+    global rank 0 (one bar per run under DDP, as Lightning's own)."""
     if trainer is None or getattr(trainer, "progress_bar_callback", None) is None:
+        return False
+    if not getattr(trainer, "is_global_zero", True):
         return False
     return progress_enabled()
 

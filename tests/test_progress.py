@@ -62,6 +62,11 @@ def test_trainer_without_progress_bar_is_silent(monkeypatch):
     assert not P.trainer_progress_enabled(None)
     assert P.trainer_progress_enabled(WithBar())
 
+    class OtherRank(WithBar):
+        is_global_zero = False
+
+    assert not P.trainer_progress_enabled(OtherRank())
+
 
 def test_evaluation_networks_in_fit_show_an_inner_bar(monkeypatch, tmp_path, digits):
     """While the evaluation networks train (Lightning's validation bar would sit at "0/?") an inner bar counts
