@@ -10,14 +10,17 @@ from lightning_sdc.evaluation.protocol import (
     test_accuracy,
     train_network,
 )
+from lightning_sdc.evaluation.set_files import SetFileError, load_set
 from lightning_sdc.evaluation.tables import evaluate_archs, results_csv, results_markdown, write_results
 
 __all__ = [
     "CROSS_ARCHS",
     "EVAL_AUGMENTS",
     "EvalResult",
+    "SetFileError",
     "evaluate_archs",
     "evaluate_synset",
+    "load_set",
     "make_train_augment",
     "results_csv",
     "results_markdown",
