@@ -1,7 +1,14 @@
-"""Atomic writes and safe, self-naming loads for every file this package produces."""
+"""Atomic writes and safe, self-naming loads for every file this package produces.
+
+A full disk is reported as ``OSError(ENOSPC)`` naming the destination file (``[Errno 28] No space left on device:
+'…/synset.pt'``), not as torch's ``unexpected pos 128 vs 0`` / ``basic_ios::clear``: :func:`atomic_torch_save`
+hands ``torch.save`` a Python file object (whose failed ``write`` raises the real ``OSError``) and
+:func:`atomic_write` renames any write error on a filesystem left with no free block to ENOSPC.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -35,16 +42,44 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
             os.fsync(fh.fileno())
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        full = _disk_full(exc, path.parent)
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if full:
+            code = exc.errno if isinstance(exc, OSError) and exc.errno in _FULL else errno.ENOSPC
+            raise OSError(code, os.strerror(code), str(path)) from exc
         raise
     return path
 
 
+#: errno values of a full filesystem (no space, quota exceeded)
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _disk_full(exc: BaseException, directory: Path) -> bool:
+    """``exc`` (raised while writing into ``directory``) came from a full filesystem: an ENOSPC/EDQUOT
+    ``OSError``, or another write error (torch's C++ writer says ``unexpected pos``) with no block left free."""
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        return True
+    if not isinstance(exc, (OSError, RuntimeError)):
+        return False
+    try:
+        st = os.statvfs(directory)
+    except (OSError, AttributeError):
+        return False
+    return st.f_bavail == 0
+
+
+def _torch_save(obj: Any, tmp: str) -> None:
+    """``torch.save`` into a Python file object: a failed write raises ``OSError`` (not a torch ``RuntimeError``)."""
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` through :func:`atomic_write`."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    return atomic_write(path, lambda tmp: _torch_save(obj, tmp))
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:

@@ -184,9 +184,8 @@ def _write_slowly_then_park(path: str, marker: str) -> None:
 
         buf = io.BytesIO()
         real_save(obj, buf)
-        with open(f, "wb") as fh:
-            fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
-            fh.flush()
+        f.write(buf.getvalue()[: len(buf.getvalue()) // 2])  # atomic_torch_save passes a file object
+        f.flush()
         Path(marker).write_text("half written")
         time.sleep(600)
 

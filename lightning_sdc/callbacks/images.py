@@ -10,11 +10,17 @@
   (:meth:`SyntheticSet.export_tm`).
 
 Both take the method's evaluated set (``eval_synset()``: FTD's EMA, the set itself otherwise) and never write
-a set holding NaN/inf: they warn and write nothing instead (the last good files stay).
+a set holding NaN/inf: they warn and write nothing instead (the last good files stay). The exporter writes every
+file into a staging folder first and moves them into place only when all are written
+(:func:`write_all_or_nothing`): a full disk leaves the previous export whole and says which file did not fit.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +110,32 @@ class SyntheticImageLogger(pl.Callback):
         self.written.append(synset.save_grid(out / "synthetic_final.png", nrow=self.nrow))
 
 
+def write_all_or_nothing(out: Path, write: Callable[[Path], list[Path]]) -> list[Path]:
+    """``write(staging)`` into a fresh directory inside ``out``, then move every file into ``out``, in order.
+
+    Every byte is written (and fsynced) before any file in ``out`` changes, so a full disk or a crash while
+    writing leaves the previous export whole (never a ``synset.pt`` without its ``images_best.pt``); only the
+    renames, which need no space, remain. A write error names the destination file, not the staging copy.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        try:
+            written = write(staging)
+        except OSError as exc:
+            if exc.filename and Path(exc.filename).parent == staging:
+                raise OSError(exc.errno, exc.strerror, str(out / Path(exc.filename).name)) from exc
+            raise
+        final = []
+        for path in written:
+            target = out / path.name
+            os.replace(path, target)
+            final.append(target)
+        return final
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 class SyntheticSetExporter(pl.Callback):
     """Write the final synthetic set at the end of ``fit`` (see the module docstring).
 
@@ -153,12 +185,18 @@ class SyntheticSetExporter(pl.Callback):
                 "nothing written"
             )
             return []
+        self.paths = write_all_or_nothing(out, lambda d: self._write(synset, d))
+        return self.paths
+
+    def _write(self, synset: Any, directory: Path) -> list[Path]:
         paths = []
-        if "lightning_sdc" in self.formats:
-            paths.append(synset.save(out / f"{self.filename}.pt", png=self.png))
         if "tm" in self.formats:
-            paths.extend(synset.export_tm(out, self.tm_suffix))
-        self.paths = paths
+            paths.extend(synset.export_tm(directory, self.tm_suffix))
+        if "lightning_sdc" in self.formats:
+            pt = directory / f"{self.filename}.pt"
+            paths.append(synset.save(pt, png=self.png))
+            if self.png:
+                paths.append(pt.with_suffix(".png"))
         return paths
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
