@@ -124,6 +124,9 @@ def test_tm_pairs_mtt_datm_and_this_librarys_export(tmp_path, digits, digits_set
     torch.save(digits_set.labels.clone(), mtt / "labels_best.pt")
     loaded = load_set(mtt, dataset="digits")
     assert loaded.layout == "tm-pair" and loaded.synset.label_mode == "hard" and loaded.synset.syn_lr is None
+    assert loaded.synset.zca_state is None and load_set(mtt, dataset="digits", zca=True).synset.zca_state is not None
+    with pytest.raises(ValueError, match="--dataset 'mnist' but the set was distilled from 'digits'"):
+        load_set(export / "images_best.pt", dataset="mnist")
     run(["evaluate", str(mtt), "--dataset", "digits"])
     c = spy.calls[-1]
     assert (c["epochs"], c["augment"], c["batch_size"], c["lr"]) == (1000, "dsa", 256, None)

@@ -235,7 +235,9 @@ def _load_pair(images_file: Path, *, dataset: str | None, zca: bool | None, root
         raise _fail(lr_file, f"lr {float(lr)} is not a finite number > 0", False)
 
     beside = images_file.with_name("synset.pt")  # this library's export: the set file carries the metadata
-    meta = SyntheticSet.load(beside) if beside.is_file() and dataset is None else None
+    meta = SyntheticSet.load(beside) if beside.is_file() else None
+    if meta is not None and dataset is not None:
+        _check_dataset(meta.dataset, dataset, beside)
     if meta is None and dataset is None:
         raise _fail(images_file, "an images/labels pair records no dataset: pass --dataset NAME (and --zca if the "
                                  "images are ZCA-whitened)", False)
