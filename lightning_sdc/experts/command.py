@@ -70,7 +70,8 @@ def experts_command(
         progress: progress bar and one line per finished expert.
 
     Returns:
-        The expert file paths of this job's shard.
+        The expert file paths of this job's shard (on rank 0; the other processes of a multi-process job
+        return ``[]``, so the console prints them once).
     """
     from lightning_sdc.experts.run import run_experts
 
@@ -103,4 +104,7 @@ def experts_command(
         checkpoint_every=checkpoint_every,
         progress=progress,
     )
-    return [str(p) for p in paths]
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    # every process of a `--trainer.strategy ddp` job runs this command: only rank 0 reports the files
+    return [str(p) for p in paths] if getattr(rank_zero_only, "rank", 0) == 0 else []
