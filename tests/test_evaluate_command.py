@@ -201,6 +201,8 @@ def test_bad_files_get_one_line_naming_the_file_and_the_layout(tmp_path, digits_
     assert EXPECTED in _err(pair, "for 10 images", dataset="digits")
     torch.save(digits_set.labels.clone(), pair / "labels_best.pt")
     _err(pair, "pass --dataset NAME")  # a pair records no dataset
+    torch.save(digits_set.images.detach(), pair / "images_zca_best.pt")
+    _err(pair / "images_zca_best.pt", "evaluate the images_best.pt beside it with --zca")
     torch.save(torch.tensor(-1.0), pair / "lr_best.pt")
     _err(pair, "lr -1.0 is not a finite number > 0", dataset="digits")
 

@@ -136,12 +136,15 @@ def locate(path: str | os.PathLike) -> tuple[str, Path]:
             return "synset", p / "synset.pt"
         if (p / "images_best.pt").is_file():
             return "tm-pair", p / "images_best.pt"
-        candidates = sorted(p.glob("images_*.pt"))
+        candidates = sorted(c for c in p.glob("images_*.pt") if not c.name.startswith("images_zca_"))
         if len(candidates) == 1:
             return "tm-pair", candidates[0]
         found = ", ".join(c.name for c in candidates) or "no .pt set files"
         hint = " (several images_*.pt: name one)" if candidates else ""
         raise _fail(p, f"directory holds {found}{hint}")
+    if p.name.startswith("images_zca_"):
+        raise _fail(p, "MTT's un-whitened copy of a ZCA set, saved for viewing (tm_reference §2.1); evaluate the "
+                       f"{p.name.replace('images_zca_', 'images_')} beside it with --zca", False)
     if p.name.startswith("images_") and p.suffix == ".pt":
         return "tm-pair", p
     if p.name.startswith("labels_") and p.suffix == ".pt":
