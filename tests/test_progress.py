@@ -119,7 +119,7 @@ def test_coreset_and_difficulty_commands_show_their_phases(monkeypatch, tmp_path
     assert "forgetting selection" in text and "evaluate ConvNet" in text and "epoch" in text
     tty = fake_tty(monkeypatch)
     difficulty_command("digits", models=2, epochs=1, arch_kwargs=tiny, out=str(tmp_path / "d"), per_class=2)
-    assert "difficulty: 2 × ConvNet" in tty.getvalue()
+    assert "difficulty: 2 × ConvNet" in tty.getvalue() and "difficulty: scoring 20 samples" in tty.getvalue()
     quiet = fake_tty(monkeypatch)
     difficulty_command("digits", models=2, epochs=1, arch_kwargs=tiny, out=str(tmp_path / "q"), per_class=2,
                        quiet=True)

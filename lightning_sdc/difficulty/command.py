@@ -149,16 +149,17 @@ def difficulty_command(
         "params": params,
         "seed": seed,
     }
-    scores = score_samples(
-        ensemble,
-        images[rows].to(dev),
-        labels[rows].to(dev),
-        indices=rows,
-        params=params,
-        method=method,
-        chunk_size=chunk_size,
-        meta=meta,
-    )
+    with quiet_mode(quiet), phase(total=models, desc=f"difficulty: scoring {rows.numel()} samples", unit="model"):
+        scores = score_samples(
+            ensemble,
+            images[rows].to(dev),
+            labels[rows].to(dev),
+            indices=rows,
+            params=params,
+            method=method,
+            chunk_size=chunk_size,
+            meta=meta,
+        )
     out_dir = Path(out)
     title = f"{spec.name} ({split}, {rows.numel()} samples): {models} × {arch} trained {epochs} epochs"
     table = summary_markdown(scores, title)

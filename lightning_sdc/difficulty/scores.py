@@ -31,6 +31,7 @@ from lightning_sdc.difficulty.grad_norms import (
     sample_losses,
 )
 from lightning_sdc.io import atomic_torch_save, atomic_write_text, safe_torch_load
+from lightning_sdc.progress import advance
 
 #: score pairs whose Spearman correlation :meth:`DifficultyScores.correlations` reports (Figure 3 and more)
 PAIRS = (("chi", "gradn"), ("gradn", "loss"), ("chi", "loss"), ("chi", "el2n"), ("gradn", "el2n"))
@@ -58,12 +59,11 @@ def gradn(
     Options as :func:`~lightning_sdc.difficulty.grad_norms.per_sample_grad_norms`.
     """
     models = _check_models(models)
-    return torch.stack(
-        [
-            per_sample_grad_norms(m, inputs, targets, params=params, method=method, chunk_size=chunk_size)
-            for m in models
-        ]
-    )
+    norms = []
+    for m in models:
+        norms.append(per_sample_grad_norms(m, inputs, targets, params=params, method=method, chunk_size=chunk_size))
+        advance()  # the command's progress bar, if one is open (lightning_sdc.progress.phase)
+    return torch.stack(norms)
 
 
 @torch.no_grad()
