@@ -38,7 +38,7 @@ figures: $(STAMP)  ## theory figures 4a/4b/4c/15 into docs/figures
 	for f in 4a 4b 4c 15; do $(BIN)/lightning-sdc theory --figure $$f --out docs/figures || exit 1; done
 
 reproduce: $(STAMP)  ## run a reproduction grid (GRID=fmnist-cpu by default)
-	$(BIN)/python -m lightning_sdc.experiments --grid $${GRID:-fmnist-cpu}
+	$(BIN)/lightning-sdc reproduce --grid $${GRID:-fmnist-cpu}
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check lightning_sdc tests benchmarks

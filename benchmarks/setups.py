@@ -34,7 +34,7 @@ def gm_datamodule() -> RealDataModule:
 def gm_model(cls: type, *, ipc: int = 1, net: dict[str, int] | None = None, batch_real: int = 16, seed: int = 3,
              **kw: Any) -> pl.LightningModule:
     """A gradient-matching module (DC/DSA/DCC/DSAC) on digits with a small ConvNet."""
-    return cls("digits", ipc, arch_kwargs=net or SMALL_NET, batch_real=batch_real, seed=seed, eval_models=1,
+    return cls("digits", ipc, arch_kwargs=net or SMALL_NET, batch_real=batch_real, seed=seed, eval_num_models=1,
                eval_epochs=1, **kw)
 
 
@@ -57,5 +57,5 @@ def tm_model(cls: type, *, ipc: int = 1, net: dict[str, int] | None = None, syn_
              **kw: Any) -> pl.LightningModule:
     """A trajectory-matching module (MTT/FTD/TESLA/DATM) on digits with a small ConvNet."""
     kw.setdefault("lr_img", 100.0)
-    return cls("digits", ipc, arch_kwargs=net or SMALL_NET, syn_steps=syn_steps, seed=seed, eval_models=1,
+    return cls("digits", ipc, arch_kwargs=net or SMALL_NET, syn_steps=syn_steps, seed=seed, eval_num_models=1,
                eval_epochs=1, **kw)

@@ -57,7 +57,7 @@ def step_times(steps: int, device: str, model_kw: dict[str, Any], data_kw: dict[
     out = {}
     for memory in MODES:
         for syn_steps in SYN_STEPS:
-            model = MTT(**{**model_kw, "memory": memory, "syn_steps": syn_steps, "eval_models": 1, "eval_epochs": 1})
+            model = MTT(**{**model_kw, "memory": memory, "syn_steps": syn_steps, "eval_num_models": 1, "eval_epochs": 1})
             out[memory, syn_steps] = measure.step_time(model, demo_datamodule(data_kw), steps, device)
     return out
 

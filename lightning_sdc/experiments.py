@@ -1,9 +1,10 @@
 """Reproduction harness: run a named grid of paper cells with and without SDC, resumable cell by cell.
 
-``python -m lightning_sdc.experiments --grid fmnist-cpu`` (``make reproduce GRID=fmnist-cpu``) runs every cell
+``lightning-sdc reproduce --grid fmnist-cpu`` (``make reproduce GRID=fmnist-cpu``, ``python -m
+lightning_sdc.experiments --grid fmnist-cpu``) runs every cell
 of the grid — method × dataset × IPC × {baseline (λ = 0), SDC (the config's λ)} — for each seed: it distils
-through the same LightningCLI path as ``lightning-sdc fit`` (the cell's YAML under ``configs/`` plus the
-trainer preset), then trains ``eval_models`` fresh networks on the final synthetic set with the method's own
+through the same LightningCLI path as ``lightning-sdc fit`` (the cell's packaged config plus the
+trainer preset), then trains ``eval_num_models`` fresh networks on the final synthetic set with the method's own
 evaluation protocol. Each finished cell is cached as ``results/<grid>/<cell>.json`` (written atomically) and
 skipped on the next run; ``results/<grid>.md`` / ``.csv`` are rewritten after every cell with mean ± std over
 all evaluation models of all seeds, the number of models, the iterations actually run, wall time, the machine
@@ -12,16 +13,16 @@ and the paper's number.
 The reported accuracy is that of the *final* synthetic set (the paper's GM protocol; the paper's TM numbers
 are the maximum over evaluation points, which this harness does not search — stated in the table).
 
-A cell may name its own YAML (``Cell.config_file``, e.g. a ``configs/demo/`` run) and a ``random`` cell is the
+A cell may name its own config (``Cell.config_file``, e.g. a ``demo/`` run) and a ``random`` cell is the
 baseline row "Random" of the paper's tables: ``ipc`` real images per class drawn with the seed, trained on with
 the evaluation protocol of the cell's config (its method's ``eval_kwargs``), nothing distilled.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,10 +31,10 @@ from typing import Any
 
 import torch
 
+from lightning_sdc.cli import CONFIG_DIR as CONFIGS
+from lightning_sdc.cli import UsageError, resolve_config
 from lightning_sdc.io import atomic_write_text
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
 #: the method name of a Random-baseline cell (no distillation; evaluated with its config's protocol)
 RANDOM = "random"
 
@@ -73,8 +74,8 @@ PAPER: dict[tuple[str, str, int], tuple[float | None, float | None]] = {
 class Cell:
     """One paper cell: a config file, run with or without SDC.
 
-    ``config_file`` (relative to the repository root, or absolute) replaces the default
-    ``configs/<method>/<dataset>_ipc<ipc>.yaml``. A ``random`` cell has no SDC variant.
+    ``config_file`` (a file, or a packaged config name such as ``demo/digits_mtt_ipc1``) replaces the default
+    packaged ``<method>/<dataset>_ipc<ipc>``. A ``random`` cell has no SDC variant.
     """
 
     method: str
@@ -90,7 +91,10 @@ class Cell:
     @property
     def config(self) -> Path:
         if self.config_file is not None:
-            return ROOT / self.config_file
+            try:
+                return resolve_config(self.config_file)
+            except UsageError:
+                return Path(self.config_file)  # run_cell reports the missing file
         return CONFIGS / self.method / f"{self.dataset}_ipc{self.ipc}.yaml"
 
     @property
@@ -112,7 +116,7 @@ class Grid:
     name: str
     cells: list[Cell]
     max_steps: int | None = None
-    eval_models: int = 10
+    eval_num_models: int = 10
     eval_epochs: int | None = None
     overrides: list[str] = field(default_factory=list)
     method_overrides: dict[str, list[str]] = field(default_factory=dict)
@@ -125,18 +129,18 @@ def _cells(methods: Sequence[str], datasets: Sequence[str], ipcs: Sequence[int])
 
 def _demo_cells(methods: Sequence[str], dataset: str, ipc: int, baseline_of: str) -> list[Cell]:
     """Random (with ``baseline_of``'s evaluation protocol), then each method's ``configs/demo`` run ± SDC."""
-    demo = "configs/demo/{}_{}_ipc{}.yaml"
+    demo = "demo/{}_{}_ipc{}"
     return [Cell(RANDOM, dataset, ipc, False, demo.format(dataset, baseline_of, ipc))] + [
         Cell(m, dataset, ipc, s, demo.format(dataset, m, ipc)) for m in methods for s in (False, True)]
 
 
 GRIDS: dict[str, Grid] = {
     "table1": Grid("table1", _cells(["dc", "dsa", "dsac"], ["mnist", "fashionmnist", "svhn"], [1, 10, 50]),
-                   eval_models=20, note="the paper's Table 1 at the reference budget (GPU)"),
+                   eval_num_models=20, note="the paper's Table 1 at the reference budget (GPU)"),
     "table2": Grid("table2", _cells(["mtt", "ftd", "tesla", "datm"], ["cifar10", "cifar100", "tinyimagenet"], [1, 10, 50]),
-                   eval_models=5, note="the paper's Table 2 at the reference budget (GPU, experts required)"),
+                   eval_num_models=5, note="the paper's Table 2 at the reference budget (GPU, experts required)"),
     "fmnist-cpu": Grid(
-        "fmnist-cpu", _cells(["dc", "dsa", "dsac"], ["fashionmnist"], [1]), max_steps=30, eval_models=10,
+        "fmnist-cpu", _cells(["dc", "dsa", "dsac"], ["fashionmnist"], [1]), max_steps=30, eval_num_models=10,
         eval_epochs=300, overrides=["--model.init_args.batch_real=64"],
         method_overrides={"dsac": ["--model.init_args.outer_warmup=1"]},
         note="Fashion-MNIST IPC 1 (the full 60k/10k IDX files of Debian's dataset-fashion-mnist) on a shared 2-core "
@@ -147,7 +151,7 @@ GRIDS: dict[str, Grid] = {
         "augmentation (none for DC, DSA for DSA/DSAC), on all 10,000 test images",
     ),
     "tm-digits": Grid(
-        "tm-digits", _demo_cells(["mtt", "ftd", "tesla", "datm"], "digits", 1, baseline_of="mtt"), eval_models=5,
+        "tm-digits", _demo_cells(["mtt", "ftd", "tesla", "datm"], "digits", 1, baseline_of="mtt"), eval_num_models=5,
         note="Trajectory matching on scikit-learn digits (1×8×8, 1437 train / 360 test images), IPC 1, one CPU "
         "thread: each method's CPU demo `configs/demo/digits_<method>_ipc1.yaml` as written (ConvNet width 32 "
         "depth 2, experts trained on first use into ./buffers — 4 × 15 epochs, plain SGD for MTT/TESLA/DATM, "
@@ -168,7 +172,7 @@ def _machine() -> str:
 
 def _eval_kwargs(model: Any, grid: Grid) -> dict[str, Any]:
     kw = model.eval_kwargs()
-    kw["num_models"] = grid.eval_models
+    kw["num_models"] = grid.eval_num_models
     if grid.eval_epochs is not None:
         kw["epochs"] = grid.eval_epochs
     return kw
@@ -242,16 +246,19 @@ def summarise(grid: Grid, done: dict[str, list[dict[str, Any]]]) -> tuple[str, s
 
 
 def run_grid(name: str, seeds: Sequence[int] = (0,), out: str | Path = "results",
-             trainer_config: str | Path = CONFIGS / "trainer" / "cpu.yaml", max_steps: int | None = None,
-             eval_models: int | None = None, only: Sequence[str] | None = None) -> Path:
+             trainer_config: str | Path = "trainer/cpu", max_steps: int | None = None,
+             eval_num_models: int | None = None, only: Sequence[str] | None = None,
+             eval_epochs: int | None = None) -> Path:
     """Run (or resume) grid ``name``; returns the Markdown path."""
     if name not in GRIDS:
         raise KeyError(f"unknown grid {name!r}; allowed: {', '.join(GRIDS)}")
     grid = GRIDS[name]
     if max_steps is not None:
         grid.max_steps = max_steps
-    if eval_models is not None:
-        grid.eval_models = eval_models
+    if eval_num_models is not None:
+        grid.eval_num_models = eval_num_models
+    if eval_epochs is not None:
+        grid.eval_epochs = eval_epochs
     out = Path(out)
     cache = out / grid.name
     done: dict[str, list[dict[str, Any]]] = {}
@@ -266,7 +273,7 @@ def run_grid(name: str, seeds: Sequence[int] = (0,), out: str | Path = "results"
         runs = []
         for seed in seeds:
             print(f"[run] {cell.key} seed {seed}", flush=True)
-            runs.append(run_cell(cell, grid, seed, Path(trainer_config)))
+            runs.append(run_cell(cell, grid, seed, resolve_config(trainer_config)))
         atomic_write_text(json.dumps({"cell": asdict(cell), "runs": runs}, indent=1), path)
         done[cell.key] = runs
         md, csv = summarise(grid, done)
@@ -279,17 +286,49 @@ def run_grid(name: str, seeds: Sequence[int] = (0,), out: str | Path = "results"
     return out / f"{grid.name}.md"
 
 
+def reproduce_command(
+    grid: str = "fmnist-cpu",
+    seeds: list[int] | None = None,
+    out: str = "results",
+    trainer_config: str = "trainer/cpu",
+    max_steps: int | None = None,
+    num_models: int | None = None,
+    epochs: int | None = None,
+    only: list[str] | None = None,
+) -> list[str]:
+    """Run (or resume) a reproduction grid of paper cells with and without SDC; write results/<grid>.md and .csv.
+
+    Args:
+        grid: the grid to run (``fmnist-cpu``, ``tm-digits``, ``table1``, ``table2``).
+        seeds: seeds of every cell (default: 0).
+        out: directory of the tables and of the per-cell cache ``<out>/<grid>/``.
+        trainer_config: the trainer preset (a file or a packaged name: ``trainer/cpu``, ``trainer/gpu``, …).
+        max_steps: override the grid's synthetic-set updates per cell.
+        num_models: override the grid's fresh evaluation networks per cell.
+        epochs: override the grid's training epochs of each evaluation network.
+        only: cell keys to run (default: all), e.g. ``dsa_fashionmnist_ipc1_sdc``.
+
+    Returns:
+        The Markdown and CSV tables written.
+    """
+    if grid not in GRIDS:
+        raise UsageError(f"--grid {grid!r}: unknown; allowed: {', '.join(GRIDS)}")
+    for name, value in (("max_steps", max_steps), ("num_models", num_models), ("epochs", epochs)):
+        if value is not None and value < 1:
+            raise UsageError(f"--{name} must be >= 1, got {value}")
+    keys = {c.key for c in GRIDS[grid].cells}
+    unknown = sorted(set(only or ()) - keys)
+    if unknown:
+        raise UsageError(f"--only {', '.join(unknown)}: not a cell of {grid}; allowed: {', '.join(sorted(keys))}")
+    md = run_grid(grid, seeds or [0], out, trainer_config, max_steps, num_models, only, epochs)
+    return [str(md), str(md.with_suffix(".csv"))]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--grid", default="fmnist-cpu", choices=sorted(GRIDS))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--out", default="results")
-    p.add_argument("--trainer-config", default=str(CONFIGS / "trainer" / "cpu.yaml"))
-    p.add_argument("--max-steps", type=int, default=None, help="override the grid's iteration budget")
-    p.add_argument("--eval-models", type=int, default=None)
-    p.add_argument("--only", nargs="*", default=None, help="cell keys to run (default: all)")
-    a = p.parse_args(argv)
-    run_grid(a.grid, a.seeds, a.out, a.trainer_config, a.max_steps, a.eval_models, a.only)
+    """``python -m lightning_sdc.experiments [options]`` = ``lightning-sdc reproduce [options]``."""
+    from lightning_sdc.cli import main as cli_main
+
+    cli_main(["reproduce", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

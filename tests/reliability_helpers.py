@@ -119,7 +119,7 @@ def run_config(model: dict[str, Any], data: dict[str, Any], run_dir: Path, steps
         *(extra_callbacks or []),
     ]
     return {
-        "seed_everything": 0,
+        "seed_everything": model["init_args"].get("seed", 0),  # the method's seed follows it
         "model": model,
         "data": data,
         "trainer": {"accelerator": "cpu", "devices": 1, "precision": "32-true", "max_steps": steps,
@@ -141,7 +141,7 @@ def cli_config(model: dict[str, Any], data: dict[str, Any], root: Path, steps: i
         trainer["limit_val_batches"] = 0
     else:
         trainer["val_check_interval"] = val_check_interval
-    return {"seed_everything": 0, "model": model, "data": data, "trainer": trainer}
+    return {"seed_everything": model["init_args"].get("seed", 0), "model": model, "data": data, "trainer": trainer}
 
 
 def dc_model(**overrides: Any) -> dict[str, Any]:

@@ -143,7 +143,7 @@ def full_run(tmp_path_factory):
         "images": SyntheticImageLogger(every_n_steps=2),
         "export": SyntheticSetExporter(),
     }
-    model = ToyMethod(eval_models=1)
+    model = ToyMethod(eval_num_models=1)
     trainer = _trainer(tmp, 4, cbs.values(), logger=logger, log_every_n_steps=1)
     trainer.fit(model, datamodule=_dm())
     return SimpleNamespace(trainer=trainer, model=model, cbs=cbs, log_dir=Path(logger.log_dir))

@@ -1,24 +1,46 @@
-"""The command line: console script, subcommands, and every YAML under configs/ resolving."""
+"""The command line: top-level help, unknown/refused subcommands, short names, links, seeds, step budget,
+packaged config names, the unified-``lightning`` guard. Every README/docs command and every config run in
+tests/test_commands.py."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
-from lightning_sdc.cli import SUBCOMMANDS, main
+from lightning_sdc.cli import (
+    LIGHTNING_SUBCOMMANDS,
+    SUBCOMMANDS,
+    UsageError,
+    build_cli,
+    build_in_memory_cli,
+    main,
+    packaged_configs,
+    resolve_config,
+    run,
+    usage,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINER_CONFIGS = sorted((ROOT / "configs" / "trainer").glob("*.yaml"))
-RUN_CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "trainer")
+#: a tiny DC run on digits (no training happens unless a test fits it)
+TINY = ["--config", "trainer/cpu", "--config", "demo/digits_dc_ipc1", "--model.init_args.arch_kwargs={width: 8, depth: 1}",
+        "--model.init_args.batch_real=8"]
 
 
-def test_python_m_help():
-    out = subprocess.run([sys.executable, "-m", "lightning_sdc", "--help"], capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
-    assert "fit" in out.stdout and "evaluate" in out.stdout
+def test_help_lists_every_subcommand_with_a_description(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    for name in [*LIGHTNING_SUBCOMMANDS, *SUBCOMMANDS]:
+        assert name in lines, name
+        assert len(lines[name].split()) >= 4, f"{name} has no description: {lines[name]!r}"
+    assert "predict" not in lines
+    assert usage() in out
 
 
 @pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
@@ -26,39 +48,193 @@ def test_subcommand_help(name, capsys):
     with pytest.raises(SystemExit) as exc:
         main([name, "--help"])
     assert exc.value.code == 0
-    assert "usage" in capsys.readouterr().out.lower()
+    out = capsys.readouterr().out
+    assert f"lightning-sdc {name}" in out and "usage" in out.lower()
 
 
-def _print_config(configs: list[Path], capsys) -> str:
-    args = ["fit"]
-    for c in configs:
-        args += ["--config", str(c)]
+def test_unknown_subcommand_lists_every_subcommand(capsys):
     with pytest.raises(SystemExit) as exc:
-        main(args + ["--print_config"])
-    captured = capsys.readouterr()
-    assert exc.value.code == 0, captured.err
-    return captured.out
+        main(["evalute", "x.pt"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "did you mean 'evaluate'" in err
+    for name in [*LIGHTNING_SUBCOMMANDS, *SUBCOMMANDS]:
+        assert name in err
 
 
-def test_there_are_configs():
-    assert len(TRAINER_CONFIGS) >= 4 and len(RUN_CONFIGS) >= 27
+def test_predict_is_refused_with_the_reason():
+    with pytest.raises(UsageError, match="predict: not available: .*lightning-sdc evaluate"):
+        run(["predict", "--config", "demo/digits_dc_ipc1"])
 
 
-@pytest.mark.parametrize("config", RUN_CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
-def test_every_config_resolves(config, capsys):
-    out = _print_config([ROOT / "configs" / "trainer" / "cpu.yaml", config], capsys)
-    assert "class_path: lightning_sdc.methods" in out
-    assert "dataset:" in out
+def test_console_call_emits_no_lightningcli_args_warning(monkeypatch, capsys):
+    """The console script passes sys.argv through: LightningCLI's "args and sys.argv" warning never fires."""
+    monkeypatch.setattr(sys, "argv", ["lightning-sdc", "fit", *TINY, "--print_config"])
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(SystemExit) as exc:
+        warnings.simplefilter("always")
+        main()
+    assert exc.value.code == 0
+    assert not [w for w in caught if "args parameter" in str(w.message)]
+    assert "args parameter" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("trainer", TRAINER_CONFIGS, ids=lambda p: p.name)
-def test_every_trainer_preset_resolves(trainer, capsys):
-    demo = sorted((ROOT / "configs" / "demo").glob("*.yaml"))[0]
-    out = _print_config([trainer, demo], capsys)
-    assert "accelerator:" in out
+# ---------------------------------------------------------------------- packaged configs
+def test_packaged_config_names_resolve_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    target = ROOT / "lightning_sdc" / "configs" / "dsa" / "fashionmnist_ipc1.yaml"
+    for name in ("dsa/fashionmnist_ipc1", "dsa/fashionmnist_ipc1.yaml", "configs/dsa/fashionmnist_ipc1.yaml"):
+        assert resolve_config(name).resolve() == target.resolve()
+    local = tmp_path / "mine.yaml"
+    local.write_text("trainer: {max_steps: 3}\n")
+    assert resolve_config("mine.yaml") == Path("mine.yaml")  # a file wins over a packaged name
+    with pytest.raises(UsageError, match=r"--config dsa/fashionmnist_ipc2: no such file .*dsa/fashionmnist_ipc1"):
+        resolve_config("dsa/fashionmnist_ipc2")
 
 
-def test_unknown_method_is_a_clear_error(capsys):
+def test_configs_subcommand_lists_the_packaged_configs(capsys):
+    names = run(["configs"])
+    assert names == packaged_configs() and "dsa/fashionmnist_ipc1" in names and "trainer/cpu" in names
+    assert len(names) == len(list((ROOT / "configs").rglob("*.yaml")))
+    assert run(["configs", "--group", "trainer"]) == ["trainer/cpu", "trainer/ddp", "trainer/ddp_cpu", "trainer/gpu"]
+    with pytest.raises(UsageError, match="no group 'nope'; allowed: datm, dc"):
+        run(["configs", "--group", "nope"])
+
+
+# ---------------------------------------------------------------------- short names and links
+@pytest.mark.parametrize("model", ["dsa", "DSA", "lightning_sdc.methods.DSA"])
+@pytest.mark.parametrize("data", ["RealDataModule", "realdatamodule"])
+def test_short_model_and_data_names(model, data):
+    from lightning_sdc.data import RealDataModule
+    from lightning_sdc.methods import DSA
+
+    cli = build_cli(["--model", model, "--data", data, "--data.init_args.dataset", "digits",
+                     "--model.init_args.ipc", "1", "--trainer.logger=false"], run=False)
+    assert type(cli.model) is DSA and type(cli.datamodule) is RealDataModule
+    assert cli.model.hparams.dataset == "digits" == cli.datamodule.dataset  # given once, on the DataModule
+
+
+def test_expert_datamodule_short_name_and_network_given_once(tmp_path):
+    from lightning_sdc.experts import ExpertTrajectoryDataModule
+    from lightning_sdc.methods import MTT
+
+    cli = build_cli(["--model", "mtt", "--data", "ExpertTrajectoryDataModule", "--data.init_args.dataset", "digits",
+                     f"--data.init_args.buffer_dir={tmp_path}", "--data.init_args.zca=true",
+                     "--model.init_args.ipc=1", "--model.init_args.arch_kwargs={width: 8, depth: 1}",
+                     "--seed_everything=7", "--trainer.logger=false"], run=False)
+    model, dm = cli.model, cli.datamodule
+    assert type(model) is MTT and type(dm) is ExpertTrajectoryDataModule
+    assert dm.arch_kwargs == {"width": 8, "depth": 1} == model.arch_kwargs and dm.arch == model.arch == "ConvNet"
+    assert model.hparams.zca is True and dm.zca is True
+    assert model.seed == 7 == dm.seed
+    # Lightning merges method and DataModule hparams for the logger and refuses any key (but LightningCLI's
+    # _class_path) whose values differ in type or value (pytorch_lightning.loggers.utilities._log_hyperparams)
+    shared = (model.hparams_initial.keys() & dm.hparams_initial.keys()) - {"_class_path"}
+    assert {"dataset", "zca", "arch", "arch_kwargs", "seed"} <= shared
+    clashes = [k for k in shared if type(model.hparams_initial[k]) is not type(dm.hparams_initial[k])
+               or model.hparams_initial[k] != dm.hparams_initial[k]]
+    assert not clashes
+
+
+@pytest.mark.parametrize("arg, source", [(["--model.init_args.dataset=mnist"], "--data.init_args.dataset"),
+                                         (["--model.init_args.seed", "3"], "--seed_everything")])
+def test_linked_values_are_given_once(arg, source, tmp_path):
+    """jsonargparse would silently overwrite a different value given for a link's target: it is refused, naming the
+    source; an equal (redundant) value is accepted."""
+    key = arg[0][2:].split("=")[0]
+    with pytest.raises(UsageError, match=f"sets {key}=.*, but it follows {source}"):
+        run(["fit", *TINY, *arg])
+    config = tmp_path / "seed.yaml"
+    config.write_text("model:\n  init_args:\n    seed: 4\n    dataset: digits\n")
+    with pytest.raises(UsageError, match="seed.yaml sets model.init_args.seed=4, but it follows --seed_everything"):
+        build_cli([*TINY, "--config", str(config), "--trainer.logger=false"], run=False)
+    cli = build_cli([*TINY, "--config", str(config), "--seed_everything=4", "--trainer.logger=false"], run=False)
+    assert cli.model.seed == 4 and cli.model.hparams.dataset == "digits"
+
+
+def test_seed_everything_seeds_the_method_and_two_seeds_give_different_sets():
+    def images(seed: int) -> torch.Tensor:
+        cli = build_in_memory_cli(["trainer/cpu", "demo/digits_dc_ipc1"], seed,
+                                  ["--trainer.max_steps=1", *TINY[4:]])
+        assert cli.model.seed == seed
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        return cli.model.synset.images.detach().clone()
+
+    a, b, a2 = images(1), images(2), images(1)
+    assert torch.equal(a, a2)
+    assert not torch.allclose(a, b)
+
+
+def test_seed_everything_true_is_refused(capsys):
     with pytest.raises(SystemExit):
-        main(["fit", "--model", "NoSuchMethod", "--print_config"])
-    assert "NoSuchMethod" in capsys.readouterr().err
+        build_cli([*TINY, "--seed_everything=true", "--trainer.logger=false"], run=False)
+    assert "give an integer" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- the step budget
+@pytest.mark.parametrize("args, match", [
+    (["--trainer.max_epochs=1", "--trainer.max_steps=-1"], r"--trainer.max_epochs 1: distillation has no epochs"),
+    (["--trainer.max_epochs=1"], r"--trainer.max_epochs 1: .*--trainer.max_steps N"),
+    (["--trainer.max_steps=-1"], r"would never end"),
+])
+def test_epoch_budgets_and_endless_runs_are_refused(args, match):
+    with pytest.raises(UsageError, match=match):
+        run(["fit", *TINY, *args])
+
+
+def test_max_time_alone_is_a_budget():
+    cli = build_cli([*TINY, "--trainer.max_steps=-1", "--trainer.max_time=00:00:00:05", "--trainer.logger=false"],
+                    run=False)
+    assert cli.trainer.max_steps == -1
+
+
+# ---------------------------------------------------------------------- the unified `lightning` package
+def test_unified_lightning_class_paths_are_refused_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", *TINY, "--trainer.callbacks=lightning.pytorch.callbacks.ModelCheckpoint"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "unified `lightning` package" in err and "pytorch-lightning" in err
+    assert "pytorch_lightning.callbacks.ModelCheckpoint" in err
+    config = tmp_path / "cb.yaml"
+    config.write_text("trainer:\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.EarlyStopping\n")
+    with pytest.raises(UsageError, match=r"--config .*cb.yaml names 'lightning.pytorch.callbacks.EarlyStopping'"):
+        run(["fit", *TINY, "--config", str(config)])
+
+
+def test_unified_lightning_callback_in_the_api_is_one_clear_error():
+    import pytorch_lightning as pl
+
+    from lightning_sdc.data import RealDataModule
+    from lightning_sdc.methods import DC
+
+    class ModelCheckpoint(pl.Callback):  # stands for lightning.pytorch.callbacks.ModelCheckpoint
+        pass
+
+    ModelCheckpoint.__module__ = "lightning.pytorch.callbacks.model_checkpoint"
+    model = DC("digits", 1, arch_kwargs={"width": 8, "depth": 1}, batch_real=8)
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, limit_val_batches=0, callbacks=[ModelCheckpoint()])
+    with pytest.raises(TypeError, match=r"unified `lightning` package; lightning_sdc uses `pytorch-lightning`: use "
+                                        r"pytorch_lightning\.callbacks\.model_checkpoint\.ModelCheckpoint"):
+        trainer.fit(model, RealDataModule("digits"))
+    assert trainer.global_step == 0
+
+
+# ---------------------------------------------------------------------- loggers
+def test_tensorboard_logger_works(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard", reason="the `tensorboard` extra (installed by the dev extras)")
+    monkeypatch.chdir(tmp_path)
+    cli = run(["fit", *TINY, "--trainer.logger=TensorBoardLogger", "--trainer.logger.save_dir=tb",
+               "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--model.init_args.eval_num_models=1",
+               "--model.init_args.eval_epochs=1", "--trainer.enable_progress_bar=false"])
+    assert cli.trainer.global_step == 2
+    events = list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    assert (events[0].parent / "synthetic" / "synset.pt").is_file()
+
+
+def test_theory_prints_what_it_wrote(tmp_path, capsys):
+    main(["theory", "--figure", "4c", "--quick", "true", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'fig4c.png'}" in out

@@ -115,7 +115,7 @@ def test_coreset_command_writes_and_evaluates(tmp_path, digits):
         epochs=2,
         batch_size=128,
         eval_arch_kwargs=SMALL,
-        eval_models=2,
+        eval_num_models=2,
         eval_epochs=20,
         eval_augment="none",
         device="cpu",

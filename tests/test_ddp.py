@@ -41,7 +41,7 @@ class SaveImagesPerRank(pl.Callback):
 
 
 def gm_model(cls=DC):
-    return cls("digits", 1, arch_kwargs=SMALL, batch_real=16, seed=3, eval_models=1, eval_epochs=1)
+    return cls("digits", 1, arch_kwargs=SMALL, batch_real=16, seed=3, eval_num_models=1, eval_epochs=1)
 
 
 def run_ddp(model: pl.LightningModule, dm: pl.LightningDataModule, out: Path) -> list[dict]:

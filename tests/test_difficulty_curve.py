@@ -1,4 +1,4 @@
-"""The Figure 1a driver ``python -m lightning_sdc.difficulty.curve``: a tiny DSA run on digits, with and without
+"""The Figure 1a driver ``lightning-sdc gradn-curve``: a tiny DSA run on digits, with and without
 SDC, writes both curves (npz) and the plot (png)."""
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from lightning_sdc.cli import UsageError
+from lightning_sdc.cli import run as cli_run
 from lightning_sdc.difficulty import curve
 
 DIGITS_DSA = curve.CONFIGS / "demo" / "digits_dsa_ipc1.yaml"
@@ -16,11 +18,9 @@ DIGITS_DSA = curve.CONFIGS / "demo" / "digits_dsa_ipc1.yaml"
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("curve")
-    argv = [
-        "--config", str(DIGITS_DSA), "--steps", "3", "--every", "1", "--networks", "2",
-        "--sdc-lambda", "1.0", "--out", str(tmp / "fig" / "gradn_curve"), "--workdir", str(tmp / "work"),
-    ]  # fmt: skip
-    return tmp, curve.main(argv)
+    kwargs = dict(run_config=str(DIGITS_DSA), steps=3, every=1, num_networks=2, sdc_lambda=1.0,
+                  out=str(tmp / "fig" / "gradn_curve"), workdir=str(tmp / "work"))
+    return tmp, curve.gradn_curve(**kwargs)
 
 
 def test_curve_driver_writes_both_curves_and_the_plot(tiny):
@@ -48,11 +48,12 @@ def test_curve_driver_writes_both_curves_and_the_plot(tiny):
 @pytest.mark.parametrize(
     "argv, match",
     [
-        (["--sdc-lambda", "0"], "sdc-lambda"),
-        (["--steps", "0"], "--steps"),
-        (["--config", "no/such.yaml"], "no/such.yaml"),
+        (["--sdc_lambda", "0"], "--sdc_lambda must be a finite number > 0"),
+        (["--steps", "0"], "--steps must be >= 1, got 0"),
+        (["--run_config", "no/such.yaml"], "--run_config no/such.yaml: no such file"),
+        (["--source", "nope"], "--source 'nope': allowed: auto"),
     ],
 )
 def test_curve_driver_rejects_bad_arguments_before_running(argv, match):
-    with pytest.raises((ValueError, FileNotFoundError), match=match):
-        curve.main(argv)
+    with pytest.raises(UsageError, match=match):
+        cli_run(["gradn-curve", *argv])

@@ -11,7 +11,7 @@ import pytest
 from lightning_sdc import experiments
 from lightning_sdc.experiments import RANDOM, Cell, Grid, run_grid
 
-DEMO = "configs/demo/digits_dc_ipc1.yaml"
+DEMO = "demo/digits_dc_ipc1"  # a packaged config name
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def tiny_grid(monkeypatch: pytest.MonkeyPatch) -> tuple[Grid, list[str]]:
     """One DC + SDC cell on digits (2 updates of a width-8 ConvNet) and a Random row under DC's protocol;
     every evaluation is 1 network × 2 epochs. Returns the grid and the keys ``run_cell`` was called with."""
     grid = Grid("tiny", [Cell("dc", "digits", 1, True, DEMO), Cell(RANDOM, "digits", 1, False, DEMO)],
-                max_steps=2, eval_models=1, eval_epochs=2,
+                max_steps=2, eval_num_models=1, eval_epochs=2,
                 overrides=["--model.init_args.batch_real=8", "--model.init_args.arch_kwargs={width: 8, depth: 2}"],
                 note="test grid")
     monkeypatch.setitem(experiments.GRIDS, grid.name, grid)
@@ -65,6 +65,7 @@ def test_grid_runs_writes_tables_and_resumes_without_recompute(tiny_grid, tmp_pa
 
 def test_cells_and_grids_are_validated() -> None:
     assert Cell("mtt", "cifar10", 1, False).config == experiments.CONFIGS / "mtt" / "cifar10_ipc1.yaml"
+    assert Cell("mtt", "digits", 1, True, "demo/digits_mtt_ipc1").config.exists()
     assert Cell("mtt", "digits", 1, True, "configs/demo/digits_mtt_ipc1.yaml").config.exists()
     assert all(c.config.exists() for c in experiments.GRIDS["tm-digits"].cells)
     with pytest.raises(ValueError, match="no SDC variant"):

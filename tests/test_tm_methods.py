@@ -34,7 +34,7 @@ def make_dm(buffer_dir: Path, **kw) -> ExpertTrajectoryDataModule:
 
 def make(name: str, **kw):
     args = {"arch_kwargs": AK, "syn_steps": 3, "lr_img": 10.0, "lr_lr": 1e-4, "syn_lr": 0.01, "eval_epochs": 5,
-            "eval_models": 1, **EXTRA.get(name, {}), **kw}
+            "eval_num_models": 1, **EXTRA.get(name, {}), **kw}
     return METHODS[name]("digits", 1, **args)
 
 
@@ -281,7 +281,7 @@ def test_mtt_demo_config_beats_random(demo_dir: Path, monkeypatch: pytest.Monkey
     cli, ours, rnd = run_demo(
         "mtt", demo_dir, monkeypatch, "--data.init_args.buffer_dir=buffers/quick", "--data.init_args.train_num_experts=2",
         "--data.init_args.train_epochs=10", "--trainer.max_steps=60", "--trainer.val_check_interval=60",
-        "--model.init_args.eval_models=3",
+        "--model.init_args.eval_num_models=3",
     )
     assert (demo_dir / "buffers" / "quick" / "manifest.json").exists()
     assert cli.trainer.global_step == 60 and "eval/acc_mean" in cli.trainer.callback_metrics

@@ -33,7 +33,7 @@ class CrossArchEvaluation(pl.Callback):
 
     Args:
         archs: architecture names (default: the paper's six).
-        num_models: networks per architecture (default: the method's ``eval_models``).
+        num_models: networks per architecture (default: the method's ``eval_num_models``).
         epochs, lr, batch_size, augment: override the method's evaluation protocol (``None``: the method's).
         arch_kwargs: per-architecture ``build_network`` options, e.g. ``{"ConvNet": {"width": 32}}``. By
             default the method's evaluation architecture gets the method's evaluation options and the others

@@ -56,7 +56,7 @@ def coreset_command(
     evaluate: bool = True,
     eval_arch: str = "ConvNet",
     eval_arch_kwargs: dict[str, Any] | None = None,
-    eval_models: int = 5,
+    eval_num_models: int = 5,
     eval_epochs: int = 300,
     eval_augment: str = "dc",
     device: str = "auto",
@@ -87,10 +87,10 @@ def coreset_command(
         never_learned: Forgetting count of never-learned examples: ``max`` (Toneva) | ``zero`` (DeepCore) |
             ``inf``.
         runs: Forgetting: training runs whose counts are summed.
-        evaluate: train ``eval_models`` fresh networks on the set and report test accuracy.
+        evaluate: train ``eval_num_models`` fresh networks on the set and report test accuracy.
         eval_arch: evaluation architecture.
         eval_arch_kwargs: evaluation network options.
-        eval_models: fresh evaluation networks.
+        eval_num_models: fresh evaluation networks.
         eval_epochs: their training epochs (DC: 300).
         eval_augment: ``dc`` (DC's protocol) | ``dsa`` | ``none``.
         device: ``cpu`` | ``cuda`` | ``auto``.
@@ -138,13 +138,13 @@ def coreset_command(
     path = synset.save(stem.with_suffix(".pt"), png=True)
     summary: dict[str, Any] = {"path": str(path), "method": method, "dataset": spec.name, "ipc": ipc}
     if evaluate:
-        with quiet_mode(quiet), progress(total=eval_models * (eval_epochs + 1), desc=f"evaluate {eval_arch}",
+        with quiet_mode(quiet), progress(total=eval_num_models * (eval_epochs + 1), desc=f"evaluate {eval_arch}",
                                          unit="epoch") as bar:
             res = evaluate_synset(
                 synset.to(dev),
                 spec,
                 arch=eval_arch,
-                num_models=eval_models,
+                num_models=eval_num_models,
                 epochs=eval_epochs,
                 augment=eval_augment,
                 seed=seed,

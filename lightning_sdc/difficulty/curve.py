@@ -1,7 +1,7 @@
 """The GraDN curve of a distillation run with and without SDC (the paper's Figure 1a for GM, 1c for TM).
 
-``python -m lightning_sdc.difficulty.curve`` runs one method config twice from the same seed — λ = 0 and
-λ = ``--sdc-lambda`` (eq. 11 for GM, eq. 12 for TM) — with a :class:`~lightning_sdc.callbacks.GraDNTracker`
+``lightning-sdc gradn-curve`` (``python -m lightning_sdc.difficulty.curve``) runs one method config twice from
+the same seed — λ = 0 and λ = ``--sdc_lambda`` (eq. 11 for GM, eq. 12 for TM) — with a :class:`~lightning_sdc.callbacks.GraDNTracker`
 attached, and writes
 
 * ``<out>.npz``: for each run (``base`` and ``sdc``) the measured steps, the raw mean GraDN of the synthetic set
@@ -13,18 +13,18 @@ attached, and writes
 
 and prints the start and end values of each curve.
 
-The tracker's ensemble (``--source``) is fixed for the whole run, so the curve follows the synthetic set:
+The tracker's ensemble (``--source``, ``--num_networks``) is fixed for the whole run, so the curve follows the synthetic set:
 ``init`` = freshly initialised networks (what GM matches at), ``experts`` = expert snapshots (TM),
-``trained`` = networks trained ``--train-epochs`` epochs on the real training split (Θ_t of Definition 2),
+``trained`` = networks trained ``--train_epochs`` epochs on the real training split (Θ_t of Definition 2),
 ``auto`` = experts when the DataModule has a buffer, else fresh initialisations. The default config is the
 CPU-sized ``make demo`` DSA run on ``mnist5k`` (ConvNet width 32, depth 3, IPC 1, 64 real images per class).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,11 +34,12 @@ import numpy as np
 import pytorch_lightning as pl
 
 from lightning_sdc.callbacks.gradn import SOURCES, GraDNTracker, curve_summary, plot_gradn_curves
+from lightning_sdc.cli import CONFIG_DIR as CONFIGS
 from lightning_sdc.difficulty.grad_norms import METHODS
 from lightning_sdc.io import atomic_write, atomic_write_text
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-DEFAULT_CONFIG = CONFIGS / "demo" / "mnist5k_dsa_ipc1.yaml"
+#: the default config (a packaged config name)
+DEFAULT_CONFIG = "demo/mnist5k_dsa_ipc1"
 #: the per-step quantity the GM methods log: mean over classes of ‖∇θ L_syn,c‖ at the matching network
 INLOOP_METRIC = "sdc/grad_norm_mean"
 RUNS = ("base", "sdc")
@@ -163,85 +164,115 @@ def summary_lines(runs: dict[str, dict[str, Any]], sdc_lambda: float, ema: float
     return lines
 
 
-def _repo_relative(path: Path) -> str:
-    """``path`` relative to the repository root when it lies inside it (portable settings), else as given."""
+def _portable(path: Path) -> str:
+    """``path`` as its packaged config name when it is one (portable settings), else as given."""
     try:
-        return str(path.resolve().relative_to(CONFIGS.parent))
+        return str(path.resolve().relative_to(CONFIGS).with_suffix(""))
     except ValueError:
         return str(path)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m lightning_sdc.difficulty.curve",
-        description="GraDN of the synthetic set during distillation, with and without SDC (Figure 1a/1c).",
-    )
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="method config (default: %(default)s)")
-    p.add_argument(
-        "--steps", type=int, default=200, help="synthetic-set updates per run (default: %(default)s)"
-    )
-    p.add_argument("--sdc-lambda", type=float, default=1.0, help="λ of the SDC run (default: %(default)s)")
-    p.add_argument("--every", type=int, default=10, help="measure every N updates (default: %(default)s)")
-    p.add_argument("--networks", type=int, default=4, help="tracker ensemble size (default: %(default)s)")
-    p.add_argument(
-        "--source", default="auto", choices=SOURCES, help="tracker ensemble (default: %(default)s)"
-    )
-    p.add_argument("--train-epochs", type=int, default=3, help="epochs of each network for --source trained")
-    p.add_argument("--ema", type=float, default=0.9, help="EMA coefficient of the smoothed curve")
-    p.add_argument("--grad-method", default="auto", choices=METHODS, help="per-sample gradients: vmap | loop")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--accelerator", default="cpu", help="Lightning accelerator (default: %(default)s)")
-    p.add_argument("--out", default="docs/figures/gradn_curve", help="output stem: <out>.npz and <out>.png")
-    p.add_argument("--workdir", default="runs/gradn_curve", help="where the tracker CSVs go")
-    return p
+def gradn_curve(
+    run_config: str = DEFAULT_CONFIG,
+    steps: int = 200,
+    sdc_lambda: float = 1.0,
+    every: int = 10,
+    num_networks: int = 4,
+    source: str = "auto",
+    train_epochs: int = 3,
+    ema: float = 0.9,
+    grad_method: str = "auto",
+    seed: int = 0,
+    accelerator: str = "cpu",
+    out: str = "docs/figures/gradn_curve",
+    workdir: str = "runs/gradn_curve",
+) -> dict[str, Any]:
+    """Check, run both distillations and write the figure; returns the runs, the output paths and the settings
+    (arguments: :func:`gradn_curve_command`)."""
+    from lightning_sdc.cli import UsageError, resolve_config
 
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse, check, run both distillations and write the figure; returns the runs and the output paths."""
-    a = parser().parse_args(argv)
-    config = Path(a.config)
-    if not config.is_file():
-        raise FileNotFoundError(f"--config {config}: no such file")
-    for name, value in (("--steps", a.steps), ("--every", a.every), ("--networks", a.networks),
-                        ("--train-epochs", a.train_epochs)):  # fmt: skip
+    path = resolve_config(run_config, "--run_config")
+    for name, value in (("steps", steps), ("every", every), ("num_networks", num_networks),
+                        ("train_epochs", train_epochs)):  # fmt: skip
         if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    if not (a.sdc_lambda > 0 and math.isfinite(a.sdc_lambda)):
-        raise ValueError(f"--sdc-lambda must be a finite number > 0 (the SDC run), got {a.sdc_lambda}")
-    if not 0 <= a.ema < 1:
-        raise ValueError(f"--ema must be in [0, 1), got {a.ema}")
+            raise UsageError(f"--{name} must be >= 1, got {value}")
+    if not (sdc_lambda > 0 and math.isfinite(sdc_lambda)):
+        raise UsageError(f"--sdc_lambda must be a finite number > 0 (the SDC run), got {sdc_lambda}")
+    if not 0 <= ema < 1:
+        raise UsageError(f"--ema must be in [0, 1), got {ema}")
+    if source not in SOURCES:
+        raise UsageError(f"--source {source!r}: allowed: {', '.join(SOURCES)}")
+    if grad_method not in METHODS:
+        raise UsageError(f"--grad_method {grad_method!r}: allowed: {', '.join(METHODS)}")
     from lightning_sdc.demo import _quiet
 
     _quiet()
-    workdir, out = Path(a.workdir), Path(a.out)
+    workdir_path, out_path = Path(workdir), Path(out)
     runs = {
         name: track_run(
-            config,
-            lam,
-            steps=a.steps,
-            every=a.every,
-            networks=a.networks,
-            source=a.source,
-            ema=a.ema,
-            train_epochs=a.train_epochs,
-            method=a.grad_method,
-            seed=a.seed,
-            accelerator=a.accelerator,
-            workdir=workdir / name,
+            path, lam, steps=steps, every=every, networks=num_networks, source=source, ema=ema,
+            train_epochs=train_epochs, method=grad_method, seed=seed, accelerator=accelerator,
+            workdir=workdir_path / name,
         )  # fmt: skip
-        for name, lam in zip(RUNS, (0.0, a.sdc_lambda))
+        for name, lam in zip(RUNS, (0.0, sdc_lambda))
     }
     settings = {
-        "config": _repo_relative(config), "config_name": config.stem, "steps": a.steps, "sdc_lambda": a.sdc_lambda,
-        "every": a.every, "networks": a.networks, "source": runs["base"]["source"], "ema": a.ema,
-        "train_epochs": a.train_epochs, "seed": a.seed,
+        "config": _portable(path), "config_name": path.stem, "steps": steps, "sdc_lambda": sdc_lambda,
+        "every": every, "networks": num_networks, "source": runs["base"]["source"], "ema": ema,
+        "train_epochs": train_epochs, "seed": seed,
     }  # fmt: skip
-    paths = save_curves(runs, out, settings, a.ema)
-    lines = summary_lines(runs, a.sdc_lambda, a.ema)
-    atomic_write_text("\n".join(lines) + "\n", workdir / "summary.txt")
+    paths = save_curves(runs, out_path, settings, ema)
+    lines = summary_lines(runs, sdc_lambda, ema)
+    atomic_write_text("\n".join(lines) + "\n", workdir_path / "summary.txt")
     print("\n".join(lines))
-    print(f"wrote {paths['npz']} and {paths['png']}")
     return {"runs": runs, "paths": paths, "settings": settings}
+
+
+def gradn_curve_command(
+    run_config: str = DEFAULT_CONFIG,
+    steps: int = 200,
+    sdc_lambda: float = 1.0,
+    every: int = 10,
+    num_networks: int = 4,
+    source: str = "auto",
+    train_epochs: int = 3,
+    ema: float = 0.9,
+    grad_method: str = "auto",
+    seed: int = 0,
+    accelerator: str = "cpu",
+    out: str = "docs/figures/gradn_curve",
+    workdir: str = "runs/gradn_curve",
+) -> list[str]:
+    """GraDN of the synthetic set during distillation, with and without SDC (Figure 1a/1c): writes .npz and .png.
+
+    Args:
+        run_config: the distillation config (a file or a packaged name; default ``demo/mnist5k_dsa_ipc1``).
+        steps: synthetic-set updates per run.
+        sdc_lambda: λ of the SDC run (> 0; the other run has λ = 0).
+        every: measure every N updates.
+        num_networks: size of the tracker's ensemble.
+        source: the tracker's ensemble: auto | init | experts | trained.
+        train_epochs: epochs of each network for ``source=trained``.
+        ema: EMA coefficient of the smoothed curve.
+        grad_method: per-sample gradients: auto | vmap | loop.
+        seed: seed of both runs and of the tracker.
+        accelerator: Lightning accelerator.
+        out: output stem: ``<out>.npz`` and ``<out>.png``.
+        workdir: where the tracker CSVs and ``summary.txt`` go.
+
+    Returns:
+        The ``.npz`` and ``.png`` written.
+    """
+    result = gradn_curve(run_config, steps, sdc_lambda, every, num_networks, source, train_epochs, ema, grad_method,
+                         seed, accelerator, out, workdir)
+    return [str(result["paths"]["npz"]), str(result["paths"]["png"])]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m lightning_sdc.difficulty.curve [options]`` = ``lightning-sdc gradn-curve [options]``."""
+    from lightning_sdc.cli import main as cli_main
+
+    cli_main(["gradn-curve", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ What lives here:
   ``sdc_power`` (1: eq. 11/12, 2: Algorithms 1/2; see :mod:`lightning_sdc.matching.sdc`);
 * randomness from generators keyed on ``(seed, step, …)`` — never the global RNG — so that resuming from a
   checkpoint and DDP ranks reproduce the same draws (:meth:`generator`);
-* the validation loop = the evaluation protocol: ``eval_models`` fresh networks trained on a detached copy of
+* the validation loop = the evaluation protocol: ``eval_num_models`` fresh networks trained on a detached copy of
   the synthetic set, tested on the real test split (the DataModule's validation data), accuracy mean ± std
   logged as ``eval/acc_mean`` / ``eval/acc_std``. Under DDP every rank trains the same networks (same seeds)
   and tests its shard of the test split; the counts are summed across ranks.
@@ -105,6 +105,19 @@ def use_atomic_checkpoint_io(trainer: pl.Trainer) -> None:
         strategy.checkpoint_io = AtomicCheckpointIO()
 
 
+def check_pytorch_lightning(objects: Any) -> None:
+    """Raise a one-line ``TypeError`` for any object of the unified ``lightning`` package (``lightning.pytorch``):
+    this library is built on ``pytorch-lightning`` (``import pytorch_lightning``), and the two packages' classes
+    do not mix."""
+    for obj in objects:
+        module = type(obj).__module__
+        if module == "lightning" or module.startswith("lightning."):
+            name = f"{module}.{type(obj).__name__}"
+            fix = name.replace("lightning.pytorch", "pytorch_lightning").replace("lightning.fabric", "lightning_fabric")
+            raise TypeError(f"{name} is from the unified `lightning` package; lightning_sdc uses `pytorch-lightning`: "
+                            f"use {fix} (and pytorch_lightning.Trainer)")
+
+
 class DistillationModule(pl.LightningModule):
     """Base class of every distillation method (see the module docstring).
 
@@ -124,7 +137,10 @@ class DistillationModule(pl.LightningModule):
         arch: the network the method matches with (network registry name).
         arch_kwargs: extra ``build_network`` keywords (e.g. ``width``/``depth`` for CPU-sized runs).
         eval_arch: architecture of the evaluation networks (default ``arch``).
-        eval_models: fresh networks per evaluation.
+        eval_arch_kwargs: ``build_network`` options of the evaluation networks (default: ``arch_kwargs`` when
+            ``eval_arch`` is ``arch``, else none). Each ``eval_*`` hyperparameter is ``eval_`` + the name of the
+            same option of ``lightning-sdc evaluate``.
+        eval_num_models: fresh networks per evaluation.
         eval_epochs: training epochs of each evaluation network (300 DC, 1000 DSA/TM).
         eval_lr: evaluation lr (``None``: the learned ``syn_lr`` if any, else 0.01).
         eval_augment: ``"dsa"`` | ``"dc"`` | ``"none"``.
@@ -150,7 +166,8 @@ class DistillationModule(pl.LightningModule):
         arch: str = "ConvNet",
         arch_kwargs: dict[str, Any] | None = None,
         eval_arch: str | None = None,
-        eval_models: int = 5,
+        eval_arch_kwargs: dict[str, Any] | None = None,
+        eval_num_models: int = 5,
         eval_epochs: int = 300,
         eval_lr: float | None = None,
         eval_augment: str = "dsa",
@@ -167,7 +184,7 @@ class DistillationModule(pl.LightningModule):
         check_sdc_args(sdc_lambda, sdc_power)
         _check_positive("lr_img", lr_img)
         _check_positive("momentum_img", momentum_img, allow_zero=True)
-        _check_positive("eval_models", eval_models, integer=True)
+        _check_positive("eval_num_models", eval_num_models, integer=True)
         _check_positive("eval_epochs", eval_epochs, integer=True, allow_zero=True)
         _check_positive("eval_batch_size", eval_batch_size, integer=True)
         if eval_lr is not None:
@@ -184,13 +201,17 @@ class DistillationModule(pl.LightningModule):
         self.eval_arch = _network_name("eval_arch", eval_arch or arch, NETWORKS)
         if not isinstance(arch_kwargs, (dict, type(None))):
             raise ValueError(f"arch_kwargs must be a mapping of network options, got {arch_kwargs!r}")
-        options = network_options(self.arch)
-        unknown = sorted(set(arch_kwargs or {}) - set(options))
-        if unknown:
-            raise ValueError(
-                f"arch_kwargs has unknown option(s) {', '.join(unknown)} for arch={self.arch!r}; allowed: "
-                f"{', '.join(options) or 'none'}"
-            )
+        if not isinstance(eval_arch_kwargs, (dict, type(None))):
+            raise ValueError(f"eval_arch_kwargs must be a mapping of network options, got {eval_arch_kwargs!r}")
+        for key, name, kwargs in (("arch_kwargs", self.arch, arch_kwargs),
+                                  ("eval_arch_kwargs", self.eval_arch, eval_arch_kwargs)):
+            options = network_options(name)
+            unknown = sorted(set(kwargs or {}) - set(options))
+            if unknown:
+                raise ValueError(
+                    f"{key} has unknown option(s) {', '.join(unknown)} for {key[:-len('_kwargs')]}={name!r}; allowed: "
+                    f"{', '.join(options) or 'none'}"
+                )
         info = dataset_info(dataset)
         self.save_hyperparameters()
         self.info = info
@@ -198,6 +219,10 @@ class DistillationModule(pl.LightningModule):
         self.sdc_power = int(sdc_power)
         self.seed = int(seed)
         self.arch_kwargs = dict(arch_kwargs or {})
+        if eval_arch_kwargs is not None:
+            self.eval_arch_kwargs = dict(eval_arch_kwargs)
+        else:
+            self.eval_arch_kwargs = dict(self.arch_kwargs) if self.eval_arch == self.arch else {}
         self.synset = SyntheticSet.blank(
             num_classes=info.num_classes,
             ipc=ipc,
@@ -248,6 +273,13 @@ class DistillationModule(pl.LightningModule):
         return int(self.global_step)
 
     # ------------------------------------------------------------------ lifecycle
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """No callbacks of its own; refuses the unified ``lightning`` package's callbacks and loggers (Lightning calls
+        this hook first in ``fit``/``validate``/``test``, before any callback runs)."""
+        if self._trainer is not None:
+            check_pytorch_lightning([*self.trainer.callbacks, *self.trainer.loggers])
+        return []
+
     def setup(self, stage: str) -> None:
         """Check the DataModule matches, then initialise the synthetic set (before a checkpoint restore).
 
@@ -338,14 +370,14 @@ class DistillationModule(pl.LightningModule):
         """Keyword arguments of :func:`~lightning_sdc.evaluation.evaluate_synset` for this method's protocol."""
         return {
             "arch": self.eval_arch,
-            "num_models": self.hparams.eval_models,
+            "num_models": self.hparams.eval_num_models,
             "epochs": self.hparams.eval_epochs,
             "lr": self.hparams.eval_lr,
             "batch_size": self.hparams.eval_batch_size,
             "augment": self.hparams.eval_augment,
             "dsa_strategy": self.hparams.dsa_strategy,
             "seed": self.seed,
-            "network_kwargs": self.arch_kwargs if self.eval_arch == self.arch else {},
+            "network_kwargs": self.eval_arch_kwargs,
         }
 
     def eval_protocol(self) -> dict[str, Any]:
