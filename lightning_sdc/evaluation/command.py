@@ -33,6 +33,8 @@ def evaluate_command(
     device: str = "auto",
     out: str | None = None,
     quiet: bool = False,
+    metrics: list[str] | None = None,
+    full_data_epochs: int = 30,
 ) -> str:
     """Score a saved synthetic set: train fresh networks on it, report test accuracy per architecture.
 
@@ -63,6 +65,9 @@ def evaluate_command(
         device: cpu | cuda | auto.
         out: also write ``<out>.md`` and ``<out>.csv``.
         quiet: no progress bar (there is none either when stderr is not a terminal).
+        metrics: DD-Ranking's hlr | ior | lrs too (:mod:`lightning_sdc.evaluation.ddranking`), for every
+            architecture that finished, with the same protocol and network options.
+        full_data_epochs: epochs of the (cached) full-data network behind HLR.
 
     Returns:
         The Markdown table (also printed). If an architecture fails while training, the others still run, the
@@ -72,6 +77,10 @@ def evaluate_command(
     from lightning_sdc.evaluation.set_files import load_set
     from lightning_sdc.progress import progress, quiet_mode
 
+    if metrics:
+        from lightning_sdc.evaluation.ddranking import check_metrics, evaluate_metrics
+
+        metrics = check_metrics(metrics)
     if num_models is not None and (isinstance(num_models, bool) or num_models < 1):
         raise ValueError(f"num_models={num_models!r} is not allowed; allowed: an integer >= 1")
     if epochs is not None and (isinstance(epochs, bool) or epochs < 0):
@@ -130,6 +139,12 @@ def evaluate_command(
     title = (f"{loaded.name}: {synset.dataset}, IPC {synset.ipc}, {kw['epochs']} epochs, augment {kw['augment']}, "
              f"batch {kw['batch_size']}" + (f", method {protocol['method']}" if protocol.get("method") else ""))
     table = results_markdown(results, title)
+    if metrics and results:
+        table += "".join(  # per architecture: each with its own network options
+            "\n" + evaluate_metrics(synset, spec, (test_images, spec.test_labels), [r.arch], metrics,
+                                    full_epochs=full_data_epochs, network_kwargs=per_arch[r.arch], **kw)
+            for r in results
+        )
     if results:
         print(table)
         if out:
