@@ -296,6 +296,9 @@ def check_step_budget(trainer: Any, fit: bool = True) -> None:
     if trainer is None:
         return
     max_epochs, max_steps, max_time = trainer.get("max_epochs"), trainer.get("max_steps"), trainer.get("max_time")
+    limit = trainer.get("limit_train_batches")
+    if isinstance(limit, int) and not isinstance(limit, bool) and max_epochs not in (None, -1):
+        return  # epochs of limit_train_batches steps end
     if max_epochs not in (None, -1):
         raise UsageError(f"--trainer.max_epochs {max_epochs}: distillation has no epochs (one step = one update of the "
                          "synthetic set, the data never run out); give --trainer.max_steps N instead")

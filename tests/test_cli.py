@@ -238,3 +238,23 @@ def test_theory_prints_what_it_wrote(tmp_path, capsys):
     main(["theory", "--figure", "4c", "--quick", "true", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert f"wrote {tmp_path / 'fig4c.png'}" in out
+
+
+def test_api_fit_without_a_step_budget_is_refused_and_limited_epochs_end():
+    """The Python API: Trainer(max_epochs=1) alone would never end (an epoch of an endless stream) -> one clear
+    error before any step; with limit_train_batches an epoch has an end and the run stops."""
+    import pytorch_lightning as pl
+
+    from lightning_sdc.data import RealDataModule
+    from lightning_sdc.methods import DC
+
+    def fit(**kw):
+        model = DC("digits", 1, arch_kwargs={"width": 8, "depth": 1}, batch_real=8)
+        trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                             enable_checkpointing=False, limit_val_batches=0, **kw)
+        trainer.fit(model, RealDataModule("digits"))
+        return trainer
+
+    with pytest.raises(ValueError, match=r"max_steps=-1, max_epochs=1\) would never end: .*give max_steps"):
+        fit(max_epochs=1)
+    assert fit(max_epochs=1, limit_train_batches=2).global_step == 2

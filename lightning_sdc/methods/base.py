@@ -118,6 +118,21 @@ def check_pytorch_lightning(objects: Any) -> None:
                             f"use {fix} (and pytorch_lightning.Trainer)")
 
 
+def check_fit_budget(trainer: pl.Trainer) -> None:
+    """A ``fit`` needs ``max_steps`` (or ``max_time``): the data is an endless stream of steps, so an epoch never
+    ends and ``max_epochs`` alone would run forever."""
+    from pytorch_lightning.callbacks import Timer
+    from pytorch_lightning.trainer.states import TrainerFn
+
+    if trainer.state.fn != TrainerFn.FITTING or trainer.max_steps not in (None, -1):
+        return
+    if isinstance(trainer.limit_train_batches, int) and trainer.max_epochs not in (None, -1):
+        return  # epochs of limit_train_batches steps
+    if not any(isinstance(cb, Timer) for cb in trainer.callbacks):
+        raise ValueError(f"Trainer(max_steps={trainer.max_steps}, max_epochs={trainer.max_epochs}) would never end: "
+                         "one step is one synthetic-set update and an epoch never ends; give max_steps (or max_time)")
+
+
 class DistillationModule(pl.LightningModule):
     """Base class of every distillation method (see the module docstring).
 
@@ -274,10 +289,11 @@ class DistillationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ lifecycle
     def configure_callbacks(self) -> list[pl.Callback]:
-        """No callbacks of its own; refuses the unified ``lightning`` package's callbacks and loggers (Lightning calls
-        this hook first in ``fit``/``validate``/``test``, before any callback runs)."""
+        """No callbacks of its own; refuses the unified ``lightning`` package's callbacks and loggers, and a ``fit``
+        with no end (Lightning calls this hook first in ``fit``/``validate``/``test``, before any callback runs)."""
         if self._trainer is not None:
             check_pytorch_lightning([*self.trainer.callbacks, *self.trainer.loggers])
+            check_fit_budget(self.trainer)
         return []
 
     def setup(self, stage: str) -> None:
