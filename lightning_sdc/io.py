@@ -101,3 +101,20 @@ def safe_torch_load(path: str | os.PathLike, *, mmap: bool = False, what: str = 
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - re-raised with the path
         raise ValueError(f"cannot read {what} {path}: corrupt or truncated ({type(exc).__name__}: {exc})") from exc
+
+
+def prepare_output_dir(path: str | os.PathLike, what: str = "out") -> Path:
+    """Create the output directory ``path`` now (before any compute) and check it can be written.
+
+    One-line errors: ``path`` is an existing file, lies under a file, or is not writable.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what}={str(path)!r} is an existing file; allowed: a directory (new or existing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{what}={str(path)!r} cannot be created as a directory: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{what}={str(path)!r} is not writable")
+    return path

@@ -368,6 +368,105 @@ def _asdc(**kw: Any) -> Any:
     return ASDCRamp(**kw)
 
 
+# ------------------------------------------------------------------------------------------- CLI runs (issue #17)
+DEMO_DC = ["--config", str(REPO / "configs" / "trainer" / "cpu.yaml"),
+           "--config", str(REPO / "configs" / "demo" / "digits_dc_ipc1.yaml")]
+
+
+def _tiny_fit_args(root: Path, *extra: str, steps: int = 1) -> list[str]:
+    """``fit`` on the DC demo config at CPU-test size, no logger, in ``root``."""
+    return ["fit", *DEMO_DC, f"--trainer.default_root_dir={root}", f"--trainer.max_steps={steps}",
+            "--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+            "--trainer.limit_val_batches=0", "--model.init_args.arch_kwargs={width: 8, depth: 2}",
+            "--model.init_args.batch_real=16", "--model.init_args.eval_num_models=1",
+            "--model.init_args.eval_epochs=1", *extra]
+
+
+def _cli(*args: str) -> Any:
+    from lightning_sdc.cli import run
+
+    return run(list(args))
+
+
+def _cli_fit(ctx: Ctx, name: str, *extra: str) -> Any:
+    return _cli(*_tiny_fit_args(ctx.tmp / name, *extra))
+
+
+def _finished_run(ctx: Ctx) -> Path:
+    """``<ctx.tmp>/finished``: a 1-update DC run of :func:`_tiny_fit_args`; its ``checkpoints/last.ckpt``."""
+
+    def make() -> Path:
+        _cli_fit(ctx, "finished")
+        return ctx.tmp / "finished" / "checkpoints" / "last.ckpt"
+
+    return ctx.once("finished", make)
+
+
+def _resume(ctx: Ctx, *extra: str) -> Any:
+    """Resume :func:`_finished_run` (same root, ``--ckpt_path last``) with ``extra`` settings."""
+    _finished_run(ctx)
+    return _cli_fit(ctx, "finished", "--ckpt_path=last", "--trainer.max_steps=2", *extra)
+
+
+def _crafted_checkpoint(ctx: Ctx) -> Path:
+    """The finished run's checkpoint with ``hyper_parameters._class_path`` naming a module beside it."""
+    ckpt = torch.load(_finished_run(ctx), map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["_class_path"] = "sdc_table_marker.Foo"
+    d = ctx.tmp / "crafted"
+    d.mkdir(exist_ok=True)
+    (d / "sdc_table_marker.py").write_text("open(__file__ + '.IMPORTED', 'w').close()\nclass Foo: pass\n")
+    torch.save(ckpt, d / "crafted.ckpt")
+    return d / "crafted.ckpt"
+
+
+def _second_live_run(ctx: Ctx) -> None:
+    """Another live process holds the run directory's lock while ``fit`` starts there."""
+    root = ctx.tmp / "busy"
+    hold = ("import sys, time; from lightning_sdc.runs import lock_run_dir; lock_run_dir(sys.argv[1]); "
+            "print('held', flush=True); time.sleep(120)")
+    child = subprocess.Popen([sys.executable, "-c", hold, str(root / ".lightning_sdc.lock")], cwd=REPO,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        _cli(*_tiny_fit_args(root))
+    finally:
+        child.kill()
+        child.wait(30)
+
+
+def _empty_yaml(ctx: Ctx) -> Any:
+    path = ctx.tmp / "empty.yaml"
+    path.write_text("# nothing but a comment\n")
+    return _cli("fit", "--config", str(path))
+
+
+def _validate_without_checkpoint(ctx: Ctx) -> Any:
+    args = [a for a in _tiny_fit_args(ctx.tmp / "validate") if not a.startswith("--trainer.max_steps")]
+    return _cli("validate", *args[1:])
+
+
+def _api_validate_blank(ctx: Ctx) -> Any:
+    return quiet_trainer(1, limit_val_batches=1).validate(_gm(), datamodule=_real_dm())
+
+
+def _difficulty(**kw: Any) -> Any:
+    from lightning_sdc.difficulty.command import difficulty_command
+
+    return difficulty_command(**{"dataset": "digits", "models": 1, "epochs": 0, "quiet": True, **kw})
+
+
+def _existing_file(ctx: Ctx) -> str:
+    path = ctx.tmp / "scores_here"
+    path.write_text("not a directory\n")
+    return str(path)
+
+
+def _preemption(**kw: Any) -> Any:
+    from lightning_sdc.callbacks import PreemptionCheckpoint
+
+    return PreemptionCheckpoint(**kw)
+
+
 CASES: list[BadInput] = [
     # ---------------------------------------------------------------- method arguments (construct time)
     BadInput("ipc-0", "DC(ipc=0)", lambda c: _gm(ipc=0), ValueError, ("ipc", "0", "> 0")),
@@ -422,6 +521,28 @@ CASES: list[BadInput] = [
              ("label_mode", "'hard'", "allowed: learned")),
     BadInput("cli-ipc-0", "lightning-sdc fit --config digits_dc_ipc1.yaml --model.init_args.ipc=0", _cli_ipc0,
              ValueError, ("ipc", "0", "> 0")),
+    BadInput("momentum_img-1.5", "DC(momentum_img=1.5)", lambda c: _gm(momentum_img=1.5), ValueError,
+             ("momentum_img", "1.5", "[0, 1)")),
+    BadInput("momentum_lr-1", "MTT(momentum_lr=1.0)", lambda c: _tm("MTT", momentum_lr=1.0), ValueError,
+             ("momentum_lr", "1.0", "[0, 1)")),
+    BadInput("momentum-neg", "DATM(momentum_y=-0.1)", lambda c: _tm("DATM", momentum_y=-0.1), ValueError,
+             ("momentum_y", "-0.1", ">= 0")),
+    BadInput("dataset-none", "DC(dataset=None)", lambda c: _methods().DC(None, 1), TypeError,
+             ("dataset", "NoneType", "None")),
+    BadInput("cli-empty-yaml", "lightning-sdc fit --config empty.yaml (only a comment)", _empty_yaml, ValueError,
+             ("empty.yaml", "is empty", "mapping")),
+    BadInput("preemption-minutes-0", "PreemptionCheckpoint(every_n_minutes=0)",
+             lambda c: _preemption(every_n_minutes=0), ValueError, ("every_n_minutes", "0", "> 0")),
+    BadInput("preemption-signal", "PreemptionCheckpoint(signals=['SIGKILL'])",
+             lambda c: _preemption(signals=["SIGKILL"]), ValueError, ("signals", "'SIGKILL'", "SIGTERM")),
+    BadInput("difficulty-chunk-0", "lightning-sdc difficulty --chunk_size 0 (before the ensemble trains)",
+             lambda c: _difficulty(chunk_size=0), ValueError, ("chunk_size", "0", "positive integer")),
+    BadInput("difficulty-out-file", "lightning-sdc difficulty --out <an existing file>",
+             lambda c: _difficulty(out=_existing_file(c)), ValueError, ("out=", "scores_here", "existing file",
+                                                                         "directory")),
+    BadInput("difficulty-out-under-file", "lightning-sdc difficulty --out <a path under a file>",
+             lambda c: _difficulty(out=_existing_file(c) + "/sub"), ValueError,
+             ("out=", "scores_here/sub", "cannot be created")),
     # ---------------------------------------------------------------- DataModule and callback arguments
     BadInput("window-min>max", "ExpertTrajectoryDataModule(min_start_epoch=5, max_start_epoch=3)",
              lambda c: _expert_dm(c, min_start_epoch=5, max_start_epoch=3), ValueError,
@@ -476,6 +597,41 @@ CASES: list[BadInput] = [
     BadInput("resume-other-ipc", "DC(ipc=1) resumed from an IPC-2 checkpoint",
              lambda c: fit_without_compute(_gm(), _real_dm(), ckpt_path=str(_other_ipc_checkpoint(c))),
              RuntimeError, ("synset.images", "[20, 1, 8, 8]", "[10, 1, 8, 8]"), "setup"),
+    BadInput("eval_arch-impossible", "DC(eval_arch='VGG11') on 8×8 digits (fails at the first evaluation before)",
+             lambda c: fit_without_compute(_gm(eval_arch="VGG11"), _real_dm()), ValueError,
+             ("eval_arch='VGG11'", "(1, 8, 8)", "does not support"), "setup"),
+    BadInput("cli-val-check-0", "lightning-sdc fit ... --trainer.val_check_interval 0",
+             lambda c: _cli_fit(c, "vci0", "--trainer.val_check_interval=0"), ValueError,
+             ("val_check_interval=0", "integer >= 1", "(0, 1]"), "setup"),
+    BadInput("cli-max-steps-0", "lightning-sdc fit ... --trainer.max_steps 0",
+             lambda c: _cli_fit(c, "ms0", "--trainer.max_steps=0"), ValueError,
+             ("max_steps=0", "integer >= 1"), "setup"),
+    BadInput("cli-validate-no-ckpt", "lightning-sdc validate <configs> (no --ckpt_path: the set is blank)",
+             _validate_without_checkpoint, ValueError, ("validate needs --ckpt_path", "blank", "evaluate"), "setup"),
+    BadInput("api-validate-blank", "Trainer.validate(DC(...)) on a module never fitted",
+             _api_validate_blank, ValueError, ("blank", "ckpt_path"), "setup"),
+    BadInput("cli-second-live-run", "lightning-sdc fit --trainer.logger false in a directory another live run holds",
+             _second_live_run, ValueError, ("another live run (pid", "busy", "default_root_dir"), "setup"),
+    # ---------------------------------------------------------------- resuming (lightning-sdc fit --ckpt_path)
+    BadInput("resume-missing-file", "lightning-sdc fit ... --ckpt_path nothing_here.ckpt",
+             lambda c: _cli_fit(c, "nockpt", f"--ckpt_path={c.tmp / 'nothing_here.ckpt'}"), ValueError,
+             ("--ckpt_path", "nothing_here.ckpt", "no such checkpoint"), "load"),
+    BadInput("resume-other-lambda", "resume a sdc_lambda=0.01 run with --model.init_args.sdc_lambda 0.02",
+             lambda c: _resume(c, "--model.init_args.sdc_lambda=0.02"), ValueError,
+             ("model.sdc_lambda: checkpoint 0.01, this run 0.02", "--resume_override"), "load"),
+    BadInput("resume-other-eval", "resume with --model.init_args.eval_num_models 3 (checkpoint: 1)",
+             lambda c: _resume(c, "--model.init_args.eval_num_models=3"), ValueError,
+             ("model.eval_num_models: checkpoint 1, this run 3",), "load"),
+    BadInput("resume-other-method", "resume a DC checkpoint with --config digits_dsa_ipc1.yaml",
+             lambda c: _resume(c, "--config", str(REPO / "configs" / "demo" / "digits_dsa_ipc1.yaml"),
+                               "--model.init_args.arch_kwargs={width: 8, depth: 2}"), ValueError,
+             ("is a lightning_sdc.methods.DC run", "DSA"), "load"),
+    BadInput("resume-override-frozen", "--resume_override [ipc] with another ipc",
+             lambda c: _resume(c, "--model.init_args.ipc=10", "--resume_override=[ipc]"), ValueError,
+             ("--resume_override model.ipc", "cannot change"), "load"),
+    BadInput("resume-foreign-class", "a checkpoint whose hyper_parameters._class_path is sdc_table_marker.Foo",
+             lambda c: _cli_fit(c, "foreign", f"--ckpt_path={_crafted_checkpoint(c)}"), ValueError,
+             ("_class_path='sdc_table_marker.Foo'", "outside lightning_sdc", "nothing was imported"), "load"),
     # ---------------------------------------------------------------- evaluation of a saved set
     BadInput("eval-shape", "a (1, 28, 28) set evaluated on digits (1, 8, 8)",
              lambda c: _evaluate(_blank(image_shape=(1, 28, 28), dataset="custom"), _digits()), ValueError,
@@ -496,16 +652,19 @@ CASES: list[BadInput] = [
 ]
 
 
-def collect_messages(ctx: Ctx) -> list[tuple[BadInput, str, str]]:
-    """Run every case; ``(case, exception type name, message)`` (the message of an unexpected outcome too)."""
+def collect_messages(ctx: Ctx) -> list[tuple[BadInput, str, str, bool]]:
+    """Run every case; ``(case, exception type name, message, clean)`` (an unexpected outcome too): clean = the
+    expected exception type (or a subclass) whose message holds every expected string."""
     rows = []
     for case in CASES:
         try:
             case.trigger(ctx)
         except BaseException as exc:  # noqa: BLE001 - recorded as it is
-            rows.append((case, type(exc).__name__, message_of(exc)))
+            msg = message_of(exc)
+            rows.append((case, type(exc).__name__, msg,
+                         isinstance(exc, case.error) and all(name in msg for name in case.names)))
         else:
-            rows.append((case, "(no error)", ""))
+            rows.append((case, "(no error)", "", False))
     return rows
 
 
@@ -516,8 +675,12 @@ def message_of(exc: BaseException) -> str:
     return str(exc)
 
 
-def messages_markdown(rows: list[tuple[BadInput, str, str]], extra: list[tuple[str, str, str]] = ()) -> str:
-    """The table for the issue's closing note: input → exception → message (one line each)."""
+def messages_markdown(rows: list[tuple[Any, ...]], extra: list[tuple[str, ...]] = ()) -> str:
+    """The table for the issues' closing notes: input → exception → message (one line each), with counts.
+
+    ``rows``: ``(case, exception name, message[, clean])`` (clean defaults to: the exception's name is the
+    case's and the message holds every expected string); ``extra``: ``(description, exception name, message[,
+    raised at])``, clean when something was raised."""
 
     def cell(text: str) -> str:
         text = " ⏎ ".join(line.strip() for line in text.strip().splitlines() if line.strip())
@@ -525,21 +688,30 @@ def messages_markdown(rows: list[tuple[BadInput, str, str]], extra: list[tuple[s
             text = text[:400] + " …"
         return text.replace("|", "\\|")
 
+    clean = sum(_row_clean(row) for row in rows)
+    clean_extra = sum(row[1] != "(no error)" for row in extra)
+    tried = len(rows) + len(extra)
     lines = [
-        "# Bad inputs and the messages they produce (issue #8)",
+        "# Bad inputs and the messages they produce (issues #8 and #17)",
         "",
-        "Generated by `python -m tests.reliability_helpers OUT.md` from `tests/reliability_helpers.py:CASES`",
+        "Generated by `python -m tests.reliability_helpers docs/bad_inputs.md` from `tests/reliability_helpers.py:CASES`",
         "(the cases `tests/test_reliability.py` asserts: exception type, and that the message names the key, the",
-        "bad value and, where it can, what is allowed) plus the truncated-file cases. Multi-line messages are",
-        "joined with ⏎; long lists of allowed names are cut at 400 characters.",
+        "bad value and, where it can, what is allowed) plus the truncated-file and full-disk cases. `raised at`:",
+        "`construct` = building the object or parsing the command line, `setup` = before the first update,",
+        "`load` = reading a file or checkpoint (before it is used). `UsageError` is the command line's one-line",
+        "error (a `ValueError`; `lightning-sdc` prints it on one line, exit status 2). Multi-line messages are",
+        "joined with ⏎; long lists of allowed names are cut at 400 characters; temporary paths read `<tmp>`.",
+        "",
+        f"**{tried} inputs tried, {clean + clean_extra} clean** (the expected error, naming what it must), "
+        f"**{tried - clean - clean_extra} left**.",
         "",
         "| # | bad input | raised at | exception | message |",
         "|---|---|---|---|---|",
     ]
-    for i, (case, kind, msg) in enumerate(rows, 1):
+    for i, (case, kind, msg, *_) in enumerate(rows, 1):
         lines.append(f"| {i} | `{cell(case.description)}` | {case.when} | {kind} | {cell(msg)} |")
-    for j, (desc, kind, msg) in enumerate(extra, len(rows) + 1):
-        lines.append(f"| {j} | {cell(desc)} | load | {kind} | {cell(msg)} |")
+    for j, (desc, kind, msg, *when) in enumerate(extra, len(rows) + 1):
+        lines.append(f"| {j} | {cell(desc)} | {when[0] if when else 'load'} | {kind} | {cell(msg)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -577,6 +749,52 @@ def truncated_file_messages(tmp: Path, buffer: Path) -> list[tuple[str, str, str
     return out
 
 
+def _row_clean(row: tuple[Any, ...]) -> bool:
+    case, kind, msg = row[:3]
+    if len(row) > 3:
+        return bool(row[3])
+    return kind == case.error.__name__ and all(name in msg for name in case.names)
+
+
+def full_disk_messages(tmp: Path) -> list[tuple[str, str, str]]:
+    """``(description, exception, message)`` for writes into a 64 KiB tmpfs (needs root; none otherwise)."""
+    from lightning_sdc.callbacks.images import SyntheticSetExporter, write_all_or_nothing
+    from lightning_sdc.io import atomic_torch_save
+
+    mnt = tmp / "full_disk"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        return []
+    synset = _blank(ipc=6, image_shape=(1, 10, 10), dataset="custom")
+    with torch.no_grad():
+        synset.images.normal_()
+    exporter = SyntheticSetExporter(dirpath=str(mnt))
+    attempts = [
+        ("a 400 KB checkpoint into a 64 KiB filesystem (`AtomicCheckpointIO`, every `torch.save` of the package)",
+         lambda: atomic_torch_save({"x": torch.zeros(100_000)}, mnt / "last.ckpt")),
+        ("`SyntheticSetExporter` into a 64 KiB filesystem: the set fits, the set + its TM copy do not",
+         lambda: write_all_or_nothing(mnt, lambda d: exporter._write(synset, d))),
+    ]
+    out = []
+    try:
+        for desc, attempt in attempts:
+            try:
+                attempt()
+            except BaseException as exc:  # noqa: BLE001
+                left = sorted(p.name for p in mnt.iterdir())
+                out.append((desc, type(exc).__name__, f"{message_of(exc)} (files left: {left or 'none'})", "write"))
+            else:
+                out.append((desc, "(no error)", ""))
+    finally:
+        import gc
+
+        gc.collect()
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m tests.reliability_helpers OUT.md``: run every case and write the message table."""
     import warnings
@@ -590,11 +808,14 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(d)
         ctx = Ctx(tmp=tmp, buffer=train_tiny_experts(tmp / "buffer"))
         rows = collect_messages(ctx)
-        extra = truncated_file_messages(tmp, ctx.buffer)
+        extra = truncated_file_messages(tmp, ctx.buffer) + full_disk_messages(tmp)
+        text = messages_markdown(rows, extra).replace(str(tmp), "<tmp>")
     from lightning_sdc.io import atomic_write_text
 
-    atomic_write_text(messages_markdown(rows, extra), argv[0])
-    print(f"{len(rows) + len(extra)} inputs written to {argv[0]}")
+    atomic_write_text(text, argv[0])
+    clean = sum(_row_clean(row) for row in rows) + sum(row[1] != "(no error)" for row in extra)
+    print(f"{len(rows) + len(extra)} inputs tried, {clean} clean, {len(rows) + len(extra) - clean} left; "
+          f"written to {argv[0]}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 import errno
+import gc
 import os
 import shutil
 import subprocess
@@ -75,7 +76,9 @@ def tiny_fs(tmp_path: Path):
     try:
         yield mnt
     finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+        gc.collect()  # a failed torch writer may hold its file open until collected
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def _full(err: pytest.ExceptionInfo, path: Path) -> None:

@@ -122,6 +122,10 @@ def gm(**kw) -> DC:
                  "arch_kwargs": SMALL, "seed": 1, **kw})
 
 
+def digits() -> RealDataModule:
+    return RealDataModule("digits", download=False)
+
+
 class SignalAt(pl.Callback):
     """Send ``signum`` to this process at the start of update ``step``."""
 
@@ -136,9 +140,10 @@ class SignalAt(pl.Callback):
 def test_signal_in_process_raises_preempted_with_status_and_restores_handlers(tmp_path: Path) -> None:
     before = signal.getsignal(signal.SIGUSR1)
     cb = PreemptionCheckpoint(every_n_minutes=None, dirpath=str(tmp_path))
-    trainer = quiet_trainer(6, [cb, SignalAt(2, signal.SIGUSR1)], enable_checkpointing=True)
+    trainer = quiet_trainer(6, [cb, SignalAt(2, signal.SIGUSR1)], enable_checkpointing=True,
+                            default_root_dir=tmp_path)
     with pytest.raises(Preempted) as err:
-        trainer.fit(gm(), RealDataModule("digits", download=False))
+        trainer.fit(gm(), digits())
     assert err.value.code == 128 + signal.SIGUSR1 and err.value.step == 3 and err.value.path == tmp_path / "last.ckpt"
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 3
     assert signal.getsignal(signal.SIGUSR1) == before  # handlers put back
@@ -147,21 +152,21 @@ def test_signal_in_process_raises_preempted_with_status_and_restores_handlers(tm
 def test_signal_with_checkpointing_disabled_still_exits_non_zero(tmp_path: Path) -> None:
     cb = PreemptionCheckpoint(every_n_minutes=None, dirpath=str(tmp_path))
     with pytest.raises(Preempted) as err:
-        quiet_trainer(4, [cb, SignalAt(1, signal.SIGTERM)]).fit(gm(), RealDataModule("digits", download=False))
+        quiet_trainer(4, [cb, SignalAt(1, signal.SIGTERM)], default_root_dir=tmp_path / "root").fit(gm(), digits())
     assert err.value.code == 143 and err.value.path is None
-    assert not any(tmp_path.iterdir())
+    assert not any(p.name != "root" for p in tmp_path.iterdir())
 
 
 def test_periodic_last_checkpoint_by_steps_and_by_time(tmp_path: Path, monkeypatch) -> None:
     by_steps = PreemptionCheckpoint(every_n_minutes=None, every_n_steps=2, dirpath=str(tmp_path / "steps"))
-    quiet_trainer(5, [by_steps], enable_checkpointing=True).fit(gm(), RealDataModule("digits", download=False))
+    quiet_trainer(5, [by_steps], enable_checkpointing=True, default_root_dir=tmp_path).fit(gm(), digits())
     assert by_steps.saves == 3  # after updates 2 and 4, and the final state (5)
     assert torch.load(tmp_path / "steps" / "last.ckpt", weights_only=True)["global_step"] == 5
 
     clock = iter(range(0, 10_000, 40))  # 40 s per call of time.monotonic
     monkeypatch.setattr(time, "monotonic", lambda: float(next(clock)))
     by_time = PreemptionCheckpoint(every_n_minutes=1.0, dirpath=str(tmp_path / "time"))
-    quiet_trainer(5, [by_time], enable_checkpointing=True).fit(gm(), RealDataModule("digits", download=False))
+    quiet_trainer(5, [by_time], enable_checkpointing=True, default_root_dir=tmp_path).fit(gm(), digits())
     monkeypatch.undo()
     assert 2 <= by_time.saves < 5  # every other update or so (a minute = 1.5 updates of this clock), and the end
     assert stat.S_IMODE((tmp_path / "time" / "last.ckpt").stat().st_mode) & 0o044  # an ordinary, readable file
@@ -190,9 +195,25 @@ def test_slurm_requeue_signal_requeues_the_job(tmp_path: Path, monkeypatch) -> N
         monkeypatch.setenv(key, value)
     cb = PreemptionCheckpoint(every_n_minutes=None, dirpath=str(tmp_path / "ck"))
     trainer = quiet_trainer(5, [cb, SignalAt(1, signal.SIGUSR1)], enable_checkpointing=True,
-                            plugins=[SLURMEnvironment(auto_requeue=True)])
+                            plugins=[SLURMEnvironment(auto_requeue=True)], default_root_dir=tmp_path)
     with pytest.raises(Preempted) as err:
-        trainer.fit(gm(), RealDataModule("digits", download=False))
+        trainer.fit(gm(), digits())
     assert err.value.requeued and record.read_text().split() == ["requeue", "4242"]
     assert not list((tmp_path).glob("hpc_ckpt_*.ckpt"))  # not Lightning's mid-update checkpoint
     assert torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)["global_step"] == 2
+
+
+class FailingEvaluation(pl.Callback):
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        raise RuntimeError("out of memory (injected)")
+
+
+def test_a_failed_evaluation_keeps_the_updates_before_it(tmp_path: Path, capsys) -> None:
+    """An evaluation that fails after update 2 (e.g. out of memory) leaves last.ckpt at update 2."""
+    cb = PreemptionCheckpoint(every_n_minutes=None, dirpath=str(tmp_path))
+    trainer = quiet_trainer(6, [cb, FailingEvaluation()], enable_checkpointing=True, limit_val_batches=1,
+                            val_check_interval=2, default_root_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="injected"):
+        trainer.fit(gm(), digits())
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 2
+    assert "the evaluation after update 2 failed (RuntimeError)" in capsys.readouterr().err

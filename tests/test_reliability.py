@@ -318,6 +318,7 @@ def test_message_table_renders_one_row_per_input() -> None:
     lines = [line for line in table.splitlines() if line.startswith("| ")]
     assert len(lines) == 1 + 3  # header + rows
     assert "a \\| b ⏎ second line" in table and "`DC(ipc=0)`" in table
+    assert "**3 inputs tried, 2 clean** (the expected error, naming what it must), **1 left**" in table
 
 
 # ================================================================================ 5. divergence

@@ -62,7 +62,7 @@ def dc_augment_strategy(dataset: str, arch: str) -> str:
     """
     if arch.lower() == "convnetbn":
         return "crop_noise"
-    name = dataset.lower()
+    name = str(dataset).lower()  # a non-string name is refused by the dataset registry, with its type
     if name.startswith("mnist"):
         return "crop_scale_rotate"
     return "none"

@@ -15,7 +15,8 @@ This callback instead:
   ``SIGTERMException`` whose exit status is ``128 + signal`` (143 for SIGTERM, 138 for SIGUSR1), as a shell
   reports a process killed by that signal;
 * a signal that arrives while evaluation networks train (the validation loop inside ``fit``, minutes at paper
-  settings) stops the evaluation at once — it changes no state — and the checkpoint holds the last update;
+  settings) stops the evaluation at once — it changes no state — and the checkpoint holds the last update; an
+  evaluation that fails (out of memory, a bad network option) also leaves the checkpoint of the updates before it;
 * under SLURM with auto-requeue (Lightning's ``SLURMEnvironment``), the requeue signal (SIGUSR1 by default)
   saves at the end of the update and runs ``scontrol requeue <job>``, as Lightning's plugin does, but without its
   mid-update checkpoint;
@@ -171,9 +172,14 @@ class PreemptionCheckpoint(pl.Callback):
             self.save(trainer)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        validating = self._validating
         self._restore()
         self._unlock()
-        if not isinstance(exception, SIGTERMException) or getattr(exception, "handled", False):
+        if not isinstance(exception, SIGTERMException):
+            if validating:  # the evaluation failed, the updates before it are whole: keep them
+                self._keep_on_failure(trainer, exception)
+            return
+        if getattr(exception, "handled", False):
             return
         # Lightning's own SIGTERMException, or ours raised while evaluation networks trained: the last update is
         # complete (Lightning raises it between updates), so its state is what the checkpoint must hold
@@ -198,6 +204,19 @@ class PreemptionCheckpoint(pl.Callback):
         if self._lock is not None:
             unlock_run_dir(self._lock)
             self._lock = None
+
+    def _keep_on_failure(self, trainer: pl.Trainer, exception: BaseException) -> None:
+        if self._saved_step == trainer.global_step or not self.enabled(trainer):
+            return
+        try:
+            path = self.save(trainer)
+        except Exception as exc:  # noqa: BLE001 - the original error is the one to raise
+            rank_zero_warn(f"PreemptionCheckpoint: could not keep the updates made so far: {exc}")
+            return
+        if trainer.is_global_zero:
+            print(f"lightning-sdc: the evaluation after update {trainer.global_step} failed "
+                  f"({type(exception).__name__}); checkpoint {path} written: fix the cause and rerun with "
+                  "--ckpt_path last to continue.", file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------ stopping
     def stop(self, trainer: pl.Trainer) -> None:

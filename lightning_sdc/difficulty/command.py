@@ -13,7 +13,7 @@ from lightning_sdc.difficulty.figures import plot_figure3
 from lightning_sdc.difficulty.grad_norms import METHODS, PARAM_SETS
 from lightning_sdc.difficulty.scores import DifficultyScores, score_samples
 from lightning_sdc.difficulty.training import train_ensemble
-from lightning_sdc.io import atomic_write_text
+from lightning_sdc.io import atomic_write_text, prepare_output_dir
 from lightning_sdc.progress import bare_flags, phase, quiet_mode
 
 SPLITS = ("test", "train")
@@ -113,6 +113,12 @@ def difficulty_command(
         raise ValueError(f"method={method!r} is not allowed; allowed: {', '.join(METHODS)}")
     if isinstance(models, bool) or not isinstance(models, int) or models < 1:
         raise ValueError(f"models must be a positive integer, got {models!r}")
+    # everything the scoring and the outputs need is checked before the ensemble trains
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer (samples per vmapped call), got {chunk_size!r}")
+    if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1):
+        raise ValueError(f"per_class must be a positive integer or None, got {per_class!r}")
+    prepare_output_dir(out, "out")
     arch = NETWORKS.canonical(arch)
     dev = torch.device(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)

@@ -64,6 +64,13 @@ def _check_positive(name: str, value: Any, *, integer: bool = False, allow_zero:
         raise ValueError(f"{name} must be {kind} {bound}, got {value!r}")
 
 
+def check_momentum(name: str, value: Any) -> None:
+    """An SGD momentum: a number in ``[0, 1)`` (1 never forgets a step; above 1 the images blow up)."""
+    _check_positive(name, value, allow_zero=True)
+    if value >= 1:
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+
+
 def _network_name(key: str, name: Any, networks: Any) -> str:
     """``networks.canonical(name)``, its ``KeyError`` prefixed with the config key (``arch=...``)."""
     try:
@@ -198,7 +205,7 @@ class DistillationModule(pl.LightningModule):
             raise ValueError(f"seed must be an integer, got {type(seed).__name__}: {seed!r}")
         check_sdc_args(sdc_lambda, sdc_power)
         _check_positive("lr_img", lr_img)
-        _check_positive("momentum_img", momentum_img, allow_zero=True)
+        check_momentum("momentum_img", momentum_img)
         _check_positive("eval_num_models", eval_num_models, integer=True)
         _check_positive("eval_epochs", eval_epochs, integer=True, allow_zero=True)
         _check_positive("eval_batch_size", eval_batch_size, integer=True)
@@ -305,6 +312,11 @@ class DistillationModule(pl.LightningModule):
         if self._trainer is not None:
             use_atomic_checkpoint_io(self.trainer)
         self.synset.eval_protocol = self.eval_protocol()  # saved with the set: `evaluate` defaults to it
+        if stage == "fit" and self._trainer is not None:
+            from lightning_sdc.runs import check_trainer_settings
+
+            check_trainer_settings(self.trainer)  # max_steps 0, val_check_interval 0: one line, before any step
+        self.check_networks()
         if stage != "fit" or self._initialised:
             return
         dm = self.datamodule
@@ -325,6 +337,25 @@ class DistillationModule(pl.LightningModule):
                 )
         self.init_synset()
         self._initialised = True
+
+    def check_networks(self) -> None:
+        """Build the matching and the evaluation network and run each on one dummy batch of the dataset's image
+        shape, so that an impossible ``arch``/``eval_arch`` fails in ``setup``, not at the first evaluation."""
+        from lightning_sdc.models import build_network
+
+        c, h, w = self.synset.image_shape
+        for key, name, kwargs in (("arch", self.arch, self.arch_kwargs),
+                                  ("eval_arch", self.eval_arch, self.eval_arch_kwargs)):
+            try:
+                net = build_network(name, c, self.num_classes, (h, w), generator=self.generator(-2), **kwargs)
+                with torch.no_grad():
+                    net.eval()(torch.zeros(2, c, h, w))
+            except Exception as exc:  # noqa: BLE001 - re-raised naming the setting and the shape
+                options = f" with {key}_kwargs={kwargs}" if kwargs else ""
+                raise ValueError(
+                    f"{key}={name!r}{options} cannot take {self.info.name!r} images of shape {(c, h, w)}: "
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                ) from exc
 
     def init_synset(self) -> None:
         """Initialise the images (real or noise) with a generator seeded by ``(seed, -1)``; methods may extend."""
@@ -410,6 +441,11 @@ class DistillationModule(pl.LightningModule):
         return self.synset
 
     def on_validation_epoch_start(self) -> None:
+        if not bool(self.synset.images.detach().any()):
+            raise ValueError(
+                f"the synthetic set of this {type(self).__name__} is blank (all zeros: never fitted, no checkpoint "
+                "loaded); validate/test need ckpt_path= a checkpoint of a fit run, or a fitted module"
+            )
         from lightning_sdc.models import build_network
 
         kw = self.eval_kwargs()

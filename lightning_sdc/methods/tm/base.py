@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_sdc.methods.base import DistillationModule, _check_positive
+from lightning_sdc.methods.base import DistillationModule, _check_positive, check_momentum
 from lightning_sdc.methods.tm.meta import (
     MEMORY_MODES,
     META_GRADIENTS,
@@ -93,9 +93,9 @@ class TrajectoryMatching(DistillationModule):
         if batch_syn is not None:
             _check_positive("batch_syn", batch_syn, integer=True)
         _check_positive("lr_lr", lr_lr, allow_zero=True)
-        _check_positive("momentum_lr", momentum_lr, allow_zero=True)
+        check_momentum("momentum_lr", momentum_lr)
         _check_positive("lr_y", lr_y, allow_zero=True)
-        _check_positive("momentum_y", momentum_y, allow_zero=True)
+        check_momentum("momentum_y", momentum_y)
         if memory not in MEMORY_MODES:
             raise ValueError(f"memory={memory!r} is not allowed; allowed: {', '.join(MEMORY_MODES)}")
         if meta_gradient not in META_GRADIENTS:
