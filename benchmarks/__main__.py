@@ -15,7 +15,12 @@ from benchmarks import measure
 from lightning_sdc.io import atomic_write_text
 
 TARGETS = {"sdc_overhead_DC": "<= 1.05", "sdc_overhead_MTT": "<= 1.05", "gm_floor": "<= 1.25",
-           "tm_floor": "<= 1.25", "tm_memory_constant": "<= 1.15", "ddp_scaling": ">= 1.6", "bf16_cosine_DC": ">= 0.99", "bf16_cosine_MTT": ">= 0.99"}
+           "tm_floor": "<= 1.25", "tm_memory_constant": "<= 1.15", "ddp_scaling": ">= 1.6", "bf16_cosine_DC": ">= 0.99",
+           "bf16_cosine_MTT": ">= 0.99", "gm_vs_reference_ipc1": ">= 1.5", "gm_vs_reference_ipc10": ">= 1.5",
+           "gm_compiled_rel_diff": "<= 1e-5", "gm_bf16_speedup": ">= 2", "gm_bf16_cosine": ">= 0.99",
+           "tm_vs_reference_unrolled": ">= 1.2", "tm_vs_reference_constant": ">= 1.2", "eval_speedup": ">= 1.5",
+           "eval_accuracy_gap": "<= 1"}
+GROUPS = ("sdc", "vectorized", "floor", "memory", "ddp", "bf16", "gm_speed", "gm_bf16", "tm_speed", "eval_speed")
 
 
 def _holds(name: str, value: float) -> str:
@@ -31,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--quick", action="store_true", help="fewer steps and smaller sizes")
     ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
+    ap.add_argument("--only", default=",".join(GROUPS),
+                    help=f"comma-separated row groups to run (default all): {', '.join(GROUPS)}")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was given but torch.cuda.is_available() is False")
@@ -76,7 +83,55 @@ def main(argv: list[str] | None = None) -> None:
         for name, c in measure.bf16_cosine(args.device, experts, gm_size["net"]).items():
             yield f"bf16_cosine_{name}", c, "cos(bf16-mixed, fp32) image gradient, first update"
 
-    for group in (sdc_rows, vectorized_rows, floor_rows, memory_rows, ddp_rows, bf16_rows):
+    rounds = 1 if args.quick else 2
+
+    def gm_speed_rows():
+        from benchmarks import speed
+
+        for ipc in (1, 10):
+            r, a, b, note = speed.gm_vs_reference(ipc, rounds)
+            yield (f"gm_vs_reference_ipc{ipc}", r, f"DC update, mnist5k 1×28×28, ConvNet-128, batch_real 256, IPC {ipc}"
+                   f"{' + its 50 inner epochs' if ipc == 10 else ''}, fp32: re-written reference main.py loop {a:.1f}s / "
+                   f"this library (compiled: true) {b:.1f}s; {note}; load {_load()}")
+        yield ("gm_compiled_rel_diff", speed.gm_compiled_equal(1), "‖u_compiled − u_eager‖/‖u_eager‖, first λ=0 image "
+               f"update at the gm_vs_reference IPC 1 size (fp32); load {_load()}")
+
+    def gm_bf16_rows():
+        from benchmarks import speed
+
+        r, a, b, cos = speed.gm_bf16(1, rounds)
+        yield ("gm_bf16_speedup", r, f"DC update mnist5k IPC 1, batch_real 256, ConvNet-128: 32-true {a:.1f}s / "
+               f"bf16-mixed {b:.1f}s, alternating; CPU flags: {_bf16_flags()}; load {_load()}")
+        yield "gm_bf16_cosine", cos, "cos(bf16-mixed, fp32) first image update at that size"
+
+    def tm_speed_rows():
+        from benchmarks import speed
+
+        for memory in ("unrolled", "constant"):
+            r, a, b, note = speed.tm_vs_reference(memory, rounds)
+            yield (f"tm_vs_reference_{memory}", r, f"MTT update, IPC 10, 20 inner steps, ConvNet-128, 3×32×32 random, "
+                   f"fp32: ReparamModule-style loop {a:.1f}s / trajectory_objective({memory}"
+                   f"{', compiled pass 1' if memory == 'constant' else ''}) {b:.1f}s; {note}; load {_load()}")
+
+    def eval_speed_rows():
+        from benchmarks import speed
+
+        models, epochs = (2, 100) if args.quick else (3, 300)
+        r, a, b, note = speed.eval_speedup(models, epochs, compiled=True)
+        yield ("eval_speedup", r, f"one evaluation network, mnist5k IPC 1, ConvNet-128, {epochs} epochs + 10,000 test "
+               f"images: re-written reference evaluate_synset {a:.1f}s / evaluate_synset(compiled=True) {b:.1f}s "
+               f"(median); {note}; load {_load()}")
+        gap, note = speed.eval_accuracy_gap(10, 300, compiled=True)
+        yield "eval_accuracy_gap", gap, f"|mean ours − mean reference| / std reference: {note}"
+
+    chosen = set(args.only.split(","))
+    args.kept = _earlier_rows(Path(args.out)) if chosen != set(GROUPS) else ([], [])
+    unknown = chosen - set(GROUPS)
+    if unknown:
+        raise ValueError(f"--only {args.only!r}: unknown group(s) {sorted(unknown)}; allowed: {', '.join(GROUPS)}")
+    groups = (sdc_rows, vectorized_rows, floor_rows, memory_rows, ddp_rows, bf16_rows, gm_speed_rows, gm_bf16_rows,
+              tm_speed_rows, eval_speed_rows)
+    for group in (g for g in groups if g.__name__.removesuffix("_rows") in chosen):
         try:
             for row in group():
                 rows.append(row)
@@ -87,6 +142,28 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{group.__name__}: FAILED {exc!r}", flush=True)
     text = _write(args, rows, load, time.perf_counter() - t0, steps, partial=False)
     print(text)
+
+
+def _earlier_rows(path: Path) -> tuple[list[str], list[str]]:
+    """Table rows and the notes after the table of an earlier ``RESULTS.md`` (kept by an ``--only`` run)."""
+    if not path.exists():
+        return [], []
+    text = path.read_text().splitlines()
+    rows = [line for line in text if line.startswith("| ") and not line.startswith("| ratio")]
+    start = next((i for i, line in enumerate(text) if line.startswith("## ")), len(text))
+    return rows, text[start:]
+
+
+def _load() -> str:
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _bf16_flags() -> str:
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    return ", ".join(f for f in ("amx_bf16", "avx512_bf16") if f in flags) or "none"
 
 
 def _write(args: argparse.Namespace, rows: list[tuple[str, float, str]], load: tuple[float, float, float],
@@ -102,9 +179,17 @@ def _write(args: argparse.Namespace, rows: list[tuple[str, float, str]], load: t
              "(first excluded).", "",
              "| ratio | value | target | holds | what |", "|---|---|---|---|---|"]
     for name, value, what in rows:
-        lines.append(f"| {name} | {value:.3f} | {TARGETS.get(name, '—')} | {_holds(name, value)} | {what} |")
+        shown = f"{value:.3g}" if value == value and 0 < abs(value) < 1e-3 else f"{value:.3f}"
+        lines.append(f"| {name} | {shown} | {TARGETS.get(name, '—')} | {_holds(name, value)} | {what} |")
+    kept_rows, notes = getattr(args, "kept", ([], []))
+    names = {name for name, _, _ in rows}
+    lines += [line.rstrip(" |") + " *(earlier run)* |" for line in kept_rows
+              if line.split("|")[1].strip() not in names and "*(earlier run)*" not in line] + \
+             [line for line in kept_rows if line.split("|")[1].strip() not in names and "*(earlier run)*" in line]
     if partial:
         lines += ["", "*(partial: the run is still going or was interrupted)*"]
+    if notes:
+        lines += ["", *notes]
     text = "\n".join(lines) + "\n"
     atomic_write_text(text, args.out)
     return text

@@ -231,6 +231,8 @@ def evaluate_synset(
     models: Sequence[int] | None = None,
     on_epoch: Callable[[], None] | None = None,
     network_kwargs: dict[str, Any] | None = None,
+    stacked: int = 1,
+    compiled: bool = False,
 ) -> EvalResult:
     """Train ``num_models`` fresh ``arch`` networks on ``synset`` and test each on ``test``.
 
@@ -250,6 +252,9 @@ def evaluate_synset(
         models: indices of the models to train (default ``range(num_models)``); lets DDP ranks split them.
         on_epoch: called after every training epoch of every network (progress bars).
         network_kwargs: the former name of ``arch_kwargs`` (accepted while callers move to the one name).
+        stacked, compiled: speed paths of :mod:`lightning_sdc.evaluation.batched` — ``stacked`` networks
+            trained at once (``torch.func`` vmap), ``torch.compile``'d training loss and test pass; same
+            accuracies to float rounding. Defaults: the one-at-a-time eager loop.
 
     Returns:
         :class:`EvalResult` with one accuracy per model.
@@ -294,6 +299,17 @@ def evaluate_synset(
     c, h, w = images.shape[1:]
     accs = []
     t0 = time.perf_counter()
+    if stacked != 1 or compiled:
+        from lightning_sdc.evaluation.batched import train_and_test
+
+        def build(i: int) -> tuple[nn.Module, torch.Generator]:
+            g = seeded_generator(seed, i)
+            return build_network(arch, c, num_classes, (h, w), generator=g, **(arch_kwargs or {})).to(device), g
+
+        accs = train_and_test(build, models if models is not None else range(num_models), images, targets,
+                              test_images, test_labels, stacked=stacked, compiled=compiled, test=test_accuracy,
+                              on_epoch=on_epoch, epochs=epochs, lr=lr, batch_size=batch_size, augment=train_aug)
+        return EvalResult(arch=arch, accuracies=accs, epochs=epochs, lr=float(lr), seconds=time.perf_counter() - t0)
     for i in models if models is not None else range(num_models):
         g = seeded_generator(seed, i)
         net = build_network(arch, c, num_classes, (h, w), generator=g, **(arch_kwargs or {})).to(device)

@@ -73,6 +73,7 @@ from lightning_sdc.methods.gm import (
     train_on_synset,
 )
 from lightning_sdc.methods.registry import register_method
+from lightning_sdc.models.compiled import CompiledNetwork
 
 #: images per class in DC's BatchNorm-statistics forward
 BN_REAL_PER_CLASS = 16
@@ -97,6 +98,9 @@ class GradientMatching(DistillationModule):
         vectorize: compute every local class's real and synthetic gradients in one ``torch.func.vmap`` call
             each instead of a Python loop over classes (same result to float rounding; faster on accelerators,
             more memory: ``k·batch_real`` real images in one forward).
+        compiled: run the first-order passes (real-batch gradients, the inner-loop network training) through
+            ``torch.compile`` (:mod:`lightning_sdc.models.compiled`): same numbers to float rounding,
+            ≈ 1.5× faster steps on a CPU after a one-off compile of tens of seconds; off by default.
         **kwargs: everything :class:`DistillationModule` takes (``sdc_lambda``, ``sdc_power``, ``lr_img``,
             ``init``, ``arch``, ``arch_kwargs``, ``eval_*`` …).
     """
@@ -119,6 +123,7 @@ class GradientMatching(DistillationModule):
         outer_warmup: int = 250,
         inner_warmup: int = 10,
         vectorize: bool = False,
+        compiled: bool = False,
         **kwargs: Any,
     ) -> None:
         _check_positive("ipc", ipc, integer=True)
@@ -134,6 +139,8 @@ class GradientMatching(DistillationModule):
             raise ValueError(f"dis_metric={dis_metric!r} is not allowed; allowed: {', '.join(METRICS)}")
         if not isinstance(vectorize, bool):
             raise ValueError(f"vectorize must be true or false, got {vectorize!r}")
+        if not isinstance(compiled, bool):
+            raise ValueError(f"compiled must be true or false, got {compiled!r}")
         label_mode = kwargs.get("label_mode", "hard")
         if label_mode != "hard":
             # DC/DSA/DCC match gradients of CE on hard class labels (utils.py: label_syn is a long tensor);
@@ -147,6 +154,7 @@ class GradientMatching(DistillationModule):
         self.outer_loop, self.inner_loop = int(outer_loop), int(inner_loop)
         self.dis_metric = dis_metric
         self.vectorize = vectorize
+        self._compiled_loss = CompiledNetwork() if compiled else None  # plain object: not a submodule
         self.strategy = (self.hparams.dsa_strategy or default_dsa_strategy(self.info.name)) if self.use_dsa else None
         self._net: nn.Module | None = None  # the current iteration's network (never a registered submodule)
         self._net_iteration = -1
@@ -244,7 +252,7 @@ class GradientMatching(DistillationModule):
         dists, norms = [], []
         for c in classes:
             real, syn = self.matched_batches(c, iteration, outer)
-            g_real = class_gradient(net, params, real, c, create_graph=False)
+            g_real = class_gradient(net, params, real, c, create_graph=False, compiled=self._compiled_loss)
             g_syn = class_gradient(net, params, syn, c, create_graph=True)
             dists.append(gradient_distance(g_syn, g_real, self.dis_metric))
             norms.append(sdc_term(g_syn if with_sdc else [g.detach() for g in g_syn], power))
@@ -260,7 +268,7 @@ class GradientMatching(DistillationModule):
         params = list(net.parameters())
         total: list[Tensor] | None = None
         for c, real in pairs:
-            g = class_gradient(net, params, real, c, create_graph=False)
+            g = class_gradient(net, params, real, c, create_graph=False, compiled=self._compiled_loss)
             total = g if total is None else [a + b for a, b in zip(total, g)]
         assert total is not None
         return total
@@ -342,7 +350,8 @@ class GradientMatching(DistillationModule):
         elif self.inner_loop > 0:
             train_on_synset(net, self.synset.images, self.synset.hard_labels, epochs=self.inner_loop,
                             lr=self.hparams.lr_net, batch_size=self.hparams.batch_train,
-                            generator=self.generator(iteration, outer, -2), dsa_strategy=self.strategy)
+                            generator=self.generator(iteration, outer, -2), dsa_strategy=self.strategy,
+                            compiled=self._compiled_loss)
 
 
 def _dc_eval_epochs(dataset: str, arch: str, eval_augment: str) -> int:

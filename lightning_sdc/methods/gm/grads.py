@@ -22,11 +22,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from lightning_sdc.models.compiled import CompiledNetwork, usable
 
-def class_gradient(net: nn.Module, params: Sequence[Tensor], x: Tensor, c: int, *, create_graph: bool) -> list[Tensor]:
-    """``∇θ CE(net(x), c)`` (mean over the batch), one tensor per entry of ``params``."""
+
+def class_gradient(net: nn.Module, params: Sequence[Tensor], x: Tensor, c: int, *, create_graph: bool,
+                   compiled: CompiledNetwork | None = None) -> list[Tensor]:
+    """``∇θ CE(net(x), c)`` (mean over the batch), one tensor per entry of ``params`` (``net.parameters()``).
+
+    ``compiled``: a :class:`~lightning_sdc.models.compiled.CompiledNetwork` runs the pass when there is no
+    ``create_graph`` and it supports ``net`` (same gradient to float rounding); otherwise the eager pass.
+    """
     y = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
-    return list(torch.autograd.grad(F.cross_entropy(net(x), y), list(params), create_graph=create_graph))
+    params = list(params)
+    if not create_graph and usable(compiled, net) is not None:
+        assert compiled is not None
+        return list(torch.autograd.grad(compiled.loss(net, params, x, y), params))
+    return list(torch.autograd.grad(F.cross_entropy(net(x), y), params, create_graph=create_graph))
 
 
 def _check_frozen_batchnorm(net: nn.Module) -> None:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_sdc.augment import diff_augment
+from lightning_sdc.models.compiled import CompiledNetwork, usable
 
 
 def has_batchnorm(net: nn.Module) -> bool:
@@ -43,10 +44,17 @@ def train_on_synset(
     batch_size: int,
     generator: torch.Generator,
     dsa_strategy: str | None = None,
+    compiled: CompiledNetwork | None = None,
 ) -> None:
-    """Train ``net`` in place for ``epochs`` shuffled passes over ``(images, labels)`` (both detached here)."""
+    """Train ``net`` in place for ``epochs`` shuffled passes over ``(images, labels)`` (both detached here).
+
+    ``compiled``: run each batch's loss through a :class:`~lightning_sdc.models.compiled.CompiledNetwork`
+    (same updates to float rounding) where it supports ``net``.
+    """
     images, labels = images.detach(), labels.detach()
-    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    params = list(net.parameters())
+    compiled = usable(compiled, net)
+    opt = torch.optim.SGD(params, lr=lr)
     n = images.shape[0]
     net.train()
     with torch.enable_grad():
@@ -57,7 +65,8 @@ def train_on_synset(
                 x = images[idx]
                 if dsa_strategy is not None:
                     x = diff_augment(x, dsa_strategy, generator=generator, siamese=False)
-                loss = F.cross_entropy(net(x), labels[idx])
+                y = labels[idx]
+                loss = F.cross_entropy(net(x), y) if compiled is None else compiled.loss(net, params, x, y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

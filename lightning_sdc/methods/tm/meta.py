@@ -144,6 +144,7 @@ def trajectory_objective(
     sdc_lambda: float = 0.0,
     sdc_power: int = 1,
     learned: Sequence[Tensor] = (),
+    first_order_loss_fn: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
 ) -> MatchResult:
     """Run the student's ``N = len(plan)`` inner steps from ``start`` and return the meta-objective.
 
@@ -160,6 +161,9 @@ def trajectory_objective(
         sdc_power: 1 (eq. 12) or 2 (Algorithm 2), see :func:`~lightning_sdc.matching.sdc.sdc_term`.
         learned: in constant-memory mode, the tensors other than ``images`` and ``syn_lr`` that ``targets``
             depends on and that need a gradient (DATM's label logits).
+        first_order_loss_fn: the same loss as ``loss_fn`` through a faster first-order-only path (e.g.
+            :meth:`~lightning_sdc.methods.tm.student.FunctionalStudent.compiled_loss`); used by the
+            constant-memory pass 1, which needs no second derivative. ``None``: ``loss_fn``.
     """
     _check(memory, meta_gradient, sdc_lambda)
     start = start.detach()
@@ -169,7 +173,7 @@ def trajectory_objective(
         return _unrolled(loss_fn, images, targets, syn_lr, start, target, denom, plan, meta_gradient == "first_order",
                          sdc_lambda, sdc_power)
     return _constant(loss_fn, images, targets, syn_lr, start, target, denom, plan, meta_gradient == "first_order",
-                     sdc_lambda, sdc_power, learned)
+                     sdc_lambda, sdc_power, learned, first_order_loss_fn or loss_fn)
 
 
 def _mean_sdc(terms: list[Tensor], like: Tensor) -> Tensor:
@@ -216,6 +220,7 @@ def _constant(
     sdc_lambda: float,
     sdc_power: int,
     learned: Sequence[Tensor],
+    pass1_loss_fn: Callable[[Tensor, Tensor, Tensor], Tensor],
 ) -> MatchResult:
     alpha = syn_lr.detach()
     images_const = images.detach()
@@ -226,7 +231,7 @@ def _constant(
         theta = thetas[-1].detach().requires_grad_(True)
         with torch.no_grad():
             y = targets(step.index)
-        loss = loss_fn(theta, _batch(images_const, step), y.detach())
+        loss = pass1_loss_fn(theta, _batch(images_const, step), y.detach())
         (g,) = torch.autograd.grad(loss, theta)
         terms.append(sdc_term(g, sdc_power))
         thetas.append(thetas[-1] - alpha * g)

@@ -32,6 +32,7 @@ class FunctionalStudent:
         self.layout = layout if layout is not None else ParamLayout.from_module(module)
         for p in module.parameters():  # never trained: its own values only fix shapes and dtypes
             p.requires_grad_(False)
+        self._compiled: Any = None  # CompiledNetwork, built on the first compiled_loss call
 
     @classmethod
     def build(
@@ -69,6 +70,17 @@ class FunctionalStudent:
         """Inner training loss: cross-entropy with class indices, or with probabilities (DATM's
         ``SoftCrossEntropy`` = mean over the batch of ``Σ_c −log softmax(z)_c · p_c``)."""
         return F.cross_entropy(self.forward(theta, x), targets)
+
+    def compiled_loss(self, theta: Tensor, x: Tensor, targets: Tensor) -> Tensor:
+        """:meth:`loss` through ``torch.compile`` (:class:`~lightning_sdc.models.compiled.CompiledNetwork`):
+        first order only (no ``create_graph``), same value to float rounding; eager for BatchNorm students."""
+        from lightning_sdc.models.compiled import CompiledNetwork
+
+        if self._compiled is None:
+            self._compiled = CompiledNetwork()
+        if not self._compiled.supports(self.module):
+            return self.loss(theta, x, targets)
+        return self._compiled.loss(self.module, self.layout.split(theta), x, targets)
 
     @torch.no_grad()
     def logits(self, theta: Tensor, x: Tensor, batch_size: int = 256) -> Tensor:
