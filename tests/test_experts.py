@@ -471,9 +471,7 @@ def test_setup_trains_missing_buffer_and_command(tmp_path: Path, digits) -> None
         train_num_experts=1,
         train_kwargs={"device": "cpu", "progress": False},
     )
-    dm.prepare_data()  # downloads only: no rank waits at Lightning's barrier while experts train
-    assert not (tmp_path / "buf").exists()
-    dm.setup("fit")
+    dm.setup("fit")  # in a Trainer run prepare_data only downloads; setup trains, on every rank its share
     assert (
         dm.buffer.num_experts == 1 and dm.buffer.epochs == 2
     )  # train_epochs = max_start_epoch + expert_epochs
@@ -482,8 +480,15 @@ def test_setup_trains_missing_buffer_and_command(tmp_path: Path, digits) -> None
         "digits", str(tmp_path / "buf"), arch_kwargs=ARCH_KW, max_start_epoch=1, expert_epochs=1,
         train_num_experts=1, train_kwargs={"device": "cpu", "progress": False},
     )
-    again.setup("fit")  # present: nothing is retrained
+    again.prepare_data()  # called directly it trains what is missing: nothing here
+    again.setup("fit")
     assert (tmp_path / "buf" / "expert_0000.pt").stat().st_mtime_ns == mtime
+    alone = ExpertTrajectoryDataModule(
+        "digits", str(tmp_path / "alone"), arch_kwargs=ARCH_KW, max_start_epoch=1, expert_epochs=1,
+        train_num_experts=1, train_kwargs={"device": "cpu", "progress": False},
+    )
+    alone.prepare_data()
+    assert torch.equal(read_expert(tmp_path / "alone" / "expert_0000.pt")[0], dm.buffer.trajectory(0))
 
     from lightning_sdc.cli import main
 

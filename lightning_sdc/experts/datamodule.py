@@ -226,13 +226,16 @@ class ExpertTrajectoryDataModule(LightningDataModule):
     def prepare_data(self) -> None:
         """Download the dataset if needed (Lightning calls this on one process per node).
 
-        Experts are not trained here — that would leave the other ranks waiting at Lightning's barrier for
-        hours — but in :meth:`setup`, where every rank trains its share.
+        Inside a Trainer run, experts are not trained here — that would leave the other ranks waiting at
+        Lightning's barrier for hours — but in :meth:`setup`, where every rank trains its share. Called directly
+        (no trainer attached), it also trains the missing experts, in this process.
         """
         if self.download:
             from lightning_sdc.data import prepare_dataset
 
             prepare_dataset(self.dataset, self.root)
+        if self.trainer is None and self.train_if_missing:
+            self.train_missing_experts()
 
     def experts_command(self) -> str:
         """The exact ``lightning-sdc experts …`` command that trains the buffer this DataModule expects."""
