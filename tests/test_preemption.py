@@ -217,3 +217,29 @@ def test_a_failed_evaluation_keeps_the_updates_before_it(tmp_path: Path, capsys)
         trainer.fit(gm(), digits())
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 2
     assert "the evaluation after update 2 failed (RuntimeError)" in capsys.readouterr().err
+
+
+class SignalOnRank(SignalAt):
+    """``SignalAt`` on one rank only: the other ranks must stop at the same update."""
+
+    def __init__(self, step: int, signum: int, rank: int) -> None:
+        super().__init__(step, signum)
+        self.rank = rank
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_rank == self.rank:
+            super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+
+
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_ddp_signal_on_one_rank_stops_every_rank_after_the_same_update(tmp_path: Path) -> None:
+    """SIGUSR1 reaches rank 1 only (during update 1): both ranks agree, rank 0 writes update 2, both exit 138."""
+    from tests.gm_helpers import trainer as gm_trainer
+
+    cb = PreemptionCheckpoint(every_n_minutes=None, dirpath=str(tmp_path / "ck"))
+    tr = gm_trainer(6, strategy="ddp_spawn", devices=2, callbacks=[cb, SignalOnRank(1, signal.SIGUSR1, rank=1)],
+                    enable_checkpointing=True, default_root_dir=str(tmp_path))
+    with pytest.raises(Exception, match="138"):  # the spawned ranks exited with 128 + SIGUSR1
+        tr.fit(gm(eval_num_models=1, eval_epochs=1), digits())
+    assert torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)["global_step"] == 2
