@@ -211,6 +211,23 @@ def tm_memory(steps_list: tuple[int, int], device: str, experts: Path, repeats: 
     return out
 
 
+def tm_memory_cifar(ipc: dict[str, int], steps_list: tuple[int, int] = (10, 40), repeats: int = 1) -> dict[str, Any]:
+    """Peak RSS of one MTT meta-update at ``syn_steps`` 40 / 10 per memory mode (the keys of ``ipc``) at the MTT
+    CIFAR-10 shape (3×32×32, ConvNet-128, 10 classes × ``ipc[mode]``; :func:`benchmarks.memory_worker.objective_peak`),
+    each in a fresh subprocess, median of ``repeats``. (Unrolled at IPC 10 × 40 steps needs ≈ 20 GB.)"""
+    out: dict[str, Any] = {}
+    for memory, k in ipc.items():
+        peaks = []
+        for syn_steps in steps_list:
+            cmd = [sys.executable, "-m", "benchmarks.memory_worker", "objective", memory, str(syn_steps), str(k)]
+            runs = [float(subprocess.run(cmd, capture_output=True, text=True, check=True, env=_env())
+                          .stdout.strip().splitlines()[-1]) for _ in range(repeats)]
+            peaks.append(statistics.median(runs))
+        out[memory] = peaks[1] / peaks[0]
+        out[f"{memory}_mib"] = peaks
+    return out
+
+
 def _env() -> dict[str, str]:
     import os
 

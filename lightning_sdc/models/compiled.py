@@ -10,7 +10,9 @@ and backward, ≈ 40 %; Inductor fuses that chain into a few loops, which makes 
 
 :class:`CompiledNetwork` compiles ``CE(f(x; θ), y)`` and ``f(x; θ)`` once per network *structure*: the
 parameters are inputs (``torch.func.functional_call`` on a private copy of the first network seen), so every
-fresh network of a run reuses the compiled code; each new input shape compiles once (static shapes).
+fresh network of a run reuses the compiled code; each new input shape compiles once (static shapes; past
+``torch._dynamo.config.cache_size_limit`` shapes, 8 by default, dynamo runs the pass eagerly — e.g. ``batch_real``
+above the class sizes of a small data set such as ``digits`` gives one shape per class).
 Passes that need a second derivative (the synthetic side of GM, the unrolled TM student) stay eager: compiled
 graphs have no double backward.
 
