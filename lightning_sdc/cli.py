@@ -226,6 +226,33 @@ def rewrite_args(argv: Sequence[str], given: list[tuple[str, Any, str]] | None =
     return out
 
 
+def list_options(*options: str) -> Any:
+    """A subcommand's ``prepare_args`` that lets each of ``options`` take a plain list, as the shell splits it:
+    ``--only a b --seeds 0 1`` becomes ``--only [a,b] --seeds [0,1]`` for jsonargparse (a list ends at the next
+    ``--option``; ``--only [a,b]`` and ``--only=[a,b]`` pass through)."""
+
+    def prepare(argv: Sequence[str]) -> list[str]:
+        out: list[str] = []
+        args = list(argv)
+        i = 0
+        while i < len(args):
+            out.append(args[i])
+            i += 1
+            if out[-1] not in options:
+                continue
+            items = []
+            while i < len(args) and not args[i].startswith("--"):
+                items.append(args[i])
+                i += 1
+            if len(items) == 1 and items[0].startswith("["):
+                out.append(items[0])
+            elif items:
+                out.append("[" + ",".join(items) + "]")
+        return out
+
+    return prepare
+
+
 # ---------------------------------------------------------------------- LightningCLI
 def method_seed(seed_everything: bool | int) -> int:
     """The method's ``seed`` from ``--seed_everything`` (``false``: 0; ``true`` is refused: a random global seed
@@ -352,6 +379,7 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True, export: bool 
             trainer_defaults=defaults,
             parser_kwargs={"prog": PROG, "description": __doc__.split("\n\n")[0]},
             run=run,
+            **({} if export else {"save_config_callback": None}),  # in memory: no config.yaml in the working dir
         )
     finally:
         sys.argv = saved
@@ -401,8 +429,9 @@ def usage() -> str:
     rows = [*LIGHTNING_SUBCOMMANDS.items(), *((name, _summary(name)) for name in SUBCOMMANDS)]
     width = max(len(n) for n, _ in rows)
     lines = [f"usage: {PROG} SUBCOMMAND [options]      ({PROG} SUBCOMMAND --help: its options)", "",
-             __doc__.split("\n\n")[0].splitlines()[0].rstrip(), "", "subcommands:"]
-    lines += [f"  {name:<{width}}  {text}" for name, text in rows]
+             "Dataset distillation with Sample Difficulty Correction (SDC), as PyTorch Lightning modules.", "",
+             "subcommands:"]
+    lines += [f"  {name:<{width}}  {text.replace('``', '')}" for name, text in rows]
     lines += ["", f"examples:  {PROG} fit --config trainer/cpu --config demo/digits_dsa_ipc1",
               f"           {PROG} evaluate lightning_logs/version_0/synthetic/synset.pt --archs ConvNet ResNet18",
               f"           {PROG} configs          (the packaged configs, usable as --config NAME)"]

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from lightning_sdc.cli import CONFIG_DIR as CONFIGS
-from lightning_sdc.cli import UsageError, resolve_config
+from lightning_sdc.cli import UsageError, list_options, resolve_config
 from lightning_sdc.io import atomic_write_text
 
 #: the method name of a Random-baseline cell (no distillation; evaluated with its config's protocol)
@@ -300,13 +300,13 @@ def reproduce_command(
 
     Args:
         grid: the grid to run (``fmnist-cpu``, ``tm-digits``, ``table1``, ``table2``).
-        seeds: seeds of every cell (default: 0).
+        seeds: seeds of every cell, a plain list (``--seeds 0 1 2``; default: 0).
         out: directory of the tables and of the per-cell cache ``<out>/<grid>/``.
         trainer_config: the trainer preset (a file or a packaged name: ``trainer/cpu``, ``trainer/gpu``, …).
         max_steps: override the grid's synthetic-set updates per cell.
         num_models: override the grid's fresh evaluation networks per cell.
         epochs: override the grid's training epochs of each evaluation network.
-        only: cell keys to run (default: all), e.g. ``dsa_fashionmnist_ipc1_sdc``.
+        only: cell keys to run, a plain list (default: all), e.g. ``--only dsa_fashionmnist_ipc1_sdc``.
 
     Returns:
         The Markdown and CSV tables written.
@@ -322,6 +322,9 @@ def reproduce_command(
         raise UsageError(f"--only {', '.join(unknown)}: not a cell of {grid}; allowed: {', '.join(sorted(keys))}")
     md = run_grid(grid, seeds or [0], out, trainer_config, max_steps, num_models, only, epochs)
     return [str(md), str(md.with_suffix(".csv"))]
+
+
+reproduce_command.prepare_args = list_options("--seeds", "--only")  # type: ignore[attr-defined]  # `--seeds 0 1 2`
 
 
 def main(argv: Sequence[str] | None = None) -> None:

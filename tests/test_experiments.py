@@ -72,3 +72,20 @@ def test_cells_and_grids_are_validated() -> None:
         Cell(RANDOM, "digits", 1, True)
     with pytest.raises(KeyError, match="unknown grid 'nope'"):
         run_grid("nope")
+
+
+def test_reproduce_takes_plain_lists_and_refuses_bad_cells(monkeypatch) -> None:
+    """`lightning-sdc reproduce --seeds 0 1 --only a b` as the shell splits it; unknown cells/grids are one line."""
+    from lightning_sdc.cli import UsageError, run
+
+    seen = {}
+    monkeypatch.setattr(experiments, "run_grid", lambda *a: seen.setdefault("args", a) and Path("x.md"))
+    keys = [c.key for c in experiments.GRIDS["tm-digits"].cells[:2]]
+    assert run(["reproduce", "--grid", "tm-digits", "--seeds", "0", "1", "--only", *keys, "--num_models", "2"]) == [
+        "x.md", "x.csv"]
+    grid, seeds, _out, _trainer, _steps, num_models, only, _epochs = seen["args"]
+    assert (grid, seeds, num_models, only) == ("tm-digits", [0, 1], 2, keys)
+    with pytest.raises(UsageError, match="--only nope: not a cell of tm-digits; allowed: "):
+        run(["reproduce", "--grid", "tm-digits", "--only", "nope"])
+    with pytest.raises(UsageError, match="--grid 'nope': unknown; allowed: table1"):
+        run(["reproduce", "--grid", "nope"])
