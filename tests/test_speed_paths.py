@@ -133,3 +133,36 @@ def test_constant_memory_compiled_pass1_equals_eager():
         grads.append(torch.cat([images.grad.flatten(), lr.grad.flatten()]))
     assert float(grads[0].norm()) > 0
     assert _rel(grads[1], grads[0]) <= 1e-5
+
+
+def test_synthetic_side_stays_fp32_under_autocast():
+    """Under bf16 autocast the create_graph (synthetic) pass is fp32 — equal to the pass outside autocast — and
+    the real-batch pass is bf16 (its gradient near, not equal, to fp32: cosine ≥ 0.99 per tensor)."""
+    g = torch.Generator().manual_seed(0)
+    net = build_network("ConvNet", 1, 4, (8, 8), generator=g, **SMALL)
+    params, x = list(net.parameters()), torch.randn(16, 1, 8, 8, generator=g)
+    want_syn = class_gradient(net, params, x[:2], 1, create_graph=True)
+    want_real = class_gradient(net, params, x, 1, create_graph=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got_syn = class_gradient(net, params, x[:2], 1, create_graph=True)
+        got_real = class_gradient(net, params, x, 1, create_graph=False)
+    for a, b in zip(got_syn, want_syn):
+        assert a.dtype == torch.float32 and a.requires_grad
+        assert torch.equal(a, b)
+    for a, b in zip(got_real, want_real):
+        if b.dim() > 1:
+            assert float(torch.nn.functional.cosine_similarity(a.float().flatten(), b.flatten(), dim=0)) >= 0.99
+    assert any(not torch.equal(a.float(), b) for a, b in zip(got_real, want_real))  # bf16 really ran
+
+
+def test_bf16_test_pass_is_opt_in_and_close(digits):
+    """``test_bf16=True`` moves each accuracy by at most a few near-tied test images; bad values are refused."""
+    from lightning_sdc.evaluation import evaluate_synset
+
+    images, labels = _eval_set(digits)
+    kw = {"arch_kwargs": SMALL, "num_models": 2, "epochs": 3, "batch_size": 10, "augment": "none", "seed": 4}
+    want = evaluate_synset((images, labels), digits, **kw).accuracies
+    got = evaluate_synset((images, labels), digits, test_bf16=True, **kw).accuracies
+    assert all(abs(a - b) <= 3 / 359 for a, b in zip(got, want)), (got, want)
+    with pytest.raises(ValueError, match="test_bf16 must be true or false"):
+        evaluate_synset((images, labels), digits, test_bf16="yes", **kw)

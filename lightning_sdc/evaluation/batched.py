@@ -17,6 +17,9 @@ same SGD updates — in two faster ways, either or both:
 
 Both give the accuracies of the one-at-a-time loop up to float rounding (``tests/test_speed_paths.py``);
 networks with BatchNorm (module state written by the forward) fall back to the one-at-a-time eager path.
+
+* ``test_bf16=True`` (changes numbers: opt-in): the test-split pass under bf16 autocast. Logits move by bf16
+  rounding, so a few near-tied test images can flip class; training is untouched (fp32).
 """
 
 from __future__ import annotations
@@ -35,12 +38,13 @@ from lightning_sdc.models.compiled import CompiledNetwork, has_module_state
 Augment = Callable[[Tensor, torch.Generator], Tensor]
 
 
-def check_speed_options(stacked: int, compiled: bool) -> None:
-    """``stacked`` a positive int, ``compiled`` a bool; a ``ValueError`` naming the bad value otherwise."""
+def check_speed_options(stacked: int, compiled: bool, test_bf16: bool = False) -> None:
+    """``stacked`` a positive int, ``compiled`` and ``test_bf16`` bools; a ``ValueError`` naming the bad value."""
     if isinstance(stacked, bool) or not isinstance(stacked, int) or stacked < 1:
         raise ValueError(f"stacked must be an integer >= 1 (networks trained at once), got {stacked!r}")
-    if not isinstance(compiled, bool):
-        raise ValueError(f"compiled must be true or false, got {compiled!r}")
+    for name, value in (("compiled", compiled), ("test_bf16", test_bf16)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 def _batches(n: int, batch_size: int, gens: Sequence[torch.Generator], device: torch.device):
@@ -147,14 +151,16 @@ def train_and_test(
     *,
     stacked: int = 1,
     compiled: bool = False,
+    test_bf16: bool = False,
     test: Callable[[nn.Module, Tensor, Tensor], float],
     on_epoch: Callable[[], None] | None = None,
     **train_kw,
 ) -> list[float]:
     """The accuracies of the networks ``build(i)`` (network, its generator) for ``i`` in ``indices``, trained in
-    groups of ``stacked`` (and/or with ``compiled`` passes), tested with ``test`` or the compiled forward.
+    groups of ``stacked`` (and/or with ``compiled`` passes), tested with ``test`` or the compiled forward
+    (under bf16 autocast with ``test_bf16``).
     Networks are built group by group, each from its own generator, so initialisations equal the loop's."""
-    check_speed_options(stacked, compiled)
+    check_speed_options(stacked, compiled, test_bf16)
     engine = CompiledNetwork() if compiled else None
     accs: list[float] = []
     indices = list(indices)
@@ -168,7 +174,8 @@ def train_and_test(
             for group in groups:
                 train_networks(group, [gen_of[id(net)] for net in group], images, targets, compiled=use,
                                on_epoch=on_epoch, **train_kw)
-        for net in nets:
-            accs.append(test(net, test_images, test_labels) if use is None
-                        else compiled_test_accuracy(net, use, test_images, test_labels))
+        with torch.autocast(test_images.device.type, dtype=torch.bfloat16, enabled=test_bf16):
+            for net in nets:
+                accs.append(test(net, test_images, test_labels) if use is None
+                            else compiled_test_accuracy(net, use, test_images, test_labels))
     return accs

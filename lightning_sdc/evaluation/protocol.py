@@ -233,6 +233,7 @@ def evaluate_synset(
     network_kwargs: dict[str, Any] | None = None,
     stacked: int = 1,
     compiled: bool = False,
+    test_bf16: bool = False,
 ) -> EvalResult:
     """Train ``num_models`` fresh ``arch`` networks on ``synset`` and test each on ``test``.
 
@@ -255,6 +256,7 @@ def evaluate_synset(
         stacked, compiled: speed paths of :mod:`lightning_sdc.evaluation.batched` — ``stacked`` networks
             trained at once (``torch.func`` vmap), ``torch.compile``'d training loss and test pass; same
             accuracies to float rounding. Defaults: the one-at-a-time eager loop.
+        test_bf16: the test pass under bf16 autocast (opt-in: changes logits by bf16 rounding).
 
     Returns:
         :class:`EvalResult` with one accuracy per model.
@@ -299,7 +301,7 @@ def evaluate_synset(
     c, h, w = images.shape[1:]
     accs = []
     t0 = time.perf_counter()
-    if stacked != 1 or compiled:
+    if stacked != 1 or compiled or test_bf16:
         from lightning_sdc.evaluation.batched import train_and_test
 
         def build(i: int) -> tuple[nn.Module, torch.Generator]:
@@ -307,7 +309,8 @@ def evaluate_synset(
             return build_network(arch, c, num_classes, (h, w), generator=g, **(arch_kwargs or {})).to(device), g
 
         accs = train_and_test(build, models if models is not None else range(num_models), images, targets,
-                              test_images, test_labels, stacked=stacked, compiled=compiled, test=test_accuracy,
+                              test_images, test_labels, stacked=stacked, compiled=compiled, test_bf16=test_bf16,
+                              test=test_accuracy,
                               on_epoch=on_epoch, epochs=epochs, lr=lr, batch_size=batch_size, augment=train_aug)
         return EvalResult(arch=arch, accuracies=accs, epochs=epochs, lr=float(lr), seconds=time.perf_counter() - t0)
     for i in models if models is not None else range(num_models):
