@@ -142,9 +142,12 @@ def test_atomic_write_keeps_previous_file(buffer_dir: Path, tmp_path: Path, monk
     old, meta = read_expert(path)
     old = old.clone()
 
-    def broken_save(obj, f, *args, **kwargs):
-        with open(f, "wb") as fh:
-            fh.write(b"PK\x03\x04 half a zip")
+    def broken_save(obj, f, *args, **kwargs):  # torch.save gets a path or an open file (lightning_sdc.io)
+        if hasattr(f, "write"):
+            f.write(b"PK\x03\x04 half a zip")
+        else:
+            with open(f, "wb") as fh:
+                fh.write(b"PK\x03\x04 half a zip")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
@@ -628,3 +631,17 @@ def test_zca_experts_and_datamodule(tmp_path: Path, digits) -> None:
     assert not torch.allclose(images, digits.test_images[: len(images)])
     with pytest.raises(ValueError, match="zca: buffer has True, run uses False"):
         _dm(out)
+
+
+def test_run_experts_refuses_bad_layout_before_launching(tmp_path: Path) -> None:
+    from lightning_sdc.experts import run_experts
+
+    kw = {"num_experts": 4, "epochs": 1, "out": str(tmp_path)}
+    with pytest.raises(ValueError, match=r"shard must be an int in \[0, num_shards=2\), got 5"):
+        run_experts("digits", trainer={"accelerator": "cpu", "devices": 2, "strategy": "ddp"}, shard=5,
+                    num_shards=2, **kw)
+    with pytest.raises(ValueError, match=r"trainer options \['device'\] are not allowed; allowed: accelerator"):
+        run_experts("digits", trainer={"device": 2}, **kw)
+    with pytest.raises(ValueError, match=r"\['device'\] come from the Fabric job"):
+        run_experts("digits", device="cpu", **kw)
+    assert not tmp_path.joinpath("manifest.json").exists()

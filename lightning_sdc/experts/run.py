@@ -93,6 +93,10 @@ def run_experts(
     own = sorted({"device", "rank", "world_size", "barrier"} & set(train_kwargs))
     if own:
         raise ValueError(f"{own} come from the Fabric job; set the process layout with trainer= instead")
+    if "num_experts" in train_kwargs:  # bad shard arguments fail here, before any process is launched
+        from lightning_sdc.experts.training import shard_ids
+
+        shard_ids(train_kwargs["num_experts"], train_kwargs.get("shard", 0), train_kwargs.get("num_shards", 1))
     fabric = Fabric(
         accelerator=opts.accelerator,
         devices=opts.devices,
