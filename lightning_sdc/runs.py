@@ -370,8 +370,10 @@ def prepare_subcommand(cli: Any, subcommand: str) -> None:
         if changed:
             rank_zero_info(f"resuming {path} with changed settings: {', '.join(changed)}")
         del checkpoint
-    if subcommand == "fit" and own and trainer.is_global_zero:  # refused now, not after the data are set up
-        lock_run_dir(lock_path(trainer))  # PreemptionCheckpoint releases it when fit ends
+    if subcommand == "fit" and own:  # refused now, not after the data are set up
+        path = lock_path(trainer)  # on every rank: trainer.log_dir broadcasts once the process group exists
+        if trainer.is_global_zero:
+            lock_run_dir(path)  # PreemptionCheckpoint releases it when fit ends
 
 
 __all__ = [

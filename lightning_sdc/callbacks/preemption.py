@@ -133,8 +133,9 @@ class PreemptionCheckpoint(pl.Callback):
             return
         from lightning_sdc.runs import lock_path, lock_run_dir
 
+        path = lock_path(trainer)  # every rank: trainer.log_dir is a collective broadcast under DDP
         if trainer.is_global_zero:
-            self._lock = lock_run_dir(lock_path(trainer))
+            self._lock = lock_run_dir(path)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._trainer, self.received = trainer, None
