@@ -48,16 +48,16 @@ def sizes(device: str, quick: bool) -> dict[str, Any]:
         return {
             "dc": {"dataset": "mnist5k", "ipc": 10, "net": {"width": 128, "depth": 3}, "batch_real": 256,
                    "outer_loop": 10, "inner_loop": 10, "steps": 100 if quick else 300,
-                   "eval_models": 3, "eval_epochs": 300},
+                   "eval_num_models": 3, "eval_epochs": 300},
             "mtt": {"net": {"width": 32, "depth": 2}, "ipc": 10, "syn_steps": 40, "steps": 20 if quick else 50,
-                    "experts": 4, "eval_models": 3, "eval_epochs": 300},
+                    "experts": 4, "eval_num_models": 3, "eval_epochs": 300},
         }
     return {
         "dc": {"dataset": "digits", "ipc": 1, "net": {"width": 16, "depth": 2}, "batch_real": 16,
-               "outer_loop": 1, "inner_loop": 1, "steps": 3 if quick else 20, "eval_models": 1,
+               "outer_loop": 1, "inner_loop": 1, "steps": 3 if quick else 20, "eval_num_models": 1,
                "eval_epochs": 10 if quick else 100},
         "mtt": {"net": {"width": 8, "depth": 1}, "ipc": 1, "syn_steps": 4, "steps": 2 if quick else 10,
-                "experts": 2, "eval_models": 1, "eval_epochs": 10 if quick else 100},
+                "experts": 2, "eval_num_models": 1, "eval_epochs": 10 if quick else 100},
     }
 
 
@@ -74,8 +74,8 @@ def _accuracy(synset: Any, dataset: str, net: dict[str, int], size: dict[str, An
     from lightning_sdc.evaluation.protocol import evaluate_synset
 
     res = evaluate_synset(synset, load_dataset(dataset), arch="ConvNet", arch_kwargs=net,
-                          num_models=size["eval_models"], epochs=size["eval_epochs"], augment=augment, device=device)
-    return {"acc_mean": res.mean, "acc_std": res.std, "eval_models": res.num_models, "eval_seconds": res.seconds}
+                          num_models=size["eval_num_models"], epochs=size["eval_epochs"], augment=augment, device=device)
+    return {"acc_mean": res.mean, "acc_std": res.std, "eval_num_models": res.num_models, "eval_seconds": res.seconds}
 
 
 def _peak_start(device: str) -> None:
@@ -249,7 +249,7 @@ def render(device: str, quick: bool, sections: dict[str, Any], load: tuple[float
     if "dc" in sections:
         d = s["dc"]
         lines += [f"## DC + SDC on {d['dataset']}, IPC {d['ipc']}, ConvNet {d['net']}, {d['steps']} updates", "",
-                  f"Accuracy: {d['eval_models']} fresh ConvNets × {d['eval_epochs']} epochs (DC augmentation) on "
+                  f"Accuracy: {d['eval_num_models']} fresh ConvNets × {d['eval_epochs']} epochs (DC augmentation) on "
                   "each final set.", "",
                   "| precision | ran as | status | s / update | peak MiB | images finite | accuracy |",
                   "|---|---|---|---|---|---|---|"]

@@ -134,7 +134,7 @@ def full_run(tmp_path_factory):
             num_models=2,
             epochs=3,
             augment="none",
-            network_kwargs={"ConvNetD1": {"width": 8}},
+            arch_kwargs={"ConvNetD1": {"width": 8}},
         ),
         "gradn": GraDNTracker(every=2, num_networks=2, ema=0.5, method="vmap"),
         "trained": GraDNTracker(
@@ -167,7 +167,7 @@ def test_cross_arch_table_uses_the_protocol_and_reaches_logger_and_files(full_ru
         epochs=3,
         augment="none",
         seed=model.seed,
-        network_kwargs=SMALL,
+        arch_kwargs=SMALL,
     )
     assert cross.results[0].accuracies == direct.accuracies  # the method's protocol: same seeds, same nets
     md = (full_run.log_dir / "cross_arch.md").read_text()
@@ -404,7 +404,7 @@ def test_cross_arch_and_gradn_under_ddp_match_one_process(tmp_path):
                 num_models=3,
                 epochs=2,
                 augment="none",
-                network_kwargs={"ConvNetD1": {"width": 8}},
+                arch_kwargs={"ConvNetD1": {"width": 8}},
                 dirpath=str(out),
             ),
             GraDNTracker(every=1, num_networks=3, dirpath=str(out), method="loop"),

@@ -166,7 +166,7 @@ def test_one_seed_gives_the_same_evaluation_networks(digits, monkeypatch):
 
     monkeypatch.setattr(models, "build_network", record_build)
     monkeypatch.setattr(protocol, "train_network", record_train)
-    kw = dict(num_models=2, epochs=1, augment="none", network_kwargs={"width": 8, "depth": 1})
+    kw = dict(num_models=2, epochs=1, augment="none", arch_kwargs={"width": 8, "depth": 1})
     evaluate_synset(random_coreset(digits, 1, seed=0), digits, seed=5, **kw)
     evaluate_synset(random_coreset(digits, 1, seed=1), digits, seed=5, **kw)
     evaluate_synset(random_coreset(digits, 1, seed=1), digits, seed=6, **kw)

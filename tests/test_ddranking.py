@@ -58,7 +58,7 @@ def _tiny():
 
 def test_full_data_accuracy_is_cached(tmp_path, monkeypatch):
     train, test = _tiny()
-    kw = dict(dataset="tiny", network_kwargs={"width": 4, "depth": 1}, epochs=2, cache_dir=tmp_path)
+    kw = dict(dataset="tiny", arch_kwargs={"width": 4, "depth": 1}, epochs=2, cache_dir=tmp_path)
     acc = ddr.full_data_accuracy(train, test, **kw)
     files = list(tmp_path.glob("tiny_ConvNet_e2_*.pt"))
     assert len(files) == 1 and 0.0 <= acc <= 1.0
@@ -84,7 +84,7 @@ def test_label_robust_metrics_random_set_has_zero_ior(digits, tmp_path):
     synset = random_coreset(digits, 1, seed=7)
     res = ddr.label_robust_metrics(
         synset, (digits.train_images, digits.train_labels), (digits.test_images, digits.test_labels),
-        dataset="digits", ipc=1, num_models=2, epochs=2, network_kwargs={"width": 8, "depth": 1}, full_epochs=1,
+        dataset="digits", ipc=1, num_models=2, epochs=2, arch_kwargs={"width": 8, "depth": 1}, full_epochs=1,
         random_seed=7, cache_dir=tmp_path)
     assert res.ior == [0.0, 0.0]
     assert res.hlr == pytest.approx([res.full - s for s in res.syn])

@@ -504,10 +504,8 @@ def test_setup_trains_missing_buffer_and_command(tmp_path: Path, digits) -> None
             "1",
             "--epochs",
             "1",
-            "--width",
-            "16",
-            "--depth",
-            "2",
+            "--arch_kwargs",
+            "{width: 16, depth: 2}",
             "--out",
             str(tmp_path / "cmd"),
             "--trainer.accelerator",
@@ -536,8 +534,8 @@ def test_missing_experts_message_is_the_exact_command(tmp_path: Path) -> None:
         dm.setup("fit")
     command = str(err.value).split("\n")[1].strip()
     assert command == (
-        f"lightning-sdc experts --dataset digits --num_experts 2 --epochs 2 --out {tmp_path / 'buf'} --width 16 "
-        """--depth 2 --dataset_kwargs '{"seed": 1}' --lr 0.02 --dsa false --seed 4"""
+        f"lightning-sdc experts --dataset digits --num_experts 2 --epochs 2 --out {tmp_path / 'buf'} "
+        """--arch_kwargs '{"depth": 2, "width": 16}' --dataset_kwargs '{"seed": 1}' --lr 0.02 --dsa false --seed 4"""
     )
     assert not (tmp_path / "buf").exists()  # stopped before any training
     main(shlex.split(command)[1:] + ["--progress", "false"])

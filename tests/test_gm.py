@@ -192,7 +192,7 @@ def test_checkpoint_resume_mid_iteration_is_exact(tmp_path):
 
 
 #: same protocol for the distilled and the random set: 5 fresh small ConvNets, 100 epochs, no augmentation
-EVAL = dict(arch="ConvNet", num_models=5, epochs=100, augment="none", network_kwargs={"width": 32, "depth": 2})
+EVAL = dict(arch="ConvNet", num_models=5, epochs=100, augment="none", arch_kwargs={"width": 32, "depth": 2})
 
 
 @pytest.fixture(scope="module")

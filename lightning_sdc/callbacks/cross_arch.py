@@ -42,7 +42,6 @@ class CrossArchEvaluation(pl.Callback):
         filename: file stem.
         skip_unsupported: leave out architectures that cannot take the dataset's image shape (e.g. LeNet on
             8×8 digits) with a warning, instead of failing at the start of ``fit``.
-        network_kwargs: the former name of ``arch_kwargs`` (accepted while callers move to the one name).
 
     While the networks train, a progress bar (epochs, ETA) is drawn when the Trainer draws one on a terminal.
     """
@@ -59,7 +58,6 @@ class CrossArchEvaluation(pl.Callback):
         dirpath: str | None = None,
         filename: str = "cross_arch",
         skip_unsupported: bool = False,
-        network_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         from lightning_sdc.models import NETWORKS
 
@@ -79,11 +77,7 @@ class CrossArchEvaluation(pl.Callback):
             batch_size,
             augment,
         )
-        if network_kwargs is not None and arch_kwargs is not None:
-            raise ValueError("give the per-architecture options once, as arch_kwargs (network_kwargs is its "
-                             "former name)")
-        given = arch_kwargs if arch_kwargs is not None else network_kwargs
-        self.per_arch_kwargs = {NETWORKS.canonical(k): dict(v) for k, v in (given or {}).items()}
+        self.per_arch_kwargs = {NETWORKS.canonical(k): dict(v) for k, v in (arch_kwargs or {}).items()}
         self.dirpath, self.filename, self.skip_unsupported = dirpath, filename, bool(skip_unsupported)
         self.results: list[EvalResult] = []
         self.paths: list[Any] = []
@@ -101,7 +95,7 @@ class CrossArchEvaluation(pl.Callback):
         """``build_network`` options of ``arch``: this callback's, else the method's for its evaluation arch."""
         if arch in self.per_arch_kwargs:
             return dict(self.per_arch_kwargs[arch])
-        own = kw.get("arch_kwargs", kw.get("network_kwargs"))
+        own = kw.get("arch_kwargs")
         return dict(own or {}) if arch == kw.get("arch") else {}
 
     def supported_archs(self, pl_module: pl.LightningModule) -> list[str]:

@@ -75,7 +75,7 @@ class GraDNTracker(pl.Callback):
         params: ``"all"`` (Definition 2) or ``"last_layer"``.
         method: per-sample gradients by ``"auto"`` | ``"vmap"`` | ``"loop"``.
         chunk_size: samples per vmapped call.
-        arch, network_kwargs: the ensemble's architecture (default: the method's ``arch`` and
+        arch, arch_kwargs: the ensemble's architecture (default: the method's ``arch`` and
             ``arch_kwargs``).
         expert_epochs: snapshot epoch of each expert network (``source="experts"``).
         resample: fresh initialisations at every measurement (``source="init"``).
@@ -95,7 +95,7 @@ class GraDNTracker(pl.Callback):
         method: str = "auto",
         chunk_size: int = 64,
         arch: str | None = None,
-        network_kwargs: Mapping[str, Any] | None = None,
+        arch_kwargs: Mapping[str, Any] | None = None,
         expert_epochs: Sequence[int] | None = None,
         resample: bool = False,
         train_epochs: int = 5,
@@ -131,7 +131,7 @@ class GraDNTracker(pl.Callback):
             arch = NETWORKS.canonical(arch)
         self.every, self.num_networks, self.ema = every, num_networks, float(ema)
         self.source, self.params, self.method, self.chunk_size = source, params, method, chunk_size
-        self.arch, self.network_kwargs = arch, dict(network_kwargs) if network_kwargs is not None else None
+        self.arch, self.arch_kwargs = arch, dict(arch_kwargs) if arch_kwargs is not None else None
         self.expert_epochs = list(expert_epochs) if expert_epochs is not None else None
         self.resample, self.seed, self.dirpath = bool(resample), int(seed), dirpath
         self.train_epochs, self.name = int(train_epochs), name
@@ -157,7 +157,7 @@ class GraDNTracker(pl.Callback):
         arch = self.arch or getattr(pl_module, "arch", None)
         if arch is None:
             raise ValueError("GraDNTracker needs arch= when the module has no 'arch' attribute")
-        kwargs = self.network_kwargs
+        kwargs = self.arch_kwargs
         if kwargs is None:
             kwargs = (
                 dict(getattr(pl_module, "arch_kwargs", {}) or {})
@@ -227,7 +227,7 @@ class GraDNTracker(pl.Callback):
             if flat.numel() != n_params:
                 raise ValueError(
                     f"expert snapshots have {flat.numel()} parameters but {arch} {kwargs} has {n_params}; "
-                    "pass the buffer's arch/network_kwargs to GraDNTracker"
+                    "pass the buffer's arch/arch_kwargs to GraDNTracker"
                 )
             torch.nn.utils.vector_to_parameters(flat.to(torch.float32), net.parameters())
         net = net.to(device).eval()

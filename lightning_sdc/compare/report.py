@@ -101,7 +101,7 @@ def settings_lines(study: Study) -> list[str]:
         f"- varied: `{study.key}` ∈ {{{', '.join(study.values)}}} (baseline {study.values[0]}); fixed overrides: "
         + (", ".join(f"`{o}`" for o in study.overrides) or "none"),
         f"- seeds: {', '.join(map(str, study.seeds()))}; image updates per run: {', '.join(map(str, steps))}",
-        f"- evaluation: {', '.join(map(str, nets))} fresh {ev.get('arch')} {ev.get('network_kwargs') or '(default options)'} per set, "
+        f"- evaluation: {', '.join(map(str, nets))} fresh {ev.get('arch')} {ev.get('arch_kwargs') or '(default options)'} per set, "
         f"{ev.get('epochs')} epochs, augment={ev.get('augment')}, lr {ev.get('lr'):g} (first run), tested on "
         f"{ev.get('test_images', 'all')} test images; the same networks (init, batch order, "
         "augmentation) for every value of a seed",

@@ -220,7 +220,7 @@ def execute_baseline(spec: RunSpec, full_epochs: int, out_dir: Path) -> dict[str
     res = evaluate_synset(random_coreset(data, int(model.hparams.ipc), seed=spec.seed), test, **kw)
     full = full_data_accuracy(
         (data.train_images, data.train_labels), test, dataset=data.name, arch=kw["arch"],
-        network_kwargs=kw["network_kwargs"], epochs=full_epochs, batch_size=kw["batch_size"], augment=kw["augment"],
+        arch_kwargs=kw["arch_kwargs"], epochs=full_epochs, batch_size=kw["batch_size"], augment=kw["augment"],
         dsa_strategy=kw["dsa_strategy"], device=kw.get("device") or "cpu", cache_dir=out_dir.parent / "full_data")
     out = {"seed": spec.seed, "accuracies": [float(a) for a in res.accuracies], "full": float(full),
            "full_epochs": full_epochs, "eval": {k: v for k, v in kw.items() if k != "seed"} | {"lr": res.lr}}

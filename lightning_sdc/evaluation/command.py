@@ -142,7 +142,7 @@ def evaluate_command(
     if metrics and results:
         table += "".join(  # per architecture: each with its own network options
             "\n" + evaluate_metrics(synset, spec, (test_images, spec.test_labels), [r.arch], metrics,
-                                    full_epochs=full_data_epochs, network_kwargs=per_arch[r.arch], **kw)
+                                    full_epochs=full_data_epochs, arch_kwargs=per_arch[r.arch], **kw)
             for r in results
         )
     if results:

@@ -112,7 +112,7 @@ def full_data_accuracy(
     *,
     dataset: str,
     arch: str = "ConvNet",
-    network_kwargs: dict[str, Any] | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
     epochs: int = 30,
     lr: float = 0.01,
     batch_size: int = 256,
@@ -136,7 +136,8 @@ def full_data_accuracy(
     x, y = train
     tx, ty = test
     settings = {
-        "dataset": dataset, "arch": arch, "network_kwargs": dict(network_kwargs or {}), "epochs": epochs,
+        # "arch_kwargs" is the cache key's first name for arch_kwargs: kept so existing caches stay valid
+        "dataset": dataset, "arch": arch, "network_kwargs": dict(arch_kwargs or {}), "epochs": epochs,
         "lr": float(lr), "batch_size": int(batch_size), "augment": augment, "dsa_strategy": dsa_strategy,
         "seed": int(seed), "train_size": int(x.shape[0]), "test_size": int(tx.shape[0]),
         "image_shape": list(x.shape[1:]),
@@ -152,7 +153,7 @@ def full_data_accuracy(
     num_classes = int(max(int(y.max()), int(ty.max())) + 1)
     g = seeded_generator(seed, _FULL_KEY)
     c, h, w = x.shape[1:]
-    net = build_network(arch, c, num_classes, (h, w), generator=g, **(network_kwargs or {})).to(device)
+    net = build_network(arch, c, num_classes, (h, w), generator=g, **(arch_kwargs or {})).to(device)
     aug = make_train_augment(augment, dataset=dataset, arch=arch, dsa_strategy=dsa_strategy)
     t0 = time.perf_counter()
     with torch.enable_grad():
@@ -210,7 +211,7 @@ def label_robust_metrics(
     dsa_strategy: str | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
-    network_kwargs: dict[str, Any] | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
     full_epochs: int = 30,
     random_seed: int = 0,
     weight: float = DEFAULT_WEIGHT,
@@ -228,11 +229,11 @@ def label_robust_metrics(
         raise ValueError("HLR/IOR here are DD-Ranking's hard-label metrics; this set has soft labels")
     lr = lr if lr is not None else (set_lr if set_lr is not None else 0.01)
     kw = dict(arch=arch, num_models=num_models, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment,
-              dsa_strategy=dsa_strategy, seed=seed, device=device, network_kwargs=network_kwargs)
+              dsa_strategy=dsa_strategy, seed=seed, device=device, arch_kwargs=arch_kwargs)
     syn = evaluate_synset((images, targets), test, **kw).accuracies
     real = _RealSplit(dataset, train)
     rdm = evaluate_synset(random_coreset(real, ipc, seed=random_seed).detached()[:2], test, **kw).accuracies
-    full = full_data_accuracy(train, test, dataset=dataset, arch=arch, network_kwargs=network_kwargs,
+    full = full_data_accuracy(train, test, dataset=dataset, arch=arch, arch_kwargs=arch_kwargs,
                               epochs=full_epochs, batch_size=batch_size, augment=augment, dsa_strategy=dsa_strategy,
                               seed=seed, device=device, cache_dir=cache_dir)
     return LabelRobustResult(arch=arch, syn=list(syn), random=list(rdm), full=full, weight=weight)

@@ -230,7 +230,6 @@ def evaluate_synset(
     num_classes: int | None = None,
     models: Sequence[int] | None = None,
     on_epoch: Callable[[], None] | None = None,
-    network_kwargs: dict[str, Any] | None = None,
     stacked: int = 1,
     compiled: bool = False,
     test_bf16: bool = False,
@@ -252,7 +251,6 @@ def evaluate_synset(
         num_classes: defaults to the set's.
         models: indices of the models to train (default ``range(num_models)``); lets DDP ranks split them.
         on_epoch: called after every training epoch of every network (progress bars).
-        network_kwargs: the former name of ``arch_kwargs`` (accepted while callers move to the one name).
         stacked, compiled: speed paths of :mod:`lightning_sdc.evaluation.batched` — ``stacked`` networks
             trained at once (``torch.func`` vmap), ``torch.compile``'d training loss and test pass; same
             accuracies to float rounding. Defaults: the one-at-a-time eager loop.
@@ -265,10 +263,6 @@ def evaluate_synset(
 
     if num_models < 1:
         raise ValueError(f"num_models must be >= 1, got {num_models}")
-    if network_kwargs is not None:
-        if arch_kwargs is not None and dict(arch_kwargs) != dict(network_kwargs):
-            raise ValueError("give the network options once, as arch_kwargs (network_kwargs is its former name)")
-        arch_kwargs = network_kwargs
     images, targets, set_lr, set_dataset = _unpack_synset(synset)
     test_images, test_labels, test_dataset = _unpack_test(test)
     if test_images.shape[0] == 0:

@@ -23,8 +23,6 @@ def experts_command(
     alpha: float = 0.0,
     seed: int = 0,
     root: str | None = None,
-    width: int | None = None,
-    depth: int | None = None,
     arch_kwargs: dict[str, Any] | None = None,
     dataset_kwargs: dict[str, Any] | None = None,
     shard: int = 0,
@@ -59,9 +57,7 @@ def experts_command(
         alpha: GSAM balance coefficient (FTD/DATM: 0.3; 0 = ASAM).
         seed: expert i uses seeded_generator(seed, i) for init, shuffling and augmentation.
         root: dataset root for torchvision datasets.
-        width: ConvNet width (network default if omitted).
-        depth: ConvNet depth (network default if omitted).
-        arch_kwargs: further network options as JSON, e.g. '{"net_norm": "batchnorm"}'.
+        arch_kwargs: network options (the name every command uses), e.g. '{width: 32, depth: 2}'.
         dataset_kwargs: dataset loader options as JSON, e.g. '{"seed": 1}' (the digits split).
         shard: this job's shard, in [0, num_shards).
         num_shards: jobs the buffer is split over.
@@ -76,11 +72,6 @@ def experts_command(
     from lightning_sdc.experts.run import run_experts
 
     kwargs: dict[str, Any] = dict(arch_kwargs or {})
-    for key, value in (("width", width), ("depth", depth)):
-        if value is not None:
-            if key in kwargs and kwargs[key] != value:
-                raise ValueError(f"--{key} {value} contradicts --arch_kwargs {key}={kwargs[key]!r}")
-            kwargs[key] = value
     paths = run_experts(
         dataset,
         trainer=trainer,

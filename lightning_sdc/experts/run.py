@@ -139,8 +139,7 @@ def experts_command_line(
 
     ``settings`` are further ``train_experts`` keywords (``arch``, ``lr``, ``zca``, ``rho``, ``seed`` …); those
     equal to the command's defaults are left out, and so are those that do not change the experts (``device``,
-    ``progress``, ``download``, ``checkpoint_every``). ``arch_kwargs`` become ``--width``/``--depth`` and, for any other
-    key, ``--arch_kwargs '<json>'``.
+    ``progress``, ``download``, ``checkpoint_every``). ``arch_kwargs`` become ``--arch_kwargs '<json>'``.
     """
     import json
 
@@ -153,12 +152,8 @@ def experts_command_line(
         if settings.get(key, _COMMAND_DEFAULTS[key]) != _COMMAND_DEFAULTS[key]:
             args += [f"--{key}", str(settings[key])]
     args += ["--num_experts", str(num_experts), "--epochs", str(epochs), "--out", str(out)]
-    rest = dict(arch_kwargs or {})
-    for key in ("width", "depth"):
-        if key in rest:
-            args += [f"--{key}", str(rest.pop(key))]
-    if rest:
-        args += ["--arch_kwargs", json.dumps(rest, sort_keys=True)]
+    if arch_kwargs:
+        args += ["--arch_kwargs", json.dumps(dict(arch_kwargs), sort_keys=True)]
     if dataset_kwargs:
         args += ["--dataset_kwargs", json.dumps(dict(dataset_kwargs), sort_keys=True)]
     for key, default in _COMMAND_DEFAULTS.items():

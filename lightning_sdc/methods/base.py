@@ -424,7 +424,7 @@ class DistillationModule(pl.LightningModule):
             "augment": self.hparams.eval_augment,
             "dsa_strategy": self.hparams.dsa_strategy,
             "seed": self.seed,
-            "network_kwargs": self.eval_arch_kwargs,
+            "arch_kwargs": self.eval_arch_kwargs,
         }
 
     def eval_protocol(self) -> dict[str, Any]:
@@ -432,7 +432,7 @@ class DistillationModule(pl.LightningModule):
         options of ``lightning-sdc evaluate`` (``arch``, ``arch_kwargs``, ``num_models``, ``epochs``, ``lr``,
         ``batch_size``, ``augment``, ``dsa_strategy``) and the ``method`` name; plain values only."""
         kw = self.eval_kwargs()
-        arch_kwargs = kw.get("arch_kwargs", kw.get("network_kwargs"))
+        arch_kwargs = kw.get("arch_kwargs")
         protocol = {k: kw.get(k) for k in ("arch", "num_models", "epochs", "lr", "batch_size", "augment", "dsa_strategy")}
         return {"method": type(self).__name__, **protocol, "arch_kwargs": dict(arch_kwargs or {})}
 
@@ -463,7 +463,7 @@ class DistillationModule(pl.LightningModule):
             for i in range(kw["num_models"]):
                 # keyed on the step too, so successive evaluations use fresh networks
                 g = seeded_generator(self.seed, 7919, self.step_index, i)
-                net = build_network(kw["arch"], c, self.num_classes, (h, w), generator=g, **kw["network_kwargs"])
+                net = build_network(kw["arch"], c, self.num_classes, (h, w), generator=g, **kw["arch_kwargs"])
                 net = net.to(images.device)
                 train_network(net, images, targets, epochs=kw["epochs"], lr=lr, batch_size=kw["batch_size"],
                               augment=aug, generator=g, on_epoch=bar.update)
