@@ -43,6 +43,9 @@ NOT_RUN = {
     "with --print_config",
     "srun lightning-sdc fit --config trainer/ddp --trainer.num_nodes 4 --config mtt/cifar100_ipc10": "SLURM, GPUs "
     "and CIFAR-100; the lightning-sdc part is checked with --print_config",
+    "lightning-sdc fit --config trainer/ddp_cpu --config demo/digits_mtt_ipc1 --data.init_args.train_if_missing false":
+    "2 DDP processes re-launch the program, which pytest's in-process runner cannot be; checked with --print_config "
+    "here, and tests/test_cli_ddp.py runs DDP fit through the console script",
 }
 
 #: datasets a command needs that are not always on the machine: the check that tells, and how to get them
@@ -67,6 +70,9 @@ TINY = {
     "gradn-curve": ["--steps", "2", "--every", "1", "--num_networks", "1", "--out", "figures/gradn_curve",
                     "--workdir", "runs/gradn_curve"],
     "theory": ["--quick", "true"],
+    "experts": ["--num_experts", "2", "--epochs", "1", "--progress", "false"],
+    "compare": ["--seeds", "2", "--num_models", "1", "--epochs", "1", "--gradn_networks", "0", "--test_size", "100",
+                "--overrides", "[trainer.max_steps=2]", "--bootstrap", "100", "--out", "results/compare"],
     "configs": [],
     "--help": [],
 }

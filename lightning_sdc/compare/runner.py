@@ -34,7 +34,6 @@ import torch
 
 from lightning_sdc.io import atomic_write_text
 
-ROOT = Path(__file__).resolve().parents[2]
 #: a CLI key: dotted identifiers (``model.init_args.sdc_lambda``, ``trainer.max_steps``)
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 #: bump when the meaning of a cached run file changes
@@ -108,8 +107,12 @@ class RunResult:
 
 
 def resolve(config: str | Path) -> Path:
-    """A config path as given: absolute, or relative to the repository root."""
-    return Path(config) if Path(config).is_absolute() else ROOT / config
+    """A config as given: a file (absolute or relative to the working directory), or a packaged config name
+    (``demo/mnist5k_dsa_ipc1``, ``configs/demo/mnist5k_dsa_ipc1.yaml``: :func:`lightning_sdc.cli.resolve_config`), so
+    a comparison runs from any directory and after ``pip install``; the run cache keys on the name as given."""
+    from lightning_sdc.cli import resolve_config
+
+    return resolve_config(config, option="--cell")
 
 
 def run_key(spec: RunSpec) -> list[str]:
