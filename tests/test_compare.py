@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy import stats as st
 
+from lightning_sdc.cli import UsageError
 from lightning_sdc.compare import runner
 from lightning_sdc.compare.command import compare_command, plan
 from lightning_sdc.compare.report import write_summary
@@ -120,7 +121,7 @@ def test_plan_is_seed_major_and_validated():
                           ({"overrides": ["max_steps"]}, "KEY=VALUE"), ({"gradn_networks": -1}, "gradn_networks")]:
         with pytest.raises(ValueError, match=match):
             plan(cell, vary, **kwargs)
-    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+    with pytest.raises(UsageError, match="nope.yaml: no such file and no packaged config"):
         plan("configs/demo/nope.yaml", vary)
 
 
