@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -475,14 +476,40 @@ def run(args: Sequence[str] | None = None) -> Any:
     raise _unknown(name)
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` without jsonargparse's wrapping: a class that failed to instantiate is reported by
+    jsonargparse as "Does not validate against any of the Union subtypes" followed by every subtype's error and the
+    whole namespace; the user's error is the one that is not ``Expected a <class 'NoneType'>``."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    if "Union subtypes" in text and "Errors:" in text:
+        errors = text.split("Errors:", 1)[1].split("Given value", 1)[0]
+        lines = [ln.strip().removeprefix("- ") for ln in errors.splitlines() if ln.strip().startswith("- ")]
+        lines = [ln for ln in lines if not ln.startswith("Expected a <class 'NoneType'>")]
+        if lines:
+            return "; ".join(lines)
+    return text
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of the console script: runs :func:`run`, prints the paths a subcommand returns as written,
-    and turns a :class:`UsageError` into one line on stderr with exit status 2."""
+    and turns a :class:`UsageError` into one line on stderr with exit status 2.
+
+    The errors this library raises for bad input (``ValueError``, ``KeyError``, ``TypeError``, file errors,
+    a refused resume or set file, a failed evaluation) are printed as one line naming their type, with exit
+    status 1; ``LIGHTNING_SDC_TRACEBACK=1`` re-raises them with the full traceback.
+    """
     try:
         result = run(args)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except (ValueError, KeyError, TypeError, OSError, RuntimeError) as exc:
+        if os.environ.get("LIGHTNING_SDC_TRACEBACK", "") not in ("", "0"):
+            raise
+        message = _one_line(exc)
+        print(f"{PROG}: error: {type(exc).__name__}: {message} (LIGHTNING_SDC_TRACEBACK=1 shows where)",
+              file=sys.stderr)
+        raise SystemExit(1) from None
     if isinstance(result, (list, tuple)) and result and all(isinstance(p, (str, Path)) for p in result):
         if all(Path(p).exists() for p in result):
             for p in result:

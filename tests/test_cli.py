@@ -258,3 +258,24 @@ def test_api_fit_without_a_step_budget_is_refused_and_limited_epochs_end():
     with pytest.raises(ValueError, match=r"max_steps=-1, max_epochs=1\) would never end: .*give max_steps"):
         fit(max_epochs=1)
     assert fit(max_epochs=1, limit_train_batches=2).global_step == 2
+
+
+def test_console_errors_are_one_line_with_the_users_message(capsys, monkeypatch, tmp_path) -> None:
+    """main(): a bad value or file is one line on stderr (type + message, jsonargparse's union wrapping removed),
+    exit status 1; LIGHTNING_SDC_TRACEBACK=1 gives the traceback instead."""
+    from lightning_sdc.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LIGHTNING_SDC_TRACEBACK", raising=False)
+    bad_fit = ["fit", "--model", "dsa", "--model.init_args.ipc", "1", "--model.init_args.momentum_img", "1.5",
+               "--data", "RealDataModule", "--data.init_args.dataset", "digits", "--trainer.max_steps", "2"]
+    for args, expected in ((["evaluate", "missing.pt"], "FileNotFoundError: missing.pt: no such file"),
+                           (bad_fit, "ValueError: momentum_img must be a number in [0, 1), got 1.5")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        assert exit_info.value.code == 1
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lightning-sdc: error:")]
+        assert len(err) == 1 and expected in err[0] and "Union subtypes" not in err[0], err
+    monkeypatch.setenv("LIGHTNING_SDC_TRACEBACK", "1")
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        main(["evaluate", "missing.pt"])
