@@ -150,6 +150,16 @@ def train_network(
     return net
 
 
+def label_range_problem(labels: Tensor, num_classes: int) -> str | None:
+    """Why hard ``labels`` cannot index ``num_classes`` classes (the value and the allowed range), or ``None``."""
+    if labels.numel() == 0:
+        return None
+    low, high = int(labels.min()), int(labels.max())
+    if low >= 0 and high < num_classes:
+        return None
+    return f"label {low if low < 0 else high} is out of range; allowed: 0 … {num_classes - 1} ({num_classes} classes)"
+
+
 @torch.no_grad()
 def test_accuracy(net: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 2048) -> float:
     """Top-1 accuracy of ``net`` (eval mode) on a labelled tensor set (``MulticlassAccuracy``, micro average).
@@ -280,12 +290,10 @@ def evaluate_synset(
         raise ValueError(
             f"test labels go up to {int(test_labels.max())} but the synthetic set has num_classes={num_classes}"
         )
-    if not targets.is_floating_point() and targets.numel():
-        low, high = int(targets.min()), int(targets.max())
-        if low < 0 or high >= num_classes:
-            raise ValueError(f"synthetic label {low if low < 0 else high} is out of range; allowed: 0 … "
-                             f"{num_classes - 1} ({num_classes} classes)")
-    elif targets.dim() == 2 and targets.shape[1] != num_classes:
+    problem = None if targets.is_floating_point() else label_range_problem(targets, num_classes)
+    if problem:
+        raise ValueError(f"synthetic {problem}")
+    if targets.is_floating_point() and targets.dim() == 2 and targets.shape[1] != num_classes:
         raise ValueError(f"soft targets have {targets.shape[1]} classes but num_classes={num_classes}")
     lr = lr if lr is not None else (set_lr if set_lr is not None else 0.01)
     device = torch.device(device) if device is not None else images.device
@@ -295,12 +303,13 @@ def evaluate_synset(
     c, h, w = images.shape[1:]
     accs = []
     t0 = time.perf_counter()
+    def build(i: int) -> tuple[nn.Module, torch.Generator]:
+        """Model ``i``: its network and the generator of its init, batch order and augmentation."""
+        g = seeded_generator(seed, i)
+        return build_network(arch, c, num_classes, (h, w), generator=g, **(arch_kwargs or {})).to(device), g
+
     if stacked != 1 or compiled or test_bf16:
         from lightning_sdc.evaluation.batched import train_and_test
-
-        def build(i: int) -> tuple[nn.Module, torch.Generator]:
-            g = seeded_generator(seed, i)
-            return build_network(arch, c, num_classes, (h, w), generator=g, **(arch_kwargs or {})).to(device), g
 
         accs = train_and_test(build, models if models is not None else range(num_models), images, targets,
                               test_images, test_labels, stacked=stacked, compiled=compiled, test_bf16=test_bf16,
@@ -308,8 +317,7 @@ def evaluate_synset(
                               on_epoch=on_epoch, epochs=epochs, lr=lr, batch_size=batch_size, augment=train_aug)
         return EvalResult(arch=arch, accuracies=accs, epochs=epochs, lr=float(lr), seconds=time.perf_counter() - t0)
     for i in models if models is not None else range(num_models):
-        g = seeded_generator(seed, i)
-        net = build_network(arch, c, num_classes, (h, w), generator=g, **(arch_kwargs or {})).to(device)
+        net, g = build(i)
         with torch.enable_grad():
             train_network(net, images, targets, epochs=epochs, lr=lr, batch_size=batch_size, augment=train_aug,
                           generator=g, on_epoch=on_epoch)

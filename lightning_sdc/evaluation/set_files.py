@@ -98,13 +98,11 @@ def check_set(synset: Any, source: str, *, ipc: int | None = None) -> None:
 
 
 def _check_label_range(labels: Tensor, num_classes: int, source: str) -> None:
-    if labels.numel() == 0:
-        return
-    low, high = int(labels.min()), int(labels.max())
-    if low < 0 or high >= num_classes:
-        value = low if low < 0 else high
-        raise _fail(source, f"label {value} is out of range; allowed: 0 … {num_classes - 1} ({num_classes} classes)",
-                    False)
+    from lightning_sdc.evaluation.protocol import label_range_problem
+
+    problem = label_range_problem(labels, num_classes)
+    if problem:
+        raise _fail(source, problem, False)
 
 
 def set_protocol(synset: Any) -> dict[str, Any]:

@@ -432,9 +432,8 @@ class DistillationModule(pl.LightningModule):
         options of ``lightning-sdc evaluate`` (``arch``, ``arch_kwargs``, ``num_models``, ``epochs``, ``lr``,
         ``batch_size``, ``augment``, ``dsa_strategy``) and the ``method`` name; plain values only."""
         kw = self.eval_kwargs()
-        arch_kwargs = kw.get("arch_kwargs")
-        protocol = {k: kw.get(k) for k in ("arch", "num_models", "epochs", "lr", "batch_size", "augment", "dsa_strategy")}
-        return {"method": type(self).__name__, **protocol, "arch_kwargs": dict(arch_kwargs or {})}
+        protocol = {k: kw[k] for k in ("arch", "num_models", "epochs", "lr", "batch_size", "augment", "dsa_strategy")}
+        return {"method": type(self).__name__, **protocol, "arch_kwargs": dict(kw["arch_kwargs"])}
 
     def eval_synset(self) -> SyntheticSet:
         """The set the evaluation trains on (FTD overrides it with the EMA of the images)."""

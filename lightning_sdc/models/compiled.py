@@ -24,6 +24,7 @@ running statistics are module state written by the forward) are not supported; c
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,6 +53,7 @@ class CompiledNetwork:
         self._shapes: tuple[torch.Size, ...] = ()
         self._loss: Any = None
         self._logits: Any = None
+        self._checked: Any = None  # weak reference to the last network that passed supports()
 
     def __getstate__(self) -> dict[str, Any]:
         return {}
@@ -61,13 +63,18 @@ class CompiledNetwork:
 
     def supports(self, net: nn.Module) -> bool:
         """Whether ``net`` can take the compiled passes: no BatchNorm, and the structure of the first net seen."""
+        if self._checked is not None and self._checked() is net:
+            return True  # the same network as the last check (every class of a GM step, every batch of training)
         if has_module_state(net):
             return False
         if self._template is None:
             self._build(net)
-            return True
-        named = list(net.named_parameters())
-        return tuple(n for n, _ in named) == self._names and tuple(p.shape for _, p in named) == self._shapes
+        else:
+            named = list(net.named_parameters())
+            if tuple(n for n, _ in named) != self._names or tuple(p.shape for _, p in named) != self._shapes:
+                return False
+        self._checked = weakref.ref(net)
+        return True
 
     def _build(self, net: nn.Module) -> None:
         template = copy.deepcopy(net)
