@@ -289,8 +289,17 @@ atexit.register(unlock_run_dir)
 
 # ------------------------------------------------------------------------------------------ settings of a run
 def check_trainer_settings(trainer: Any) -> None:
-    """One-line errors for Trainer settings that would crash late or train nothing (before any step)."""
+    """One-line errors, before any step, for the Trainer settings of a ``fit`` that would never end (no
+    ``max_steps`` nor ``max_time``: one step is one synthetic-set update and the data never run out, so an epoch
+    never ends), train nothing (``max_steps`` 0) or crash late (``val_check_interval`` 0)."""
+    from pytorch_lightning.callbacks import Timer
+
     max_steps = trainer.max_steps
+    endless = max_steps in (None, -1) and not (
+        isinstance(trainer.limit_train_batches, int) and trainer.max_epochs not in (None, -1))  # epochs of N steps
+    if endless and not any(isinstance(cb, Timer) for cb in trainer.callbacks):
+        raise ValueError(f"Trainer(max_steps={max_steps}, max_epochs={trainer.max_epochs}) would never end: "
+                         "one step is one synthetic-set update and an epoch never ends; give max_steps (or max_time)")
     if max_steps == 0 or (isinstance(max_steps, int) and max_steps < -1):
         raise ValueError(f"max_steps={max_steps} trains nothing; allowed: an integer >= 1 (or -1 with max_epochs)")
     interval = trainer.val_check_interval

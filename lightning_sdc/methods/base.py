@@ -125,21 +125,6 @@ def check_pytorch_lightning(objects: Any) -> None:
                             f"use {fix} (and pytorch_lightning.Trainer)")
 
 
-def check_fit_budget(trainer: pl.Trainer) -> None:
-    """A ``fit`` needs ``max_steps`` (or ``max_time``): the data is an endless stream of steps, so an epoch never
-    ends and ``max_epochs`` alone would run forever."""
-    from pytorch_lightning.callbacks import Timer
-    from pytorch_lightning.trainer.states import TrainerFn
-
-    if trainer.state.fn != TrainerFn.FITTING or trainer.max_steps not in (None, -1):
-        return
-    if isinstance(trainer.limit_train_batches, int) and trainer.max_epochs not in (None, -1):
-        return  # epochs of limit_train_batches steps
-    if not any(isinstance(cb, Timer) for cb in trainer.callbacks):
-        raise ValueError(f"Trainer(max_steps={trainer.max_steps}, max_epochs={trainer.max_epochs}) would never end: "
-                         "one step is one synthetic-set update and an epoch never ends; give max_steps (or max_time)")
-
-
 class DistillationModule(pl.LightningModule):
     """Base class of every distillation method (see the module docstring).
 
@@ -296,11 +281,18 @@ class DistillationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ lifecycle
     def configure_callbacks(self) -> list[pl.Callback]:
-        """No callbacks of its own; refuses the unified ``lightning`` package's callbacks and loggers, and a ``fit``
-        with no end (Lightning calls this hook first in ``fit``/``validate``/``test``, before any callback runs)."""
+        """No callbacks of its own; refuses the unified ``lightning`` package's callbacks and loggers, and for a
+        ``fit`` the Trainer settings that would never end, train nothing or crash late
+        (:func:`lightning_sdc.runs.check_trainer_settings`). Lightning calls this hook first in
+        ``fit``/``validate``/``test``, before ``prepare_data``, ``setup`` or any callback."""
         if self._trainer is not None:
+            from pytorch_lightning.trainer.states import TrainerFn
+
+            from lightning_sdc.runs import check_trainer_settings
+
             check_pytorch_lightning([*self.trainer.callbacks, *self.trainer.loggers])
-            check_fit_budget(self.trainer)
+            if self.trainer.state.fn == TrainerFn.FITTING:
+                check_trainer_settings(self.trainer)
         return []
 
     def setup(self, stage: str) -> None:
@@ -312,10 +304,6 @@ class DistillationModule(pl.LightningModule):
         if self._trainer is not None:
             use_atomic_checkpoint_io(self.trainer)
         self.synset.eval_protocol = self.eval_protocol()  # saved with the set: `evaluate` defaults to it
-        if stage == "fit" and self._trainer is not None:
-            from lightning_sdc.runs import check_trainer_settings
-
-            check_trainer_settings(self.trainer)  # max_steps 0, val_check_interval 0: one line, before any step
         self.check_networks()
         if stage != "fit" or self._initialised:
             return
