@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 EVAL_AUGMENTS = ("dsa", "dc", "none")
@@ -119,34 +118,14 @@ def train_network(
 ) -> nn.Module:
     """Train ``net`` in place on ``(images, targets)`` with the reference schedule (see module docstring).
 
-    ``on_epoch`` is called after each of the ``epochs + 1`` passes (a progress bar's ``update``).
+    ``on_epoch`` is called after each of the ``epochs + 1`` passes (a progress bar's ``update``). The schedule
+    itself lives in one place, :func:`lightning_sdc.evaluation.batched.train_networks` (here with one network).
     """
-    if epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"evaluation lr must be a finite number > 0, got {lr}")
-    generator = generator or torch.Generator().manual_seed(0)
-    net.train()
-    n = images.shape[0]
-    decay_at = epochs // 2 + 1
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    for ep in range(epochs + 1):
-        order = torch.randperm(n, generator=generator).to(images.device) if n > batch_size else None
-        for start in range(0, n, batch_size):
-            idx = None if order is None else order[start : start + batch_size]
-            x = images if idx is None else images[idx]
-            y = targets if idx is None else targets[idx]
-            if augment is not None:
-                x = augment(x, generator)
-            loss = F.cross_entropy(net(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        if ep == decay_at:
-            lr *= 0.1
-            opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-        if on_epoch is not None:
-            on_epoch()
+    from lightning_sdc.evaluation.batched import train_networks
+
+    train_networks([net], [generator or torch.Generator().manual_seed(0)], images, targets, epochs=epochs, lr=lr,
+                   batch_size=batch_size, momentum=momentum, weight_decay=weight_decay, augment=augment,
+                   on_epoch=on_epoch)
     return net
 
 
