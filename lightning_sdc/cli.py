@@ -503,6 +503,9 @@ def main(args: Sequence[str] | None = None) -> None:
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except BrokenPipeError:  # stdout closed early (`lightning-sdc configs | head`): nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes it
+        raise SystemExit(1) from None
     except (ValueError, KeyError, TypeError, OSError, RuntimeError) as exc:
         if os.environ.get("LIGHTNING_SDC_TRACEBACK", "") not in ("", "0"):
             raise

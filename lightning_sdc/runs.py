@@ -5,11 +5,13 @@ A run writes into its *log directory* (``trainer.log_dir``: the logger's ``<save
 :class:`~lightning_sdc.callbacks.PreemptionCheckpoint`: every few minutes and on SIGTERM/SIGUSR1), the exported
 set under ``synthetic/``, ``config.yaml``.
 
-* ``--ckpt_path last`` (:func:`find_last_checkpoint`) takes the newest ``last.ckpt`` of the run root: every
-  ``version_*/checkpoints/`` of the logger (a restarted job gets a new ``version_N+1`` from the logger, so the
-  previous segment's checkpoint is found there), ``<default_root_dir>/checkpoints/`` without a logger, and the
-  ``dirpath`` of any checkpoint callback. None found: the run starts at step 0 (so a cluster job can carry
-  ``--ckpt_path last`` from its first start and resume with the same command line after a pre-emption).
+* ``--ckpt_path last`` takes the newest ``last.ckpt`` of the run root that this command may resume (same
+  settings, no foreign class path): it looks in every ``version_*/checkpoints/`` of the logger (a restarted job
+  gets a new ``version_N+1`` from the logger, so the previous segment's checkpoint is found there),
+  ``<default_root_dir>/checkpoints/`` without a logger, and the ``dirpath`` of any checkpoint callback. Other
+  runs sharing the root are passed over; if there are checkpoints and none is this run's, the newest one's
+  refusal is raised. None at all: the run starts at step 0 (so a cluster job can carry ``--ckpt_path last``
+  from its first start and resume with the same command line after a pre-emption).
 * Before anything is imported or computed from a checkpoint, :func:`check_class_paths` refuses any class path
   in it (``hyper_parameters._class_path``, ``_instantiator`` …) outside this package that the user did not
   name; :func:`check_resume_config` refuses a run whose settings differ from the checkpoint's (each key with
@@ -81,14 +83,6 @@ def _last_candidates(trainer: Any) -> set[Path]:
     else:
         found |= set(Path(trainer.default_root_dir, "checkpoints").glob("last*.ckpt"))
     return {p for p in found if p.is_file()}
-
-
-def find_last_checkpoint(trainer: Any) -> Path | None:
-    """The newest ``last.ckpt`` of the run (see the module docstring), or ``None`` when there is none."""
-    candidates = _last_candidates(trainer)
-    if not candidates:
-        return None
-    return max(candidates, key=lambda p: (p.stat().st_mtime_ns, str(p)))
 
 
 # ------------------------------------------------------------------------------------------ reading a checkpoint
@@ -357,28 +351,45 @@ def prepare_subcommand(cli: Any, subcommand: str) -> None:
             f"{subcommand} needs --ckpt_path (a checkpoint of a fit run): without one the synthetic set is blank. "
             "To score a saved set, use lightning-sdc evaluate PATH"
         )
+    free = () if subcommand == "fit" else tuple(k for k in _hparams(cli.model.hparams) if k.startswith("eval_"))
+    overrides = list(cli.config[subcommand].get("resume_override") or [])
+
+    def accept(path: Path) -> list[str]:
+        """Refuse ``path`` (foreign class, other settings) or return the settings that changed (overridden)."""
+        checkpoint = read_checkpoint(path)
+        check_class_paths(checkpoint, path, allowed=config_class_paths(cli.config[subcommand]))
+        return check_resume_config(checkpoint, path, cli.model, cli.datamodule, overrides, free)
+
+    changed: list[str] = []
     if ckpt == "last":
-        found = find_last_checkpoint(trainer)
+        # the newest last.ckpt of *this* run: other runs may share the root directory (another dataset, method,
+        # λ); when checkpoints exist and none is this run's, the newest one's refusal names the differences
+        candidates = sorted(_last_candidates(trainer), key=lambda p: (p.stat().st_mtime_ns, str(p)), reverse=True)
+        found, refusal = None, None
+        for candidate in candidates:
+            try:
+                changed = accept(candidate)
+            except ResumeError as exc:
+                refusal = refusal or exc
+                continue
+            found = candidate
+            break
+        if found is None and refusal is not None:
+            raise refusal
         if found is None:
             rank_zero_info(f"--ckpt_path last: no {LAST} under {trainer.default_root_dir}; starting at step 0")
         else:
             rank_zero_info(f"--ckpt_path last: resuming from {found}")
-        ckpt = str(found) if found is not None else None
-        config["ckpt_path"] = ckpt
+        config["ckpt_path"] = str(found) if found is not None else None
     elif ckpt in ("best", "hpc") or (ckpt and "://" in str(ckpt)):
-        ckpt = None  # Lightning's own resolution; nothing local to check here
-    if ckpt:
+        pass  # Lightning's own resolution; nothing local to check here
+    elif ckpt:
         path = Path(ckpt)
         if not path.is_file():
             raise FileNotFoundError(f"--ckpt_path {path}: no such checkpoint file")
-        checkpoint = read_checkpoint(path)
-        check_class_paths(checkpoint, path, allowed=config_class_paths(cli.config[subcommand]))
-        free = () if subcommand == "fit" else tuple(k for k in _hparams(cli.model.hparams) if k.startswith("eval_"))
-        overrides = list(cli.config[subcommand].get("resume_override") or [])
-        changed = check_resume_config(checkpoint, path, cli.model, cli.datamodule, overrides, free)
-        if changed:
-            rank_zero_info(f"resuming {path} with changed settings: {', '.join(changed)}")
-        del checkpoint
+        changed = accept(path)
+    if changed:
+        rank_zero_info(f"resuming {config['ckpt_path']} with changed settings: {', '.join(changed)}")
     if subcommand == "fit" and own:  # refused now, not after the data are set up
         path = lock_path(trainer)  # on every rank: trainer.log_dir broadcasts once the process group exists
         if trainer.is_global_zero:
@@ -394,7 +405,6 @@ __all__ = [
     "check_trainer_settings",
     "checkpoint_dir",
     "config_class_paths",
-    "find_last_checkpoint",
     "lock_path",
     "lock_run_dir",
     "prepare_subcommand",

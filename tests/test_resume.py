@@ -248,3 +248,14 @@ def test_lock_is_reentrant_in_one_process_and_exclusive_across_processes(tmp_pat
     child.wait(30)
     assert lock_run_dir(lock) and time.monotonic() - t0 < 60
     unlock_run_dir(lock)
+
+
+def test_ckpt_path_last_passes_over_another_runs_newer_checkpoint(tmp_path: Path) -> None:
+    """Two experiments in one root: the newest last.ckpt is the other one's; `--ckpt_path last` with the first
+    command resumes the first run (its own checkpoint), not refuse or start over."""
+    run(gm_args(tmp_path, 3))
+    run(gm_args(tmp_path, 2, "--model.init_args.sdc_lambda=0.5"))  # newer: another λ, its own version_1
+    cli = run(gm_args(tmp_path, 4, "--ckpt_path=last"))
+    resumed = Path(cli.config_init["fit"]["ckpt_path"])
+    assert resumed.parent.parent.name == "version_0", resumed  # gm_run's first run, not the newer one
+    assert cli.trainer.global_step == 4
