@@ -88,7 +88,7 @@ class HandWrittenDSA(DSA):
             total = total + gradient_distance(gs, gr)
             if self.sdc_lambda:
                 total = total + self.sdc_lambda * torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in gs]))
-        return total, {}
+        return total, None
 
 
 GM_KW = dict(dataset="digits", ipc=2, outer_loop=2, inner_loop=1, batch_real=16, arch_kwargs=SMALL, seed=3)

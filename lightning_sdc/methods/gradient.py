@@ -298,12 +298,13 @@ class GradientMatching(DistillationModule):
             iteration >= self.hparams.outer_warmup or outer >= self.hparams.inner_warmup
         )
 
-    def matching_loss(self, net: nn.Module, iteration: int, outer: int) -> tuple[Tensor, dict[str, float]]:
-        """The loss given to ``manual_backward`` (eq. 11 summed over local classes, or eq. 3 + SDC) and its logs.
+    def matching_loss(self, net: nn.Module, iteration: int, outer: int) -> tuple[Tensor, Tensor | None]:
+        """The loss given to ``manual_backward`` (eq. 11 summed over local classes, or eq. 3 + SDC) and this
+        rank's statistics for the logs, ``[Σ D, Σ term, Σ ‖g_syn‖₂, classes, contrastive]`` (detached).
 
-        Logs: ``match/loss`` (Σ_c D, or the contrastive D), ``sdc/term`` (Σ_c ‖g_syn,c‖^p: what λ multiplies),
-        ``sdc/grad_norm_mean`` (mean over classes of ‖g_syn,c‖₂), ``match/contrastive`` (0/1); summed over
-        DDP ranks.
+        The statistics are summed over DDP ranks by :meth:`step_logs` *after* the update: a collective (and a
+        device sync) between the forward and the backward would make every rank wait for the slowest twice per
+        step, and on a GPU would stall the kernel queue before the backward.
         """
         lam = self.sdc_lambda
         with_sdc = lam > 0
@@ -312,22 +313,28 @@ class GradientMatching(DistillationModule):
             dist, term = self.contrastive_terms(net, iteration, outer, with_sdc)
             loss = dist + lam * term if with_sdc else dist
             # identical on every rank: DDP's mean of the image gradients is the gradient itself
-            stats = torch.stack([dist.detach(), term.detach(), self._norm(term.detach()), term.new_ones(())])
-            stats = stats / world
-            contrastive = 1.0
+            stats = torch.stack([dist.detach(), term.detach(), self._norm(term.detach()), term.new_ones(()),
+                                 term.new_ones(())]) / world
         else:
             classes = self.local_classes()
             dists, terms = self.classwise_terms(net, classes, iteration, outer, with_sdc)
             loss = (dists + lam * terms).sum() if with_sdc else dists.sum()
             loss = loss * world  # DDP averages the image gradients over ranks; the reference sums over classes
             stats = torch.stack([dists.detach().sum(), terms.detach().sum(), self._norm(terms.detach()).sum(),
-                                 terms.new_tensor(float(len(classes)))])
-            contrastive = 0.0
-        if world > 1:
+                                 terms.new_tensor(float(len(classes))), terms.new_zeros(())])
+        return loss, stats
+
+    def step_logs(self, stats: Tensor | None) -> dict[str, float]:
+        """The per-step logs from :meth:`matching_loss`'s statistics, summed over DDP ranks (one collective,
+        one device sync): ``match/loss`` (Σ_c D, or the contrastive D), ``sdc/term`` (Σ_c ‖g_syn,c‖^p: what λ
+        multiplies), ``sdc/grad_norm_mean`` (mean over classes of ‖g_syn,c‖₂), ``match/contrastive`` (0/1)."""
+        if stats is None:
+            return {}
+        if self._world_size() > 1:
             stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
-        d, t, n, k = stats.tolist()  # one device sync
-        logs = {"match/loss": d, "sdc/term": t, "sdc/grad_norm_mean": n / max(k, 1.0), "match/contrastive": contrastive}
-        return loss, logs
+        d, t, n, k, contrastive = stats.tolist()
+        return {"match/loss": d, "sdc/term": t, "sdc/grad_norm_mean": n / max(k, 1.0),
+                "match/contrastive": float(round(contrastive))}
 
     def _norm(self, term: Tensor) -> Tensor:
         """``‖g‖₂`` from the SDC term ``‖g‖₂^p``."""
@@ -342,9 +349,9 @@ class GradientMatching(DistillationModule):
             g = self.generator(iteration, outer, -3)
             counts = [min(BN_REAL_PER_CLASS, self.real.count(c)) for c in range(self.num_classes)]
             freeze_batchnorm(net, torch.cat([self.real.sample(c, n, g) for c, n in enumerate(counts)]))
-        loss, logs = self.matching_loss(net, iteration, outer)
+        loss, stats = self.matching_loss(net, iteration, outer)
         self.apply_update(loss)
-        self.log_step(**logs, **{"match/iteration": iteration})
+        self.log_step(**self.step_logs(stats), **{"match/iteration": iteration})
         if outer == self.outer_loop - 1:
             self._set_net(None, -1)  # the reference never trains the network after its last update
         elif self.inner_loop > 0:
