@@ -88,8 +88,8 @@ def feature_network(
 ) -> nn.Module:
     """An ``arch`` network trained on the whole training split of ``spec`` (DC: ConvNet), in eval mode."""
     from lightning_sdc.difficulty.training import train_classifier
-    from lightning_sdc.evaluation.protocol import make_train_augment, seeded_generator
     from lightning_sdc.models import build_network
+    from lightning_sdc.training import make_train_augment, seeded_generator
 
     device = torch.device(device)
     g = seeded_generator(seed, _HERD_KEY)

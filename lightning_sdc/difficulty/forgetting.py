@@ -20,7 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_sdc.difficulty.training import BatchHook, _check_int, train_classifier
+from lightning_sdc.difficulty.training import train_classifier
+from lightning_sdc.training import BatchHook, make_train_augment, seeded_generator
+from lightning_sdc.training.loop import check_int
 
 NEVER_LEARNED = ("max", "zero", "inf")
 
@@ -36,7 +38,7 @@ class ForgettingCounter:
     """
 
     def __init__(self, num_samples: int) -> None:
-        _check_int("num_samples", num_samples, 1)
+        check_int("num_samples", num_samples, 1)
         self.num_samples = num_samples
         self.last = torch.full((num_samples,), -1, dtype=torch.int8)  # -1: not presented yet
         self.events = torch.zeros(num_samples, dtype=torch.long)
@@ -107,11 +109,10 @@ def forgetting_counts(
     Each run trains a fresh ``arch`` network with :func:`~lightning_sdc.difficulty.training.train_classifier`
     (its ``on_batch`` hook records correctness before each step). Returns ``[N]`` float64.
     """
-    from lightning_sdc.evaluation.protocol import make_train_augment, seeded_generator
     from lightning_sdc.models import build_network
 
-    _check_int("runs", runs, 1)
-    _check_int("epochs", epochs, 1)
+    check_int("runs", runs, 1)
+    check_int("epochs", epochs, 1)
     if never_learned not in NEVER_LEARNED:
         raise ValueError(
             f"never_learned={never_learned!r} is not allowed; allowed: {', '.join(NEVER_LEARNED)}"

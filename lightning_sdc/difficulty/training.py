@@ -1,11 +1,13 @@
 """Training classifiers on the real training set: the ensembles Θ_t of Definitions 1–2, coreset selectors.
 
-One routine serves the difficulty ensembles, Herding's feature network and Forgetting's bookkeeping:
-minibatch SGD over a fresh seeded shuffle each epoch (last, smaller batch kept), cross-entropy, optional
-training augmentation of the evaluation protocol (``make_train_augment``), momentum 0.9 and weight decay
-5e-4 with the learning rate × 0.1 from epoch ``epochs // 2`` on — close to, not exactly, the schedule of DC
-``utils.py:evaluate_synset`` (which runs ``epochs + 1`` passes and drops the lr after pass ``epochs // 2 + 1``; the
-evaluation protocol, :mod:`lightning_sdc.evaluation`, follows DC exactly). ``on_batch`` sees the logits of each training
+One routine serves the difficulty ensembles, Herding's feature network and Forgetting's bookkeeping: the one
+training loop (:class:`~lightning_sdc.training.TrainingLoop`) with the classifier schedule
+(:meth:`~lightning_sdc.training.Schedule.classifier`): minibatch SGD over a fresh seeded shuffle each epoch
+(last, smaller batch kept), cross-entropy, optional training augmentation of the evaluation protocol
+(``make_train_augment``), momentum 0.9 and weight decay 5e-4 with the learning rate × 0.1 in place from epoch
+``epochs // 2`` on — close to, not exactly, the schedule of DC ``utils.py:evaluate_synset`` (which runs
+``epochs + 1`` passes, drops the lr after pass ``epochs // 2 + 1`` and rebuilds the optimiser; the evaluation
+protocol, :mod:`lightning_sdc.evaluation`, follows DC exactly). ``on_batch`` sees the logits of each training
 forward pass *before* that batch's optimiser step — what Toneva et al. record to count forgetting events.
 
 Model ``i`` of an ensemble is initialised from ``seeded_generator(seed, _ENSEMBLE_KEY, i)`` and the same
@@ -15,32 +17,24 @@ in both initialisation and data order (data_diet trains its runs with different 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_sdc.evaluation.protocol import make_train_augment, seeded_generator
 from lightning_sdc.progress import advance
+from lightning_sdc.training import (
+    Augment,
+    BatchHook,
+    Schedule,
+    TrainingLoop,
+    make_train_augment,
+    seeded_generator,
+)
+from lightning_sdc.training.loop import check_int
 
 #: domain tag mixed into ensemble generators (never coincides with the evaluation's ``(seed, i)`` keys)
 _ENSEMBLE_KEY = 0x44494646  # "DIFF"
-
-BatchHook = Callable[[Tensor, Tensor, Tensor], None]
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
-
-
-def _check_lr(lr: Any) -> float:
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (0 < lr < float("inf")):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    return float(lr)
 
 
 def train_classifier(
@@ -53,7 +47,7 @@ def train_classifier(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     batch_size: int = 256,
-    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+    augment: Augment | None = None,
     generator: torch.Generator | None = None,
     decay: bool = True,
     on_batch: BatchHook | None = None,
@@ -69,37 +63,16 @@ def train_classifier(
             batch's row indices into ``images`` (CPU int64), ``logits`` are detached.
         generator: shuffles and augmentation (default: seeded with 0).
     """
-    _check_int("epochs", epochs, 0)
-    _check_int("batch_size", batch_size, 1)
-    lr = _check_lr(lr)
     if images.shape[0] != labels.shape[0] or labels.dim() != 1:
         raise ValueError(
             f"need images [N, ...] and labels [N], got {tuple(images.shape)} and {tuple(labels.shape)}"
         )
-    generator = generator or torch.Generator().manual_seed(0)
-    n = images.shape[0]
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    net.train()
-    with torch.inference_mode(False), torch.enable_grad():
-        for epoch in range(epochs):
-            if decay and epoch == epochs // 2 and epochs > 1:
-                for group in opt.param_groups:
-                    group["lr"] = lr * 0.1
-            order = torch.randperm(n, generator=generator)
-            for start in range(0, n, batch_size):
-                rows = order[start : start + batch_size]
-                dev_rows = rows.to(images.device)
-                x, y = images.index_select(0, dev_rows), labels.index_select(0, dev_rows)
-                if augment is not None:
-                    x = augment(x, generator)
-                logits = net(x)
-                if on_batch is not None:
-                    on_batch(rows, logits.detach(), y)
-                loss = F.cross_entropy(logits, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            advance()  # the command's progress bar, if one is open (lightning_sdc.progress.phase)
+    schedule = Schedule.classifier(epochs, lr, batch_size=batch_size, momentum=momentum,
+                                   weight_decay=weight_decay, decay=decay)
+    TrainingLoop([net], [generator or torch.Generator().manual_seed(0)], images, labels, schedule=schedule,
+                 augment=augment, on_batch=on_batch,
+                 on_epoch=advance,  # the command's progress bar, if one is open (lightning_sdc.progress.phase)
+                 ).run()
     net.eval()
     return net
 
@@ -135,8 +108,8 @@ def train_ensemble(
     """
     from lightning_sdc.models import build_network
 
-    _check_int("num_models", num_models, 1)
-    _check_int("epochs", epochs, 0)
+    check_int("num_models", num_models, 1)
+    check_int("epochs", epochs, 0)
     if (
         isinstance(train_fraction, bool)
         or not isinstance(train_fraction, (int, float))

@@ -25,7 +25,6 @@ networks with BatchNorm (module state written by the forward) fall back to the o
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -34,8 +33,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from lightning_sdc.models.compiled import CompiledNetwork, has_module_state
-
-Augment = Callable[[Tensor, torch.Generator], Tensor]
+from lightning_sdc.training import Augment, Schedule, TrainingLoop
 
 
 def check_speed_options(stacked: int, compiled: bool, test_bf16: bool = False) -> None:
@@ -45,14 +43,6 @@ def check_speed_options(stacked: int, compiled: bool, test_bf16: bool = False) -
     for name, value in (("compiled", compiled), ("test_bf16", test_bf16)):
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be true or false, got {value!r}")
-
-
-def _batches(n: int, batch_size: int, gens: Sequence[torch.Generator], device: torch.device):
-    """Per network, the row indices of each batch of one epoch (``None``: the whole set, unshuffled), drawn
-    from each network's generator exactly as the one-at-a-time loop draws them."""
-    orders = [torch.randperm(n, generator=g).to(device) if n > batch_size else None for g in gens]
-    for start in range(0, n, batch_size):
-        yield [None if o is None else o[start : start + batch_size] for o in orders]
 
 
 def train_networks(
@@ -70,27 +60,24 @@ def train_networks(
     compiled: CompiledNetwork | None = None,
     on_epoch: Callable[[], None] | None = None,
 ) -> None:
-    """Train ``nets`` in place together, network ``i`` drawing from ``gens[i]``: the schedule of
-    :func:`~lightning_sdc.evaluation.protocol.train_network` (``epochs + 1`` passes, lr × 0.1 and a fresh
-    optimiser after pass ``epochs // 2 + 1``). More than one network: stacked parameters and ``vmap``; one
-    network with ``compiled``: the compiled loss."""
-    if epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"evaluation lr must be a finite number > 0, got {lr}")
+    """Train ``nets`` in place together, network ``i`` drawing from ``gens[i]``, with the evaluation schedule
+    (:meth:`~lightning_sdc.training.Schedule.dc_evaluation`, DC ``utils.py:evaluate_synset``: ``epochs + 1``
+    passes, lr × 0.1 and a fresh optimiser after pass ``epochs // 2 + 1``) through the one
+    :class:`~lightning_sdc.training.TrainingLoop`. More than one network: stacked parameters and ``vmap``; one
+    network with ``compiled``: the compiled loss. ``on_epoch`` is called once per network and pass."""
+    schedule = Schedule.dc_evaluation(epochs, lr, batch_size=batch_size, momentum=momentum,
+                                      weight_decay=weight_decay)
     if len(nets) != len(gens) or not nets:
         raise ValueError(f"need one generator per network, got {len(nets)} networks and {len(gens)} generators")
-    for net in nets:
-        net.train()
-    if len(nets) == 1:
-        net = nets[0]
-        leaves = list(net.parameters())
+    loss_of: Callable[[list[Tensor], list[Tensor]], Tensor] | None = None
+    leaves: list[Tensor] | None = None
+    params: dict[str, Tensor] = {}
+    if len(nets) == 1 and compiled is not None:
+        net, leaves = nets[0], list(nets[0].parameters())
 
         def loss_of(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
-            if compiled is not None:
-                return compiled.loss(net, leaves, xs[0], ys[0])
-            return F.cross_entropy(net(xs[0]), ys[0])
-    else:
+            return compiled.loss(net, leaves, xs[0], ys[0])
+    elif len(nets) > 1:
         template = copy.deepcopy(nets[0]).to("meta")
         params, buffers = stack_module_state(list(nets))
         leaves = list(params.values())
@@ -103,25 +90,12 @@ def train_networks(
         def loss_of(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
             return batched(params, buffers, torch.stack(xs), torch.stack(ys)).sum()
 
-    n, decay_at = images.shape[0], epochs // 2 + 1
-    opt = torch.optim.SGD(leaves, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    for ep in range(epochs + 1):
-        for rows in _batches(n, batch_size, gens, images.device):
-            xs, ys = [], []
-            for idx, g in zip(rows, gens):
-                x = images if idx is None else images[idx]
-                ys.append(targets if idx is None else targets[idx])
-                xs.append(x if augment is None else augment(x, g))
-            loss = loss_of(xs, ys)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        if ep == decay_at:
-            lr *= 0.1
-            opt = torch.optim.SGD(leaves, lr=lr, momentum=momentum, weight_decay=weight_decay)
-        if on_epoch is not None:
-            for _ in nets:
-                on_epoch()
+    def each_network() -> None:
+        for _ in nets:
+            on_epoch()
+
+    TrainingLoop(nets, gens, images, targets, schedule=schedule, augment=augment, loss=loss_of, params=leaves,
+                 on_epoch=each_network if on_epoch is not None else None).run()
     if len(nets) > 1:
         with torch.no_grad():
             for i, net in enumerate(nets):

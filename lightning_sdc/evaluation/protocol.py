@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-EVAL_AUGMENTS = ("dsa", "dc", "none")
+from lightning_sdc.training import TRAIN_AUGMENTS as EVAL_AUGMENTS  # noqa: F401  (re-exported)
+from lightning_sdc.training import make_train_augment, seeded_generator
 
 #: Cross-architecture pool of DC's ``get_eval_pool('M')`` (Tables 3/9–11 of the paper).
 CROSS_ARCHS = ("ConvNet", "ResNet18", "VGG11", "AlexNet", "LeNet", "MLP")
@@ -59,49 +60,6 @@ class EvalResult:
         return f"{self.arch}: {100 * self.mean:.2f} ± {100 * self.std:.2f} % ({self.num_models} models)"
 
 
-def seeded_generator(*keys: int, device: str | torch.device = "cpu") -> torch.Generator:
-    """A generator whose seed is a deterministic mix of integer ``keys`` (e.g. ``(seed, model_index)``)."""
-    h = 0x9E3779B97F4A7C15
-    for k in keys:
-        h = (h ^ (int(k) & 0xFFFFFFFFFFFFFFFF)) * 0x100000001B3 & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 29
-    g = torch.Generator(device=device)
-    g.manual_seed(h & 0x7FFFFFFFFFFFFFFF)
-    return g
-
-
-def make_train_augment(
-    augment: str, *, dataset: str = "", arch: str = "ConvNet", dsa_strategy: str | None = None
-) -> Callable[[Tensor, torch.Generator], Tensor] | None:
-    """The per-batch training augmentation of the evaluation protocol.
-
-    ``"dsa"``: DSA with per-image parameters (``siamese=False``), strategy ``dsa_strategy`` or the dataset's
-    default (no flip for digits); ``"dc"``: DC's ``get_daparam`` augmentation (only MNIST-like data and
-    ConvNetBN get one); ``"none"``: nothing.
-    """
-    if augment not in EVAL_AUGMENTS:
-        raise ValueError(f"augment={augment!r} is not allowed; allowed: {', '.join(EVAL_AUGMENTS)}")
-    if augment == "none":
-        return None
-    from lightning_sdc import augment as aug
-
-    if augment == "dsa":
-        strategy = dsa_strategy or aug.default_dsa_strategy(dataset)
-
-        def dsa(x: Tensor, g: torch.Generator) -> Tensor:
-            return aug.diff_augment(x, strategy, generator=g, siamese=False)
-
-        return dsa
-    strategy = aug.dc_augment_strategy(dataset, arch)
-    if strategy == "none":
-        return None
-
-    def dc(x: Tensor, g: torch.Generator) -> Tensor:
-        return aug.dc_augment(x, strategy, g)
-
-    return dc
-
-
 def train_network(
     net: nn.Module,
     images: Tensor,
@@ -119,7 +77,9 @@ def train_network(
     """Train ``net`` in place on ``(images, targets)`` with the reference schedule (see module docstring).
 
     ``on_epoch`` is called after each of the ``epochs + 1`` passes (a progress bar's ``update``). The schedule
-    itself lives in one place, :func:`lightning_sdc.evaluation.batched.train_networks` (here with one network).
+    lives in one place, :meth:`lightning_sdc.training.Schedule.dc_evaluation` run by the one training loop
+    (:class:`lightning_sdc.training.TrainingLoop`), here through
+    :func:`lightning_sdc.evaluation.batched.train_networks` with one network.
     """
     from lightning_sdc.evaluation.batched import train_networks
 

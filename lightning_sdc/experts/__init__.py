@@ -11,7 +11,6 @@ from lightning_sdc.experts.buffer import (
 )
 from lightning_sdc.experts.datamodule import ExpertTrajectoryDataModule
 from lightning_sdc.experts.run import ExpertTrainerOptions, experts_command_line, run_experts
-from lightning_sdc.experts.sam import SharpnessAwareStep
 from lightning_sdc.experts.training import (
     ExpertRun,
     ExpertTraining,
@@ -21,6 +20,7 @@ from lightning_sdc.experts.training import (
     train_expert,
     train_experts,
 )
+from lightning_sdc.training.sam import SharpnessAwareStep
 
 __all__ = [
     "FORMAT_VERSION",

@@ -4,7 +4,9 @@ Each expert is a fresh network trained on the whole real training set with the r
 shuffle each epoch (last batch kept), cross-entropy, DSA on every batch with per-image parameters
 (``siamese=False``), data optionally ZCA-whitened once beforehand. Snapshot 0 is the initialisation and one
 snapshot is taken after every epoch. With ``rho > 0`` the optimiser is FTD's sharpness-aware GSAM/ASAM step
-(:mod:`lightning_sdc.experts.sam`) around the same SGD.
+(:mod:`lightning_sdc.training.sam`) around the same SGD. The epochs run through the one training loop
+(:class:`~lightning_sdc.training.TrainingLoop` with :meth:`~lightning_sdc.training.Schedule.mtt_expert`); what
+is the experts' own here is the trajectory, the files, the manifest and the sharding.
 
 Differences from the references, on purpose: network ``i`` is initialised from
 ``seeded_generator(seed, i)`` and the same generator then drives shuffling and augmentation, so an expert is
@@ -28,10 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_sdc.evaluation.protocol import seeded_generator, test_accuracy
+from lightning_sdc.evaluation.protocol import test_accuracy
 from lightning_sdc.experts.buffer import (
     FORMAT_VERSION,
     expert_path,
@@ -41,8 +42,9 @@ from lightning_sdc.experts.buffer import (
     shared_meta,
     write_manifest,
 )
-from lightning_sdc.experts.sam import SharpnessAwareStep
 from lightning_sdc.io import atomic_torch_save, safe_torch_load
+from lightning_sdc.training import PlainStep, Schedule, TrainingLoop, make_train_augment, seeded_generator
+from lightning_sdc.training import sharpness_aware as sharpness_aware_step
 
 
 @dataclass
@@ -92,17 +94,14 @@ def _flat(net: nn.Module) -> Tensor:
     return flatten_params(net).detach().to("cpu", torch.float32)
 
 
-def _ce_closure(net: nn.Module, x: Tensor, y: Tensor) -> Callable[[], Tensor]:
-    return lambda: F.cross_entropy(net(x), y)
-
-
 class ExpertTraining:
     """One expert's training, an epoch at a time (the recipe of the module docstring).
 
     :meth:`run_epoch` trains one epoch and stores its snapshot; :meth:`state_dict` / :meth:`load_state_dict`
-    capture everything the next epoch depends on (parameters and buffers, the generator, the trajectory so
-    far), so an expert interrupted after epoch ``e`` and resumed from its checkpoint ends bit for bit equal to
-    an uninterrupted one (the SGD step has no state: momentum 0). Arguments as :func:`train_expert`.
+    capture everything the next epoch depends on (the training loop's state: parameters and buffers,
+    optimiser, generator, epoch; plus the trajectory so far), so an expert interrupted after epoch ``e`` and
+    resumed from its checkpoint ends bit for bit equal to an uninterrupted one. Arguments as
+    :func:`train_expert`.
     """
 
     def __init__(
@@ -132,17 +131,9 @@ class ExpertTraining:
         use_sam = rho > 0 if sharpness_aware is None else bool(sharpness_aware)
         if sharpness_aware is False and rho > 0:
             raise ValueError(f"rho={rho} needs the sharpness-aware step; pass sharpness_aware=None or True")
-        self.augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
-        if dsa:
-            from lightning_sdc.augment import default_dsa_strategy, diff_augment
-
-            strategy = dsa_strategy or default_dsa_strategy(spec.name)
-
-            def augment(x: Tensor, g: torch.Generator) -> Tensor:
-                return diff_augment(x, strategy, generator=g, siamese=False)
-
-            self.augment = augment
         self.index, self.epochs, self.lr, self.rho, self.batch_size = index, epochs, lr, rho, batch_size
+        schedule = Schedule.mtt_expert(epochs, lr, batch_size=batch_size)
+        augment = make_train_augment("dsa" if dsa else "none", dataset=spec.name, dsa_strategy=dsa_strategy)
         self.seconds = 0.0
         t0 = time.perf_counter()
         self.generator = seeded_generator(seed, index)
@@ -154,21 +145,21 @@ class ExpertTraining:
         self.layout = ParamLayout.from_module(self.net)
         self.trajectory = torch.empty(epochs + 1, int(self.layout.total), dtype=torch.float32)
         self.trajectory[0] = _flat(self.net)
-        self.epoch = 0
-        params = [p for _, p in self.net.named_parameters()]
-        self.optimizer = torch.optim.SGD(params, lr=lr, momentum=0.0, weight_decay=0.0)
-        self.sam = (
-            SharpnessAwareStep(params, self.optimizer, rho=rho, alpha=alpha, adaptive=adaptive, model=self.net)
-            if use_sam
-            else None
-        )
         self.spec = spec
         self.images, self.labels = spec.train_images.to(self.device), spec.train_labels.to(self.device)
+        self.loop = TrainingLoop(
+            [self.net], [self.generator], self.images, self.labels, schedule=schedule, augment=augment,
+            step=sharpness_aware_step(rho, alpha, adaptive=adaptive, model=self.net) if use_sam else PlainStep,
+        )
         self.seconds += time.perf_counter() - t0
 
     @property
+    def epoch(self) -> int:
+        return self.loop.epoch
+
+    @property
     def done(self) -> bool:
-        return self.epoch >= self.epochs
+        return self.loop.done
 
     def run_epoch(self) -> float:
         """Train epoch ``self.epoch + 1`` (fresh shuffle, last batch kept) and store its snapshot; returns
@@ -176,28 +167,10 @@ class ExpertTraining:
         if self.done:
             raise RuntimeError(f"expert {self.index} has already trained its {self.epochs} epochs")
         t0 = time.perf_counter()
-        net, g, dev, opt = self.net, self.generator, self.device, self.optimizer
-        n = self.images.shape[0]
-        order = torch.randperm(n, generator=g).to(dev)
-        total, count = torch.zeros((), device=dev), 0
-        for start in range(0, n, self.batch_size):
-            idx = order[start : start + self.batch_size]
-            x, y = self.images[idx], self.labels[idx]
-            if self.augment is not None:
-                x = self.augment(x, g)
-            if self.sam is not None:
-                loss = self.sam.step(_ce_closure(net, x, y))
-            else:
-                loss = F.cross_entropy(net(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            total += loss.detach() * y.shape[0]
-            count += y.shape[0]
-        self.epoch += 1
-        self.trajectory[self.epoch] = _flat(net)
+        total = self.loop.run_epoch()
+        self.trajectory[self.epoch] = _flat(self.net)
         self.seconds += time.perf_counter() - t0
-        return float(total) / count
+        return float(total) / self.images.shape[0]
 
     def state_dict(self) -> dict[str, Any]:
         """The resumable state after ``self.epoch`` epochs (CPU tensors; loadable with ``weights_only``)."""
@@ -205,12 +178,15 @@ class ExpertTraining:
             "index": self.index,
             "epoch": self.epoch,
             "trajectory": self.trajectory[: self.epoch + 1].clone(),
-            "net": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()},
-            "generator": self.generator.get_state(),
+            "loop": self.loop.state_dict(),
             "seconds": self.seconds,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`; a state that does not fit raises ``ValueError`` before anything changes."""
+        missing = [k for k in ("index", "epoch", "trajectory", "loop") if k not in state]
+        if missing:
+            raise ValueError(f"expert checkpoint lacks {missing} (written by another version?)")
         epoch = int(state["epoch"])
         if int(state["index"]) != self.index or not 0 <= epoch <= self.epochs:
             raise ValueError(
@@ -222,10 +198,11 @@ class ExpertTraining:
             raise ValueError(
                 f"checkpoint trajectory has shape {tuple(traj.shape)}, expected {(epoch + 1, self.trajectory.shape[1])}"
             )
-        self.net.load_state_dict(state["net"])
-        self.generator.set_state(state["generator"])
+        if state["loop"].get("epoch") != epoch:
+            raise ValueError(f"checkpoint of expert {self.index} is at epoch {epoch} but its training state at "
+                             f"{state['loop'].get('epoch')!r}")
+        self.loop.load_state_dict(state["loop"])
         self.trajectory[: epoch + 1] = traj
-        self.epoch = epoch
         self.seconds = float(state.get("seconds", 0.0))
 
     def finish(self) -> ExpertRun:
@@ -465,7 +442,10 @@ def _train_one(
                     f"{ckpt} was written with other settings (" + "; ".join(bad)
                     + "); choose another out directory or delete it"
                 )
-            run.load_state_dict(state)
+            try:
+                run.load_state_dict(state)
+            except ValueError as exc:  # checked before anything changed: the run is still at its initialisation
+                warnings.warn(f"{ckpt}: {exc}; expert {index} restarts from its initialisation", stacklevel=2)
             resumed = run.epoch
             if on_resume is not None:
                 on_resume(resumed)

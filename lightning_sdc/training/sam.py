@@ -1,4 +1,4 @@
-"""FTD's sharpness-aware expert optimiser: GSAM with ASAM-style adaptive perturbation.
+"""FTD's sharpness-aware step (its experts' optimiser): GSAM with ASAM-style adaptive perturbation.
 
 Implements one step of FTD ``buffer/gsam/gsam.py::GSAM.step`` (driven by ``utils/utils_gsam.py::epoch``),
 around any base optimiser (FTD: plain SGD):
@@ -49,6 +49,14 @@ def frozen_running_stats(model: nn.Module | None) -> Iterator[None]:
             m.momentum = mom
 
 
+def check_sam_settings(rho: float, alpha: float) -> None:
+    """``rho`` and ``alpha`` finite and ``>= 0``; a ``ValueError`` naming the bad value."""
+    if not (math.isfinite(rho) and rho >= 0):
+        raise ValueError(f"rho must be a finite number >= 0, got {rho}")
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
+
+
 def _global_norm(tensors: Sequence[Tensor]) -> Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(tensors))))
 
@@ -75,10 +83,7 @@ class SharpnessAwareStep:
         adaptive: bool = True,
         model: nn.Module | None = None,
     ) -> None:
-        if not (math.isfinite(rho) and rho >= 0):
-            raise ValueError(f"rho must be a finite number >= 0, got {rho}")
-        if not (math.isfinite(alpha) and alpha >= 0):
-            raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
+        check_sam_settings(rho, alpha)
         self.params = list(params)
         if not self.params:
             raise ValueError("SharpnessAwareStep needs at least one parameter")
