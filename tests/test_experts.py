@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_sdc.evaluation.protocol import seeded_generator
 from lightning_sdc.experts import (
     MANIFEST,
     ExpertBuffer,
@@ -25,6 +24,7 @@ from lightning_sdc.experts import (
     train_expert,
     train_experts,
 )
+from lightning_sdc.training import seeded_generator
 
 ARCH_KW = {"width": 16, "depth": 2}
 EPOCHS = 3

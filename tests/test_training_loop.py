@@ -196,3 +196,16 @@ def test_bad_settings_are_refused_before_training(data):
         loop.run_epoch()
     with pytest.raises(ValueError, match=r"training state is at pass 5, allowed: 0 … 1"):
         loop.load_state_dict({**loop.state_dict(), "epoch": 5})
+
+
+def test_old_import_paths_are_the_new_objects():
+    """The names that moved here stay importable from their old homes, as the same objects (no copies)."""
+    import lightning_sdc.evaluation as evaluation
+    import lightning_sdc.evaluation.protocol as protocol
+    import lightning_sdc.experts as experts
+    import lightning_sdc.training as training
+
+    assert protocol.seeded_generator is evaluation.seeded_generator is training.seeded_generator
+    assert protocol.make_train_augment is evaluation.make_train_augment is training.make_train_augment
+    assert protocol.EVAL_AUGMENTS is training.TRAIN_AUGMENTS
+    assert experts.SharpnessAwareStep is training.SharpnessAwareStep
