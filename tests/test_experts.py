@@ -574,6 +574,32 @@ def test_interrupted_expert_resumes_bitwise_from_its_checkpoint(buffer_dir: Path
         train_experts(digits, num_experts=2, shard=1, num_shards=2, lr=0.05, **kw)
 
 
+def test_checkpoint_of_another_layout_restarts_the_expert(tmp_path: Path, digits) -> None:
+    """A per-epoch checkpoint without the training loop's state (an older layout) is warned about and the
+    expert is retrained from its initialisation, ending equal to an uninterrupted run."""
+    kw = {"num_experts": 1, "epochs": 2, **TINY}
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(i: int, epoch: int, loss: float) -> None:
+        raise Interrupt
+
+    train_experts(digits, out=str(tmp_path / "whole"), **kw)
+    with pytest.raises(Interrupt):
+        train_experts(digits, out=str(tmp_path / "cut"), on_epoch=stop, **kw)
+    ckpt = partial_path(tmp_path / "cut", 0)
+    state = torch.load(ckpt, weights_only=True)
+    loop = state.pop("loop")
+    torch.save({**state, "net": loop["params"], "generator": loop["generators"][0]}, ckpt)
+    seen: list[int] = []
+    with pytest.warns(UserWarning, match=r"lacks \['loop'\].*expert 0 restarts from its initialisation"):
+        train_experts(digits, out=str(tmp_path / "cut"), on_epoch=lambda i, e, loss: seen.append(e), **kw)
+    assert seen == [1, 2]
+    assert torch.equal(read_expert(expert_path(tmp_path / "cut", 0))[0],
+                       read_expert(expert_path(tmp_path / "whole", 0))[0])
+
+
 def test_unreadable_expert_file_is_retrained(tmp_path: Path, digits) -> None:
     kw = {"num_experts": 1, "epochs": 1, "out": str(tmp_path), **TINY}
     train_experts(digits, **kw)
