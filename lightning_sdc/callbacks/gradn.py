@@ -184,7 +184,7 @@ class GraDNTracker(pl.Callback):
 
     def network(self, k: int, step: int, trainer: pl.Trainer, pl_module: pl.LightningModule) -> nn.Module:
         """Network ``k`` of the ensemble at ``step`` (built once and cached unless ``resample``)."""
-        from lightning_sdc.evaluation import seeded_generator
+        from lightning_sdc.training import seeded_generator
         from lightning_sdc.models import build_network
 
         source = self.resolved_source(trainer)

@@ -102,7 +102,7 @@ def difficulty_command(
         A summary dict: Spearman ``(rho, p)`` per score pair, χ fractions, sizes and output paths.
     """
     from lightning_sdc.data import load_dataset
-    from lightning_sdc.evaluation.protocol import seeded_generator
+    from lightning_sdc.training import seeded_generator
     from lightning_sdc.models import NETWORKS
 
     if split not in SPLITS:

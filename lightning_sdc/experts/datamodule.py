@@ -29,7 +29,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
-from lightning_sdc.evaluation.protocol import seeded_generator
+from lightning_sdc.training import seeded_generator
 from lightning_sdc.experts.buffer import ExpertBuffer
 from lightning_sdc.experts.training import train_experts
 
