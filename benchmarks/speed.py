@@ -170,8 +170,9 @@ def eval_accuracy_gap(models: int = 10, epochs: int = 300, **speed: Any) -> tupl
 def tm_vs_reference(rounds: int, *, ipc: int = 10, syn_steps: int = 20,
                     compiled: bool = True) -> dict[str, tuple[float, float, float, str]]:
     """MTT ``ReparamModule`` update (:func:`benchmarks.reference.mtt_update`) / this library's MTT update core
-    (:func:`~lightning_sdc.methods.tm.meta.trajectory_objective` + backward + SGD on images and lr) in each
-    memory mode: ConvNet-128, 3×32×32 random data, 10 classes × ``ipc``, ``syn_steps`` inner steps on the whole
+    (:func:`~lightning_sdc.methods.tm.meta.trajectory_objective` + backward + SGD on images and lr; the default
+    :class:`~lightning_sdc.methods.tm.student.FunctionalStudent`, i.e. with the closed-form second derivatives of
+    :mod:`lightning_sdc.models.double_backward`) in each memory mode: ConvNet-128, 3×32×32 random data, 10 classes × ``ipc``, ``syn_steps`` inner steps on the whole
     set, no augmentation on either side; ``compiled``: the constant-memory pass 1 through ``torch.compile``
     (warmed up with a one-step update). Rounds alternate the order reference → unrolled → constant and its
     reverse; medians over ``rounds``. Returns ``{mode: (ratio, reference s, ours s, note)}``."""

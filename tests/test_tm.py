@@ -236,3 +236,103 @@ def test_sdc_term_value_is_mean_inner_gradient_norm(power: int) -> None:
     expected = torch.stack(norms).mean()
     assert torch.allclose(res.sdc, expected, rtol=1e-12)
     assert torch.allclose(res.objective.detach(), res.match_loss + 0.5 * expected, rtol=1e-12)
+
+
+# ------------------------------------------------------------------ the student's closed-form second derivatives
+@pytest.mark.parametrize("groups,channels", [(4, 4), (2, 4), (1, 3)])
+def test_group_norm_closed_form_double_backward(groups: int, channels: int) -> None:
+    """First and second derivatives of the fast group norm (instance norm: groups == channels) against finite
+    differences, every upstream combination (gradgradcheck perturbs g, x, γ with all three outputs used)."""
+    from lightning_sdc.models.double_backward import _GroupNorm
+
+    g = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(s, generator=g, dtype=torch.float64).requires_grad_(True)
+               for s in ((2, channels, 3, 2), (channels,), (channels,)))
+
+    def f(x, w, b):
+        return _GroupNorm.apply(x, w, b, groups, 1e-5)
+
+    assert torch.equal(f(x, w, b), F.group_norm(x, groups, w, b, 1e-5))  # the native kernel
+    assert torch.autograd.gradcheck(f, (x, w, b))
+    assert torch.autograd.gradgradcheck(f, (x, w, b))
+    # only the γ and β gradients used downstream (no ggx): against the native second derivatives
+    u = torch.randn(x.shape, generator=g, dtype=torch.float64).requires_grad_(True)
+
+    def second(norm):
+        gw, gb = torch.autograd.grad((norm(x, w, b) * u).sum(), (w, b), create_graph=True)
+        return torch.autograd.grad((gw * torch.arange(channels)).sum() + gb.pow(2).sum(), (x, u))
+
+    for a, ref in zip(second(f), second(lambda x, w, b: F.group_norm(x, groups, w, b, 1e-5))):
+        assert torch.allclose(a, ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("conf,bias", [(([1, 1], [1, 1], [1, 1], 1), True), (([2, 1], [0, 1], [1, 2], 2), False)])
+def test_conv_closed_form_double_backward(conf: tuple, bias: bool) -> None:
+    from lightning_sdc.models.double_backward import _Conv
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 4, 6, 5, generator=g, dtype=torch.float64).requires_grad_(True)
+    w = torch.randn(6, 4 // conf[3], 3, 3, generator=g, dtype=torch.float64).requires_grad_(True)
+    b = torch.randn(6, generator=g, dtype=torch.float64).requires_grad_(True)
+    args = (x, w, b) if bias else (x, w)
+
+    def f(x, w, b=None):
+        return _Conv.apply(x, w, b, conf)
+
+    assert torch.equal(f(*args), F.conv2d(x, w, b if bias else None, *conf))
+    assert torch.autograd.gradcheck(f, args)
+    assert torch.autograd.gradgradcheck(f, args)
+
+
+def test_relu_and_pool_are_native_values_and_twice_differentiable() -> None:
+    from lightning_sdc.models.double_backward import _Pool2, _Relu
+
+    x = torch.randn(2, 3, 4, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64).requires_grad_(True)
+    big = 100 * torch.randn(3, 8, 16, 16, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(_Pool2.apply(big), F.avg_pool2d(big, 2, 2))  # bit-identical, avg_pool2d's summation order
+    assert torch.autograd.gradgradcheck(_Pool2.apply, (x,))
+    assert torch.equal(_Relu.apply(x * 1, True), x.relu())
+    assert torch.autograd.gradgradcheck(lambda x: _Relu.apply(x, False), (x,))
+    assert torch.autograd.gradgradcheck(lambda x: _Relu.apply(x * 1, True), (x,))
+
+
+def test_third_derivative_of_the_fast_layers_raises() -> None:
+    from lightning_sdc.models.double_backward import _GroupNorm
+
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    y = _GroupNorm.apply(x, w, torch.zeros(3, dtype=torch.float64), 3, 1e-5)
+    (gx,) = torch.autograd.grad(y.pow(3).sum(), x, create_graph=True)
+    torch.autograd.grad(gx.pow(2).sum(), x)  # second order: fine
+    with pytest.raises(RuntimeError, match="third derivative"):
+        torch.autograd.grad(gx.pow(2).sum(), x, create_graph=True)
+
+
+@pytest.mark.parametrize("memory", ["unrolled", "constant"])
+def test_student_fast_layers_match_native(memory: str) -> None:
+    """The student with the swapped layers (default) gives the MTT objective and its image / lr gradients of the
+    student with PyTorch's layers, to fp64 rounding; the swap keeps the parameter layout and the module output."""
+    from lightning_sdc.methods.tm.student import FunctionalStudent
+
+    kw = {"width": 8, "depth": 2}
+    fast = FunctionalStudent.build("ConvNet", (3, 8, 8), 4, kw)
+    native = FunctionalStudent.build("ConvNet", (3, 8, 8), 4, kw, native_layers=True)
+    assert fast.layout == native.layout
+    assert {type(m).__module__ for m in fast.module.modules()} >= {"lightning_sdc.models.double_backward"}
+    assert not any(type(m).__module__.endswith("double_backward") for m in native.module.modules())
+    fast.module.double(), native.module.double()
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(6, 3, 8, 8, generator=g, dtype=torch.float64)
+    labels = torch.arange(6) % 4
+    start = 0.3 * torch.randn(fast.num_params, generator=g, dtype=torch.float64)
+    target = start + 0.05 * torch.randn(fast.num_params, generator=g, dtype=torch.float64)
+    assert torch.equal(fast(start, base), native(start, base))
+    out = []
+    for student in (fast, native):
+        images = base.clone().requires_grad_(True)
+        lr = torch.tensor(0.05, dtype=torch.float64, requires_grad=True)
+        res = trajectory_objective(student.loss, images, lambda idx: labels if idx is None else labels[idx], lr,
+                                   start, target, plan_of(3, batch=4), memory=memory, sdc_lambda=0.1)
+        out.append((res.objective.detach(), *torch.autograd.grad(res.objective, (images, lr))))
+    for a, b in zip(*out):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)

@@ -255,14 +255,14 @@ def _constant(
         s = -alpha * torch.dot(adj.to(g.dtype), g)
         if scale > 0:
             s = s + scale * sdc_term(g, sdc_power)
-        inputs = leaves if first_order else [*leaves, theta]
+        inputs = leaves if first_order or k == 0 else [*leaves, theta]  # a_0 is never used
         if not inputs or not s.requires_grad:
             continue
         out = torch.autograd.grad(s, inputs, allow_unused=True)
         for acc, d in zip(grads, out[: len(leaves)]):
             if d is not None:
                 acc.add_(d)
-        if not first_order and out[-1] is not None:
+        if not first_order and k > 0 and out[-1] is not None:
             adj = adj + out[-1].to(adj.dtype)
     linear = [(leaf * grad).sum() for leaf, grad in zip(leaves, grads)]
     if syn_lr.requires_grad:

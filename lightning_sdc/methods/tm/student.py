@@ -6,10 +6,18 @@ and :func:`lightning_sdc.models.functional.functional_forward` runs it with the 
 (``torch.func.functional_call``), in ``named_parameters()`` order — the order the expert buffer stores.
 The student is a plain object, not an ``nn.Module`` attribute of the LightningModule, so it is neither
 registered, checkpointed nor all-reduced.
+
+Speed: the student's convolutions, group/instance norms, ReLUs and 2×2 average pools are swapped for the
+layers of :mod:`lightning_sdc.models.double_backward` (same parameters; native forward and first backward;
+closed-form second derivatives). The unrolled MTT update differentiates through every inner gradient, and
+those second derivatives are where PyTorch's own layers lose most of the time on a CPU (profile in that
+module's docstring and ``benchmarks/RESULTS.md``). Values agree with the native layers to float rounding
+(``tests/test_tm.py::test_student_fast_layers_match_native``); ``native_layers=True`` keeps PyTorch's layers.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -21,17 +29,22 @@ class FunctionalStudent:
     """A network template run on flat parameter vectors ``θ ∈ R^P`` (see module docstring).
 
     Args:
-        module: the network whose structure (not whose parameters) is used.
+        module: the network whose structure (not whose parameters) is used; its layers are swapped in place
+            (see module docstring).
         layout: its :class:`~lightning_sdc.models.functional.ParamLayout` (default: read from ``module``).
+        native_layers: keep PyTorch's layers (no swap).
     """
 
-    def __init__(self, module: nn.Module, layout: Any = None) -> None:
+    def __init__(self, module: nn.Module, layout: Any = None, *, native_layers: bool = False) -> None:
+        from lightning_sdc.models.double_backward import twice_differentiable
         from lightning_sdc.models.functional import ParamLayout
 
-        self.module = module
         self.layout = layout if layout is not None else ParamLayout.from_module(module)
         for p in module.parameters():  # never trained: its own values only fix shapes and dtypes
             p.requires_grad_(False)
+        # the compiled first-order pass traces PyTorch's own layers (a structure copy, made before the swap)
+        self._native = module if native_layers else copy.deepcopy(module)
+        self.module = module if native_layers else twice_differentiable(module)
         self._compiled: Any = None  # CompiledNetwork, built on the first compiled_loss call
 
     @classmethod
@@ -42,13 +55,15 @@ class FunctionalStudent:
         num_classes: int,
         arch_kwargs: dict[str, Any] | None = None,
         device: torch.device | str = "cpu",
+        *,
+        native_layers: bool = False,
     ) -> FunctionalStudent:
         """Build ``arch`` from the network registry for ``image_shape`` (C, H, W) and ``num_classes``."""
         from lightning_sdc.models import build_network
 
         c, h, w = image_shape
         net = build_network(arch, c, num_classes, (h, w), generator=torch.Generator().manual_seed(0), **(arch_kwargs or {}))
-        return cls(net.to(device))
+        return cls(net.to(device), native_layers=native_layers)
 
     @property
     def num_params(self) -> int:
@@ -78,9 +93,10 @@ class FunctionalStudent:
 
         if self._compiled is None:
             self._compiled = CompiledNetwork()
-        if not self._compiled.supports(self.module):
+        if not self._compiled.supports(self._native):
             return self.loss(theta, x, targets)
-        return self._compiled.loss(self.module, self.layout.split(theta), x, targets)
+        self._native.train(self.module.training)
+        return self._compiled.loss(self._native, self.layout.split(theta), x, targets)
 
     @torch.no_grad()
     def logits(self, theta: Tensor, x: Tensor, batch_size: int = 256) -> Tensor:
