@@ -43,7 +43,8 @@ class Spy:
         self.calls.append({"archs": list(archs), **kw})
         if archs[0] == self.fail:
             raise RuntimeError("CUDA out of memory (simulated)")
-        return [EvalResult(arch=archs[0], accuracies=[0.5], epochs=kw["epochs"], lr=kw["lr"] or 0.01)]
+        models = kw.get("models") or range(kw["num_models"])  # the (arch, model) jobs of this process
+        return [EvalResult(arch=archs[0], accuracies=[0.5] * len(models), epochs=kw["epochs"], lr=kw["lr"] or 0.01)]
 
 
 # ------------------------------------------------------------------------------------------- argument forms

@@ -1,15 +1,17 @@
 """Helpers the callbacks share: the log directory, writing metrics to every logger, the evaluated set, DDP
-splits."""
+splits (:func:`~lightning_sdc.evaluation.sharding.rank_share`, re-exported here)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytorch_lightning as pl
 
-T = TypeVar("T")
+from lightning_sdc.evaluation.sharding import rank_share
+
+__all__ = ["check_every", "evaluated_set", "image_writers", "log_metrics", "output_dir", "rank_share"]
 
 
 def output_dir(trainer: pl.Trainer, dirpath: str | None = None) -> Path:
@@ -54,13 +56,6 @@ def evaluated_set(pl_module: pl.LightningModule) -> Any:
     if synset is None:
         raise TypeError(f"{type(pl_module).__name__} has no synthetic set (need a DistillationModule)")
     return synset
-
-
-def rank_share(items: Sequence[T], rank: int, world: int) -> list[T]:
-    """Items ``rank, rank + world, …`` — this rank's share of a job list (disjoint, covering, balanced)."""
-    if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"need 0 <= rank < world, got rank={rank}, world={world}")
-    return list(items[rank::world])
 
 
 def check_every(name: str, value: Any) -> int:

@@ -10,8 +10,9 @@ table for a saved set (same :func:`~lightning_sdc.evaluation.evaluate_archs` pro
 
 Under DDP the ``len(archs) × num_models`` trainings are split across ranks (rank ``r`` takes jobs
 ``r, r + world, …``; :func:`~lightning_sdc.evaluation.evaluate_synset`'s ``models=`` picks the model indices,
-so model ``i`` of an architecture is the same network whichever rank trains it) and the accuracies are summed
-across ranks with ``trainer.strategy.reduce`` (every job is done by exactly one rank).
+so model ``i`` of an architecture is the same network whichever rank trains it) and every rank gathers the
+whole table (:mod:`lightning_sdc.evaluation.sharding`, the same machinery as ``lightning-sdc evaluate
+--trainer.devices N``); a rank's failure is raised on every rank instead of leaving the others waiting.
 """
 
 from __future__ import annotations
@@ -23,8 +24,15 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
-from lightning_sdc.callbacks.common import check_every, evaluated_set, log_metrics, output_dir, rank_share
+from lightning_sdc.callbacks.common import check_every, evaluated_set, log_metrics, output_dir
 from lightning_sdc.evaluation import CROSS_ARCHS, EvalResult, evaluate_synset, results_markdown, write_results
+from lightning_sdc.evaluation.sharding import (
+    dist_rank_world,
+    eval_jobs,
+    evaluate_share,
+    gather_table,
+    rank_share,
+)
 from lightning_sdc.progress import progress, trainer_progress_enabled
 
 
@@ -142,51 +150,35 @@ class CrossArchEvaluation(pl.Callback):
             raise ValueError("CrossArchEvaluation needs a DataModule with a loaded dataset 'spec' (its test split)")
         kw = self.protocol(pl_module)
         archs = self.supported_archs(pl_module)
-        jobs = [(a, i) for a in archs for i in range(kw["num_models"])]
-        mine = rank_share(list(range(len(jobs))), trainer.global_rank, trainer.world_size)
-        acc = torch.zeros(len(jobs), dtype=torch.float64, device=pl_module.device)
-        secs = torch.zeros(len(archs), dtype=torch.float64, device=pl_module.device)
-        lrs: dict[str, float] = {}
+        jobs = eval_jobs(archs, kw["num_models"])
+        if trainer.world_size != dist_rank_world()[1]:
+            raise RuntimeError(f"CrossArchEvaluation: the Trainer has {trainer.world_size} processes but "
+                               f"torch.distributed has {dist_rank_world()[1]}; it gathers over torch.distributed")
+        mine = rank_share(range(len(jobs)), trainer.global_rank, trainer.world_size)
         bar = progress(total=len(mine) * (kw["epochs"] + 1), desc="cross-architecture evaluation", unit="epoch",
                        enabled=trainer.is_global_zero and trainer_progress_enabled(trainer))
-        with torch.inference_mode(False), torch.enable_grad(), bar:
-            for a_idx, arch in enumerate(archs):
-                todo = [j for j in mine if jobs[j][0] == arch]
-                if not todo:
-                    continue
-                res = evaluate_synset(
-                    synset,
-                    (spec.test_images, spec.test_labels),
-                    arch=arch,
-                    num_models=kw["num_models"],
-                    epochs=kw["epochs"],
-                    lr=kw["lr"],
-                    batch_size=kw["batch_size"],
-                    augment=kw["augment"],
-                    dsa_strategy=kw.get("dsa_strategy"),
-                    seed=kw["seed"],
-                    device=pl_module.device,
-                    arch_kwargs=self.options_for(arch, kw),
-                    models=[jobs[j][1] for j in todo],
-                    on_epoch=bar.update,
-                )
-                acc[todo] = torch.tensor(res.accuracies, dtype=torch.float64, device=acc.device)
-                secs[a_idx] = res.seconds
-                lrs[arch] = res.lr
-        if trainer.world_size > 1:
-            acc = trainer.strategy.reduce(acc, reduce_op="sum")
-            secs = trainer.strategy.reduce(secs, reduce_op="sum")
-        lr = kw["lr"] if kw["lr"] is not None else next(iter(lrs.values()), float("nan"))
-        self.results = [
-            EvalResult(
+
+        def evaluate(arch: str, models: list[int]) -> EvalResult:
+            return evaluate_synset(
+                synset,
+                (spec.test_images, spec.test_labels),
                 arch=arch,
-                accuracies=[float(acc[j]) for j, (a, _) in enumerate(jobs) if a == arch],
+                num_models=kw["num_models"],
                 epochs=kw["epochs"],
-                lr=float(lrs.get(arch, lr)),
-                seconds=float(secs[a_idx]),
+                lr=kw["lr"],
+                batch_size=kw["batch_size"],
+                augment=kw["augment"],
+                dsa_strategy=kw.get("dsa_strategy"),
+                seed=kw["seed"],
+                device=pl_module.device,
+                arch_kwargs=self.options_for(arch, kw),
+                models=models,
+                on_epoch=bar.update,
             )
-            for a_idx, arch in enumerate(archs)
-        ]
+
+        with torch.inference_mode(False), torch.enable_grad(), bar:
+            local, error = evaluate_share(jobs, trainer.global_rank, trainer.world_size, evaluate)
+        self.results, _ = gather_table(jobs, local, error, kw["epochs"])  # an error is raised on every rank
         self._report(trainer, out, synset)
         return self.results
 

@@ -1,4 +1,8 @@
-"""``lightning-sdc evaluate``: score a saved synthetic set on the real test split, across architectures."""
+"""``lightning-sdc evaluate``: score a saved synthetic set on the real test split, across architectures.
+
+A Lightning Fabric job (:mod:`lightning_sdc.fabric_jobs`): ``--trainer.devices/num_nodes/strategy`` deal the
+``(architecture, model)`` trainings over processes and gather the table (:mod:`lightning_sdc.evaluation.sharding`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import torch
 
 from lightning_sdc.evaluation.protocol import EVAL_AUGMENTS, EvalResult
 from lightning_sdc.evaluation.tables import evaluate_archs, results_markdown, write_results
+from lightning_sdc.fabric_jobs import FabricTrainerOptions, launch, trainer_options
 from lightning_sdc.progress import bare_flags
 
 
@@ -35,6 +40,7 @@ def evaluate_command(
     quiet: bool = False,
     metrics: list[str] | None = None,
     full_data_epochs: int = 30,
+    trainer: FabricTrainerOptions | None = None,
 ) -> str:
     """Score a saved synthetic set: train fresh networks on it, report test accuracy per architecture.
 
@@ -68,6 +74,12 @@ def evaluate_command(
         metrics: DD-Ranking's hlr | ior | lrs too (:mod:`lightning_sdc.evaluation.ddranking`), for every
             architecture that finished, with the same protocol and network options.
         full_data_epochs: epochs of the (cached) full-data network behind HLR.
+        trainer: process layout, as for ``fit`` and ``experts``: ``--trainer.accelerator``, ``--trainer.devices``,
+            ``--trainer.num_nodes``, ``--trainer.strategy`` (auto | ddp | ddp_spawn | ddp_fork). With several
+            processes the ``len(archs) × num_models`` trainings are dealt round-robin over them (model ``i`` is
+            the same network whichever process trains it) and gathered: the same table as one process. Rank 0
+            draws the progress bar, prints and writes the table. ``--device`` is the one-process shorthand
+            (``--device cuda:1`` = ``--trainer.accelerator cuda --trainer.devices [1]``).
 
     Returns:
         The Markdown table (also printed). If an architecture fails while training, the others still run, the
@@ -75,7 +87,6 @@ def evaluate_command(
     """
     from lightning_sdc.data import ZCAWhitening, load_dataset
     from lightning_sdc.evaluation.set_files import load_set
-    from lightning_sdc.progress import progress, quiet_mode
 
     if metrics:
         from lightning_sdc.evaluation.ddranking import check_metrics, evaluate_metrics
@@ -89,10 +100,7 @@ def evaluate_command(
         raise ValueError(f"batch_size={batch_size!r} is not allowed; allowed: an integer >= 1")
     if augment is not None and augment not in EVAL_AUGMENTS:
         raise ValueError(f"augment={augment!r} is not allowed; allowed: {', '.join(EVAL_AUGMENTS)}")
-    if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise ValueError(f"device={device!r} is not allowed; allowed: auto, cpu, cuda, cuda:N")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    opts = job_options(device, trainer)  # a bad process layout fails here, before any load or launch
 
     loaded = load_set(path, dataset=dataset, zca=zca, root=root)
     synset, protocol = loaded.synset, loaded.protocol
@@ -120,22 +128,13 @@ def evaluate_command(
         "batch_size": batch_size if batch_size is not None else int(protocol["batch_size"]),
         "dsa_strategy": protocol.get("dsa_strategy"),
         "seed": seed,
-        "device": device,
     }
-    synset = synset.to(device)
-    results: list[EvalResult] = []
-    failures: list[tuple[str, BaseException]] = []
-    total = len(archs) * kw["num_models"] * (kw["epochs"] + 1)
-    with quiet_mode(quiet), progress(total=total, desc="evaluate", unit="epoch") as bar:
-        for arch in archs:
-            bar.set_description(f"evaluate {arch}")
-            try:
-                results += evaluate_archs(synset, (test_images, spec.test_labels), [arch], **kw,
-                                          arch_kwargs=per_arch[arch], on_epoch=bar.update)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # noqa: BLE001 - keep the finished architectures, report this one at the end
-                failures.append((arch, exc))
+    outcome = launch(opts, _evaluate_job, synset, (test_images, spec.test_labels), archs, per_arch, kw, quiet)
+    if outcome is None:  # a process other than rank 0 of a `--trainer.strategy ddp` job: rank 0 reports
+        return ""
+    results, failures = outcome
+    kw["device"] = outcome_device = _device_of(opts)
+    synset = synset.to(outcome_device)
     title = (f"{loaded.name}: {synset.dataset}, IPC {synset.ipc}, {kw['epochs']} epochs, augment {kw['augment']}, "
              f"batch {kw['batch_size']}" + (f", method {protocol['method']}" if protocol.get("method") else ""))
     table = results_markdown(results, title)
@@ -150,11 +149,73 @@ def evaluate_command(
         if out:
             write_results(results, out, title)
     if failures:
-        names = "; ".join(f"{a}: {type(e).__name__}: {e}" for a, e in failures)
+        names = "; ".join(f"{a}: {e}" for a, e in failures)
         done = ", ".join(r.arch for r in results) or "none"
         raise EvaluationError(f"evaluate {path}: {len(failures)} architecture(s) failed ({names}); finished: {done}"
                               + (f" (written to {out}.md/.csv)" if out and results else ""))
     return table
+
+
+def job_options(device: str, trainer: FabricTrainerOptions | Mapping[str, Any] | None) -> FabricTrainerOptions:
+    """The process layout of an evaluation: ``trainer`` (checked), with ``device`` as its one-process shorthand
+    (``cpu``, ``cuda``, ``cuda:N`` set the accelerator, and ``cuda:N`` the device; ``auto`` leaves both)."""
+    opts = trainer_options(trainer)
+    if device not in ("auto", "cpu", "cuda") and not (str(device).startswith("cuda:") and device[5:].isdigit()):
+        raise ValueError(f"device={device!r} is not allowed; allowed: auto, cpu, cuda, cuda:N")
+    if device == "auto":
+        return opts
+    kind = "cpu" if device == "cpu" else "cuda"
+    if opts.accelerator not in ("auto", kind) and not (kind == "cuda" and opts.accelerator == "gpu"):
+        raise ValueError(f"device={device!r} and trainer.accelerator={opts.accelerator!r} disagree; give one of them")
+    devices = opts.devices
+    if device.startswith("cuda:"):
+        if devices not in (1, "1", [int(device[5:])]):
+            raise ValueError(f"device={device!r} names one GPU but trainer.devices={devices!r}; give "
+                             "--trainer.devices [N] (or a count) without --device")
+        devices = [int(device[5:])]
+    return FabricTrainerOptions(kind, devices, opts.num_nodes, opts.strategy).check()
+
+
+def _device_of(opts: FabricTrainerOptions) -> str:
+    """The device rank 0's follow-up work (DD-Ranking metrics) runs on in the launching process."""
+    if opts.accelerator == "cpu":
+        return "cpu"
+    if opts.accelerator == "mps":
+        return "mps"
+    if opts.accelerator in ("cuda", "gpu") or torch.cuda.is_available():
+        return f"cuda:{opts.devices[0]}" if isinstance(opts.devices, list) else "cuda"
+    return "cpu"
+
+
+def _evaluate_job(
+    fabric: Any,
+    synset: Any,
+    test: tuple[Any, Any],
+    archs: Sequence[str],
+    per_arch: Mapping[str, Mapping[str, Any]],
+    kw: Mapping[str, Any],
+    quiet: bool,
+) -> tuple[list[EvalResult], list[tuple[str, str]]] | None:
+    """One process of an evaluation: its share of the ``(arch, model)`` jobs, then the gathered table
+    (:mod:`lightning_sdc.evaluation.sharding`); returns ``(results, failures)`` on rank 0, ``None`` elsewhere."""
+    from lightning_sdc.evaluation.sharding import eval_jobs, evaluate_share, gather_table, rank_share
+    from lightning_sdc.progress import progress, quiet_mode
+
+    rank, world = fabric.global_rank, fabric.world_size
+    synset = synset.to(fabric.device)
+    jobs = eval_jobs(archs, kw["num_models"])
+    total = len(rank_share(jobs, rank, world)) * (kw["epochs"] + 1)
+    with quiet_mode(quiet or rank != 0), progress(total=total, desc="evaluate", unit="epoch") as bar:
+
+        def evaluate(arch: str, models: list[int]) -> EvalResult:
+            bar.set_description(f"evaluate {arch}")
+            (res,) = evaluate_archs(synset, test, [arch], **kw, device=fabric.device, arch_kwargs=per_arch[arch],
+                                    models=models, on_epoch=bar.update)
+            return res
+
+        local, error = evaluate_share(jobs, rank, world, evaluate, keep_going=True)
+    results, failures = gather_table(jobs, local, error, kw["epochs"])
+    return (results, failures) if rank == 0 else None
 
 
 def resolve_arch_kwargs(

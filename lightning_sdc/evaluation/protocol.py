@@ -117,7 +117,10 @@ def test_accuracy(net: nn.Module, images: Tensor, labels: Tensor, batch_size: in
         y = labels[start : start + batch_size].to(x.device)
         logits = net(x)
         if metric is None:  # labels were range-checked by the caller: skip torchmetrics' per-batch validation
-            metric = MulticlassAccuracy(logits.shape[1], average="micro", validate_args=False).to(logits.device)
+            # sync_on_compute=False: under torch.distributed, compute() would otherwise sum the counts of whatever
+            # network each rank is testing at that moment (and wait for ever when the ranks test unequal numbers)
+            metric = MulticlassAccuracy(logits.shape[1], average="micro", validate_args=False,
+                                        sync_on_compute=False).to(logits.device)
         metric.update(logits, y)
     return float(metric.compute())
 
@@ -182,6 +185,7 @@ def evaluate_synset(
     stacked: int = 1,
     compiled: bool = False,
     test_bf16: bool = False,
+    distributed: bool = False,
 ) -> EvalResult:
     """Train ``num_models`` fresh ``arch`` networks on ``synset`` and test each on ``test``.
 
@@ -204,9 +208,16 @@ def evaluate_synset(
             trained at once (``torch.func`` vmap), ``torch.compile``'d training loss and test pass; same
             accuracies to float rounding. Defaults: the one-at-a-time eager loop.
         test_bf16: the test pass under bf16 autocast (opt-in: changes logits by bf16 rounding).
+        distributed: shard the models over the processes of the default ``torch.distributed`` process group
+            (when one is initialised with more than one rank; otherwise ignored): rank ``r`` trains the models
+            ``r, r + world, …`` of ``models`` and every rank returns the whole gathered result, equal to one
+            process's (model ``i`` draws from ``(seed, i)`` whichever rank trains it), ``seconds`` summed over
+            the ranks. A collective: every rank must call it with the same arguments; a rank's failure is raised
+            on every rank (:func:`~lightning_sdc.evaluation.sharding.gather_results`). Default ``False``: this
+            process trains every model of ``models``.
 
     Returns:
-        :class:`EvalResult` with one accuracy per model.
+        :class:`EvalResult` with one accuracy per model (in the order of ``models``).
     """
     from lightning_sdc.models import build_network
 
@@ -240,25 +251,44 @@ def evaluate_synset(
     test_images, test_labels = test_images.to(device), test_labels.to(device)
     train_aug = make_train_augment(augment, dataset=set_dataset or test_dataset, arch=arch, dsa_strategy=dsa_strategy)
     c, h, w = images.shape[1:]
-    accs = []
     t0 = time.perf_counter()
     def build(i: int) -> tuple[nn.Module, torch.Generator]:
         """Model ``i``: its network and the generator of its init, batch order and augmentation."""
         g = seeded_generator(seed, i)
         return build_network(arch, c, num_classes, (h, w), generator=g, **(arch_kwargs or {})).to(device), g
 
-    if stacked != 1 or compiled or test_bf16:
-        from lightning_sdc.evaluation.batched import train_and_test
+    def train_and_score(indices: Sequence[int]) -> list[float]:
+        if stacked != 1 or compiled or test_bf16:
+            from lightning_sdc.evaluation.batched import train_and_test
 
-        accs = train_and_test(build, models if models is not None else range(num_models), images, targets,
-                              test_images, test_labels, stacked=stacked, compiled=compiled, test_bf16=test_bf16,
-                              test=test_accuracy,
-                              on_epoch=on_epoch, epochs=epochs, lr=lr, batch_size=batch_size, augment=train_aug)
-        return EvalResult(arch=arch, accuracies=accs, epochs=epochs, lr=float(lr), seconds=time.perf_counter() - t0)
-    for i in models if models is not None else range(num_models):
-        net, g = build(i)
-        with torch.enable_grad():
-            train_network(net, images, targets, epochs=epochs, lr=lr, batch_size=batch_size, augment=train_aug,
-                          generator=g, on_epoch=on_epoch)
-        accs.append(test_accuracy(net, test_images, test_labels))
+            return train_and_test(build, indices, images, targets, test_images, test_labels, stacked=stacked,
+                                  compiled=compiled, test_bf16=test_bf16, test=test_accuracy, on_epoch=on_epoch,
+                                  epochs=epochs, lr=lr, batch_size=batch_size, augment=train_aug)
+        accs = []
+        for i in indices:
+            net, g = build(i)
+            with torch.enable_grad():
+                train_network(net, images, targets, epochs=epochs, lr=lr, batch_size=batch_size, augment=train_aug,
+                              generator=g, on_epoch=on_epoch)
+            accs.append(test_accuracy(net, test_images, test_labels))
+        return accs
+
+    wanted = list(models) if models is not None else list(range(num_models))
+    if distributed:
+        from lightning_sdc.evaluation.sharding import dist_rank_world, gather_results, rank_share
+
+        rank, world = dist_rank_world()
+        if world > 1:
+            positions = rank_share(range(len(wanted)), rank, world)
+            local, error = {}, None
+            try:
+                accs = train_and_score([wanted[p] for p in positions]) if positions else []
+                share = (time.perf_counter() - t0) / max(len(positions), 1)
+                local = {p: (a, share) for p, a in zip(positions, accs)}
+            except Exception as exc:  # noqa: BLE001 - every rank must reach the gather; raised there on all ranks
+                error = exc
+            gathered = gather_results(local, len(wanted), error)
+            return EvalResult(arch=arch, accuracies=[a for a, _ in gathered], epochs=epochs, lr=float(lr),
+                              seconds=sum(t for _, t in gathered))
+    accs = train_and_score(wanted)
     return EvalResult(arch=arch, accuracies=accs, epochs=epochs, lr=float(lr), seconds=time.perf_counter() - t0)

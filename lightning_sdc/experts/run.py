@@ -9,52 +9,24 @@ or torchrun start them), a rank, a device and a barrier — what :class:`lightni
 :func:`~lightning_sdc.experts.train_experts` with its rank, world size and ``fabric.barrier``: the job's
 unfinished experts are dealt round-robin over the ranks, each expert keyed by its id (so its file does not
 depend on which rank or job trained it), written atomically, checkpointed every epoch, and rank 0 rewrites the
-manifest at the end.
+manifest at the end. The process layout and the launch are shared with ``lightning-sdc evaluate``
+(:mod:`lightning_sdc.fabric_jobs`).
 """
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+from lightning_sdc.fabric_jobs import FabricTrainerOptions, launch, trainer_options
+
+#: the process layout of an experts job (one class for every Fabric job: :mod:`lightning_sdc.fabric_jobs`)
+ExpertTrainerOptions = FabricTrainerOptions
 
 
-@dataclass
-class ExpertTrainerOptions:
-    """Where the expert processes run (the names of Lightning's ``Trainer`` flags).
-
-    Args:
-        accelerator: auto | cpu | cuda | gpu | mps.
-        devices: devices per node: a count, a list of device indices, -1 or "auto" (all).
-        num_nodes: nodes of the job (a SLURM allocation or torchrun sets up the processes).
-        strategy: auto | ddp | ddp_spawn: how the processes are started (they exchange no gradients).
-    """
-
-    accelerator: str = "auto"
-    devices: int | str | list[int] = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
-
-
-def _options(trainer: ExpertTrainerOptions | Mapping[str, Any] | None) -> ExpertTrainerOptions:
-    if trainer is None:
-        return ExpertTrainerOptions()
-    if isinstance(trainer, ExpertTrainerOptions):
-        return trainer
-    allowed = set(asdict(ExpertTrainerOptions()))
-    unknown = sorted(set(trainer) - allowed)
-    if unknown:
-        raise ValueError(f"trainer options {unknown} are not allowed; allowed: {', '.join(sorted(allowed))}")
-    return ExpertTrainerOptions(**dict(trainer))
-
-
-def _work(fabric: Any, dataset: Any, kwargs: dict[str, Any], threads: int | None) -> list[str]:
-    if threads is not None and fabric.device.type == "cpu":
-        torch.set_num_threads(threads)  # spawned CPU workers compute exactly like the launching process
+def _work(fabric: Any, dataset: Any, kwargs: dict[str, Any]) -> list[str]:
     from lightning_sdc.experts.training import train_experts
 
     paths = train_experts(
@@ -87,9 +59,7 @@ def run_experts(
     Returns:
         The expert file paths of this job's shard (every rank's work is finished when it returns).
     """
-    from lightning_fabric import Fabric
-
-    opts = _options(trainer)
+    opts = trainer_options(trainer)  # a bad layout fails here, before any process is launched
     own = sorted({"device", "rank", "world_size", "barrier"} & set(train_kwargs))
     if own:
         raise ValueError(f"{own} come from the Fabric job; set the process layout with trainer= instead")
@@ -97,14 +67,7 @@ def run_experts(
         from lightning_sdc.experts.training import shard_ids
 
         shard_ids(train_kwargs["num_experts"], train_kwargs.get("shard", 0), train_kwargs.get("num_shards", 1))
-    fabric = Fabric(
-        accelerator=opts.accelerator,
-        devices=opts.devices,
-        num_nodes=opts.num_nodes,
-        strategy=opts.strategy,
-        precision="32-true",
-    )
-    paths = fabric.launch(_work, dataset, dict(train_kwargs), torch.get_num_threads())
+    paths = launch(opts, _work, dataset, dict(train_kwargs))
     return [Path(p) for p in paths]
 
 

@@ -18,8 +18,11 @@ What lives here:
   checkpoint and DDP ranks reproduce the same draws (:meth:`generator`);
 * the validation loop = the evaluation protocol: ``eval_num_models`` fresh networks trained on a detached copy of
   the synthetic set, tested on the real test split (the DataModule's validation data), accuracy mean ± std
-  logged as ``eval/acc_mean`` / ``eval/acc_std``. Under DDP every rank trains the same networks (same seeds)
-  and tests its shard of the test split; the counts are summed across ranks.
+  logged as ``eval/acc_mean`` / ``eval/acc_std``. Under DDP each rank trains its share of the networks (network
+  ``i`` from the same generator whichever rank trains it), the trained networks are exchanged so that every rank
+  holds all of them (:func:`~lightning_sdc.evaluation.sharding.gather_modules`), each rank tests them on its
+  shard of the test split (the sampler's padding left out) and the counts are summed across ranks: the same
+  accuracies as one process.
 * divergence guard: a non-finite loss or image gradient stops the run (before the update, so the synthetic set
   stays finite) with the step and the last checkpoint;
 * checkpoint files: :meth:`setup` replaces the Trainer's plain ``TorchCheckpointIO`` with
@@ -41,6 +44,7 @@ from lightning_fabric.utilities.cloud_io import get_filesystem
 from torch import Tensor
 
 from lightning_sdc.evaluation.protocol import make_train_augment, seeded_generator, train_network
+from lightning_sdc.evaluation.sharding import gather_modules, rank_share
 from lightning_sdc.io import atomic_torch_save, safe_torch_load
 from lightning_sdc.matching.sdc import check_sdc_args
 from lightning_sdc.progress import progress, trainer_progress_enabled
@@ -245,6 +249,7 @@ class DistillationModule(pl.LightningModule):
         self.automatic_optimization = False
         self._initialised = False
         self._eval_nets: list[torch.nn.Module] = []
+        self._eval_trained_here: list[int] = []
         self._eval_counts = torch.zeros(0, 2, dtype=torch.long)
 
     # ------------------------------------------------------------------ data access
@@ -441,25 +446,66 @@ class DistillationModule(pl.LightningModule):
         lr = kw["lr"] if kw["lr"] is not None else (set_lr if set_lr is not None else 0.01)
         aug = make_train_augment(kw["augment"], dataset=self.info.name, arch=kw["arch"], dsa_strategy=kw["dsa_strategy"])
         c, h, w = images.shape[1:]
-        self._eval_nets = []
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer is not None else (0, 1)
+        mine = rank_share(range(kw["num_models"]), rank, world)
+
+        def build(i: int) -> tuple[torch.nn.Module, torch.Generator]:
+            # keyed on the step too, so successive evaluations use fresh networks
+            g = seeded_generator(self.seed, 7919, self.step_index, i)
+            net = build_network(kw["arch"], c, self.num_classes, (h, w), generator=g, **kw["arch_kwargs"])
+            return net.to(images.device), g
+
+        trained: dict[int, torch.nn.Module] = {}
+        error: Exception | None = None
         # Lightning's validation bar shows "0/?" while these train: an inner bar with their epochs and an ETA
-        bar = progress(total=kw["num_models"] * (kw["epochs"] + 1), desc="evaluation networks", unit="epoch",
+        bar = progress(total=len(mine) * (kw["epochs"] + 1), desc="evaluation networks", unit="epoch",
                        enabled=trainer_progress_enabled(self._trainer))
         with torch.inference_mode(False), torch.enable_grad(), bar:
             images, targets = images.clone(), targets.clone()  # leave any inference-mode tensors behind
-            for i in range(kw["num_models"]):
-                # keyed on the step too, so successive evaluations use fresh networks
-                g = seeded_generator(self.seed, 7919, self.step_index, i)
-                net = build_network(kw["arch"], c, self.num_classes, (h, w), generator=g, **kw["arch_kwargs"])
-                net = net.to(images.device)
-                train_network(net, images, targets, epochs=kw["epochs"], lr=lr, batch_size=kw["batch_size"],
-                              augment=aug, generator=g, on_epoch=bar.update)
-                net.eval()
-                self._eval_nets.append(net)
+            for i in mine:
+                net, g = build(i)
+                try:
+                    train_network(net, images, targets, epochs=kw["epochs"], lr=lr, batch_size=kw["batch_size"],
+                                  augment=aug, generator=g, on_epoch=bar.update)
+                except Exception as exc:
+                    if world == 1:
+                        raise
+                    error = exc  # raised on every rank after the exchange, so no rank waits for ever
+                    break
+                trained[i] = net
+        with torch.inference_mode(False):
+            nets = [trained[i] for i in range(kw["num_models"])] if world == 1 else gather_modules(
+                trained, kw["num_models"], lambda i: build(i)[0], images.device, error)
+        self._eval_nets = [net.eval() for net in nets]
+        self._eval_trained_here = sorted(trained)  # which of them this rank trained (its share)
         self._eval_counts = torch.zeros(len(self._eval_nets), 2, dtype=torch.long, device=self.device)
+        self._eval_limit, self._eval_seen = self._unpadded_samples(), 0
+
+    def _unpadded_samples(self) -> int | None:
+        """How many samples of this rank's evaluation batches are real, when the loader's ``DistributedSampler``
+        pads the split to a multiple of the world size (Lightning's injected sampler for validation/test: it
+        repeats the first samples at the end, e.g. 1 of digits' 359 on 2 ranks). The padding sits at the end of
+        each rank's share, so counting only the first ``len(range(rank, N, world))`` samples counts every test
+        image exactly once, as one process does. ``None``: no padding to remove."""
+        from torch.utils.data import DistributedSampler
+
+        if self._trainer is None or self.trainer.world_size == 1:
+            return None
+        loaders = self.trainer.test_dataloaders if self.trainer.testing else self.trainer.val_dataloaders
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) and loaders else loaders
+        sampler = getattr(loader, "sampler", None)
+        if not isinstance(sampler, DistributedSampler) or sampler.drop_last:
+            return None
+        return len(range(sampler.rank, len(sampler.dataset), sampler.num_replicas))
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
+        if getattr(self, "_eval_limit", None) is not None:  # leave out the sampler's padding (_unpadded_samples)
+            keep = max(0, self._eval_limit - self._eval_seen)
+            self._eval_seen += int(y.shape[0])
+            if keep == 0:
+                return
+            x, y = x[:keep], y[:keep]
         with torch.no_grad():
             for i, net in enumerate(self._eval_nets):
                 self._eval_counts[i, 0] += (net(x).argmax(dim=1) == y).sum()

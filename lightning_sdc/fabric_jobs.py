@@ -1,0 +1,99 @@
+"""Jobs of independent networks as Lightning Fabric runs: ``lightning-sdc experts`` and ``lightning-sdc evaluate``.
+
+Both commands train many networks that never exchange a gradient (experts, evaluation models), so their
+processes only need launching (``ddp`` re-runs the command once per device, ``ddp_spawn`` forks workers, SLURM
+or torchrun start them), a rank, a device and collectives — what :class:`lightning_fabric.Fabric` gives without a
+``DistributedDataParallel`` wrapper. The process layout is given with the names of Lightning's ``Trainer`` flags
+(``--trainer.accelerator/devices/num_nodes/strategy``), as for ``fit``: :class:`FabricTrainerOptions`, checked
+before anything is launched, and :func:`launch` runs a function on every process of the job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+#: accelerators and strategies a job of independent networks can run with
+ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork")
+
+
+@dataclass
+class FabricTrainerOptions:
+    """Where the processes of a job run (the names of Lightning's ``Trainer`` flags).
+
+    Args:
+        accelerator: auto | cpu | cuda | gpu | mps.
+        devices: devices per node: a count, a list of device indices, -1 or "auto" (all).
+        num_nodes: nodes of the job (a SLURM allocation or torchrun sets up the processes).
+        strategy: auto | ddp | ddp_spawn | ddp_fork: how the processes are started (they exchange no gradients).
+    """
+
+    accelerator: str = "auto"
+    devices: int | str | list[int] = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+
+    def check(self) -> FabricTrainerOptions:
+        """Refuse a layout that cannot run, with one line naming the value and what is allowed (before launch)."""
+        if self.accelerator not in ACCELERATORS:
+            raise ValueError(f"trainer.accelerator={self.accelerator!r} is not allowed; allowed: {', '.join(ACCELERATORS)}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"trainer.strategy={self.strategy!r} is not allowed; allowed: {', '.join(STRATEGIES)}")
+        d = self.devices
+        ok = (
+            (isinstance(d, int) and not isinstance(d, bool) and (d >= 1 or d == -1))
+            or d == "auto"
+            or (isinstance(d, str) and d.strip().lstrip("-").isdigit() and (int(d) >= 1 or int(d) == -1))
+            or (isinstance(d, list) and d and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in d))
+        )
+        if not ok:
+            raise ValueError(f"trainer.devices={d!r} is not allowed; allowed: a count >= 1, -1 or 'auto' (all devices), "
+                             "or a list of device indices")
+        n = self.num_nodes
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"trainer.num_nodes={n!r} is not allowed; allowed: an integer >= 1")
+        return self
+
+
+def trainer_options(trainer: FabricTrainerOptions | Mapping[str, Any] | None) -> FabricTrainerOptions:
+    """:class:`FabricTrainerOptions` from itself, a dict of its fields or ``None`` (one process), checked."""
+    if trainer is None:
+        return FabricTrainerOptions()
+    if isinstance(trainer, FabricTrainerOptions):
+        return trainer.check()
+    allowed = set(asdict(FabricTrainerOptions()))
+    unknown = sorted(set(trainer) - allowed)
+    if unknown:
+        raise ValueError(f"trainer options {unknown} are not allowed; allowed: {', '.join(sorted(allowed))}")
+    return FabricTrainerOptions(**dict(trainer)).check()
+
+
+def _call_with_threads(fabric: Any, function: Callable[..., Any], threads: int, *args: Any) -> Any:
+    if fabric.device.type == "cpu":
+        torch.set_num_threads(threads)  # spawned CPU workers compute exactly like the launching process
+    return function(fabric, *args)
+
+
+def launch(trainer: FabricTrainerOptions | Mapping[str, Any] | None, function: Callable[..., Any], *args: Any) -> Any:
+    """Run ``function(fabric, *args)`` on every process of the job ``trainer`` describes.
+
+    ``fabric`` gives each process its ``global_rank``, ``world_size``, ``device`` and ``barrier``; with more than
+    one process the default ``torch.distributed`` group is initialised, so the collectives of
+    :mod:`lightning_sdc.evaluation.sharding` work. Returns what rank 0's ``function`` returns (``ddp_spawn``: in
+    the launching process; ``ddp``: every process gets its own return value).
+    """
+    from lightning_fabric import Fabric
+
+    opts = trainer_options(trainer)
+    fabric = Fabric(
+        accelerator=opts.accelerator,
+        devices=opts.devices,
+        num_nodes=opts.num_nodes,
+        strategy=opts.strategy,
+        precision="32-true",
+    )
+    return fabric.launch(_call_with_threads, function, torch.get_num_threads(), *args)
