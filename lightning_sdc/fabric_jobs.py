@@ -10,6 +10,7 @@ before anything is launched, and :func:`launch` runs a function on every process
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -27,7 +28,8 @@ class FabricTrainerOptions:
 
     Args:
         accelerator: auto | cpu | cuda | gpu | mps.
-        devices: devices per node: a count, a list of device indices, -1 or "auto" (all).
+        devices: devices per node: a count, a list of device indices (``[0, 1]`` or ``"0,1"``), -1 or "auto"
+            (all).
         num_nodes: nodes of the job (a SLURM allocation or torchrun sets up the processes).
         strategy: auto | ddp | ddp_spawn | ddp_fork: how the processes are started (they exchange no gradients).
     """
@@ -48,6 +50,7 @@ class FabricTrainerOptions:
             (isinstance(d, int) and not isinstance(d, bool) and (d >= 1 or d == -1))
             or d == "auto"
             or (isinstance(d, str) and d.strip().lstrip("-").isdigit() and (int(d) >= 1 or int(d) == -1))
+            or (isinstance(d, str) and re.fullmatch(r"\s*\d+\s*(,\s*\d+\s*)*,?\s*", d) is not None and "," in d)
             or (isinstance(d, list) and d and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in d))
         )
         if not ok:

@@ -78,8 +78,9 @@ def evaluate_command(
             ``--trainer.num_nodes``, ``--trainer.strategy`` (auto | ddp | ddp_spawn | ddp_fork). With several
             processes the ``len(archs) × num_models`` trainings are dealt round-robin over them (model ``i`` is
             the same network whichever process trains it) and gathered: the same table as one process. Rank 0
-            draws the progress bar, prints and writes the table. ``--device`` is the one-process shorthand
-            (``--device cuda:1`` = ``--trainer.accelerator cuda --trainer.devices [1]``).
+            draws the progress bar, prints and writes the table (``--metrics`` then run on rank 0 alone).
+            ``--device`` is the one-process shorthand (``--device cuda:1`` = ``--trainer.accelerator cuda
+            --trainer.devices [1]``).
 
     Returns:
         The Markdown table (also printed). If an architecture fails while training, the others still run, the
