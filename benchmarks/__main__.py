@@ -125,9 +125,10 @@ def main(argv: list[str] | None = None) -> None:
         from benchmarks import speed
 
         models, epochs = (2, 100) if args.quick else (3, 300)
-        r, a, b, note = speed.eval_speedup(models, epochs, compiled=True, test_bf16=True)
+        # compiled only: numbers equal to float rounding (bf16 autocast is slower on CPUs without AMX)
+        r, a, b, note = speed.eval_speedup(models, epochs, compiled=True)
         yield ("eval_speedup", r, f"one evaluation network, mnist5k IPC 1, ConvNet-128, {epochs} epochs + 10,000 test "
-               f"images: re-written reference evaluate_synset {a:.1f}s / evaluate_synset(compiled=True, test_bf16=True) {b:.1f}s "
+               f"images: re-written reference evaluate_synset {a:.1f}s / evaluate_synset(compiled=True) {b:.1f}s "
                f"(median); {note}; load {_load()}")
         gap, note = speed.eval_accuracy_gap(10, 300, compiled=True, test_bf16=True)
         yield "eval_accuracy_gap", gap, f"|mean ours − mean reference| / std reference: {note}"

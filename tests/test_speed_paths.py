@@ -113,6 +113,28 @@ def test_evaluate_synset_speed_paths_equal_default(digits):
         evaluate_synset((images, labels), digits, stacked=0, **kw)
 
 
+@pytest.mark.parametrize("kw", [{"padding": 3}, {"stride": 2, "padding": (1, 0), "dilation": 2, "bias": False}])
+def test_matmul_conv_of_the_eval_forward_equals_conv2d(kw):
+    """The compiled eval forward's single-input-channel convolution (one GEMM over the unfolded input) equals
+    ``nn.Conv2d``; only such layers are swapped, parameters (names, objects) kept."""
+    from lightning_sdc.models.compiled import _MatmulConv2d, _with_matmul_convs
+
+    conv = torch.nn.Conv2d(1, 8, 3, **kw)
+    fast = _MatmulConv2d(1, 8, 3, **kw)
+    fast.load_state_dict(conv.state_dict())
+    x = torch.randn(5, 1, 11, 9, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(fast(x), conv(x), rtol=1e-5, atol=1e-6)
+    net = build_network("ConvNet", 1, 10, (8, 8), **SMALL)
+    swapped = _with_matmul_convs(net)
+    kinds = [type(m) for m in swapped.features if isinstance(m, torch.nn.Conv2d)]
+    assert kinds[0] is _MatmulConv2d and all(k is torch.nn.Conv2d for k in kinds[1:])
+    assert [n for n, _ in swapped.named_parameters()] == [n for n, _ in net.named_parameters()]
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(swapped(x), net(x), rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------- trajectory matching
 @pytest.mark.slow  # one compilation of the student's loss (~35 s with a cold Inductor cache)
 def test_constant_memory_compiled_pass1_equals_eager():

@@ -34,7 +34,8 @@ as five row reductions and two or three fused multiply-adds over the feature map
 coefficients), against PyTorch's dozens of element-wise passes.
 
 Numbers: forward and first backward are bit-identical to the native layers; second derivatives equal the
-native ones to float rounding (``gradgradcheck`` in fp64, ``tests/test_tm.py``). A third derivative raises. Under autocast, with mixed dtypes or non-default padding modes the native layers run.
+native ones to float rounding (``gradgradcheck`` in fp64, ``tests/test_tm.py``). A third derivative raises.
+Under autocast, in half types, with mixed dtypes or non-default padding modes the native layers run.
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ from torch import Tensor, nn
 
 
 def _native(x: Tensor, *params: Tensor | None) -> bool:
-    """Whether the native path must run: autocast is on, or the dtypes differ."""
-    return torch.is_autocast_enabled(x.device.type) or any(p is not None and p.dtype != x.dtype for p in params)
+    """Whether the native path must run: autocast is on, a dtype other than fp32/fp64 (native kernels
+    accumulate half types in fp32), or mixed dtypes."""
+    return (torch.is_autocast_enabled(x.device.type) or x.dtype not in (torch.float32, torch.float64)
+            or any(p is not None and p.dtype != x.dtype for p in params))
 
 
 def _no_third_derivative() -> None:
@@ -327,8 +330,7 @@ class AvgPool2d(nn.AvgPool2d):
     differentiable any number of times); other settings, odd sizes and autocast run the native pooling."""
 
     def forward(self, input: Tensor) -> Tensor:
-        if (input.dim() != 4 or input.shape[-1] % 2 or input.shape[-2] % 2
-                or torch.is_autocast_enabled(input.device.type)):
+        if input.dim() != 4 or input.shape[-1] % 2 or input.shape[-2] % 2 or _native(input):
             return super().forward(input)
         return _Pool2.apply(input)
 
@@ -343,9 +345,9 @@ def _is_pool2(m: nn.Module) -> bool:
 
 # ----------------------------------------------------------------------------------------------------- swap
 def twice_differentiable(module: nn.Module) -> nn.Module:
-    """Replace, in place, every plain ``nn.Conv2d`` and affine ``nn.GroupNorm`` of ``module`` by
-    :class:`Conv2d` / :class:`GroupNorm` holding the same parameter objects (names, order and values unchanged);
-    returns ``module``."""
+    """Replace, in place, every plain ``nn.Conv2d``, affine ``nn.GroupNorm``, ``nn.ReLU`` and 2×2 stride-2
+    ``nn.AvgPool2d`` of ``module`` by :class:`Conv2d` / :class:`GroupNorm` / :class:`ReLU` / :class:`AvgPool2d`
+    holding the same parameter objects (names, order and values unchanged); returns ``module``."""
     before = [(n, p) for n, p in module.named_parameters()]
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
@@ -370,4 +372,4 @@ def twice_differentiable(module: nn.Module) -> nn.Module:
     return module
 
 
-__all__ = ["Conv2d", "GroupNorm", "twice_differentiable"]
+__all__ = ["AvgPool2d", "Conv2d", "GroupNorm", "ReLU", "twice_differentiable"]
