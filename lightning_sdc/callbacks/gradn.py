@@ -184,8 +184,8 @@ class GraDNTracker(pl.Callback):
 
     def network(self, k: int, step: int, trainer: pl.Trainer, pl_module: pl.LightningModule) -> nn.Module:
         """Network ``k`` of the ensemble at ``step`` (built once and cached unless ``resample``)."""
-        from lightning_sdc.training import seeded_generator
         from lightning_sdc.models import build_network
+        from lightning_sdc.training import seeded_generator
 
         source = self.resolved_source(trainer)
         key = (source, str(pl_module.device), self.resample and step)

@@ -102,8 +102,8 @@ def difficulty_command(
         A summary dict: Spearman ``(rho, p)`` per score pair, χ fractions, sizes and output paths.
     """
     from lightning_sdc.data import load_dataset
-    from lightning_sdc.training import seeded_generator
     from lightning_sdc.models import NETWORKS
+    from lightning_sdc.training import seeded_generator
 
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is not allowed; allowed: {', '.join(SPLITS)}")

@@ -39,8 +39,8 @@ from typing import Any
 import torch
 
 from lightning_sdc.evaluation.protocol import evaluate_synset, test_accuracy, train_network
-from lightning_sdc.training import make_train_augment, seeded_generator
 from lightning_sdc.io import atomic_torch_save, safe_torch_load
+from lightning_sdc.training import make_train_augment, seeded_generator
 
 METRICS = ("hlr", "ior", "lrs")
 #: DD-Ranking's leaderboard weight of IOR against HLR

@@ -43,12 +43,13 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_fabric.utilities.cloud_io import get_filesystem
 from torch import Tensor
 
-from lightning_sdc.evaluation.protocol import make_train_augment, seeded_generator, train_network
+from lightning_sdc.evaluation.protocol import train_network
 from lightning_sdc.evaluation.sharding import gather_modules, rank_share
 from lightning_sdc.io import atomic_torch_save, safe_torch_load
 from lightning_sdc.matching.sdc import check_sdc_args
 from lightning_sdc.progress import progress, trainer_progress_enabled
 from lightning_sdc.synthetic import LABEL_MODES, SyntheticSet
+from lightning_sdc.training import make_train_augment, seeded_generator
 
 INITS = ("real", "noise")
 
