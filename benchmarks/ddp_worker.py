@@ -27,7 +27,8 @@ def main() -> None:
     torch.set_num_threads(1)
     timer = RankZeroTimer()
     kw = {"strategy": "ddp_spawn"} if devices > 1 else {}
-    make_trainer(steps, devices=devices, callbacks=[timer], **kw).fit(gm_model(DC, **size), gm_datamodule())
+    model = gm_model(DC, **size)
+    make_trainer(steps, devices=devices, callbacks=[timer], **kw).fit(model, gm_datamodule(model.hparams.dataset))
 
 
 if __name__ == "__main__":

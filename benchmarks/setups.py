@@ -27,15 +27,16 @@ def make_trainer(steps: int, **kw: Any) -> pl.Trainer:
                       max_epochs=-1, **kw)
 
 
-def gm_datamodule() -> RealDataModule:
-    return RealDataModule("digits")
+def gm_datamodule(dataset: str = "digits") -> RealDataModule:
+    return RealDataModule(dataset)
 
 
 def gm_model(cls: type, *, ipc: int = 1, net: dict[str, int] | None = None, batch_real: int = 16, seed: int = 3,
-             **kw: Any) -> pl.LightningModule:
-    """A gradient-matching module (DC/DSA/DCC/DSAC) on digits with a small ConvNet."""
-    return cls("digits", ipc, arch_kwargs=net or SMALL_NET, batch_real=batch_real, seed=seed, eval_num_models=1,
-               eval_epochs=1, **kw)
+             dataset: str = "digits", **kw: Any) -> pl.LightningModule:
+    """A gradient-matching module (DC/DSA/DCC/DSAC), by default on digits with a small ConvNet (``net={}``: the
+    reference ConvNet-128)."""
+    return cls(dataset, ipc, arch_kwargs=SMALL_NET if net is None else net, batch_real=batch_real, seed=seed,
+               eval_num_models=1, eval_epochs=1, **kw)
 
 
 def ensure_experts(out: str | Path, *, net: dict[str, int] | None = None, num_experts: int = 2,

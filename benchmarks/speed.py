@@ -220,3 +220,33 @@ def tm_vs_reference(rounds: int, *, ipc: int = 10, syn_steps: int = 20,
     r = statistics.median(times["reference"])
     return {m: (r / statistics.median(times[m]), r, statistics.median(times[m]), f"{rounds} round(s), order "
                 "reference → unrolled → constant, then reversed") for m in ("unrolled", "constant")}
+
+
+def bf16_kernels(repeats: int = 5) -> dict[str, float]:
+    """The hardware side of ``gm_bf16_speedup``: fp32 time / bf16 time of the kernels a GM step is made of, on one
+    thread (median of ``repeats``, alternating): a 1024² matmul and the ConvNet-128 middle convolution forward
+    (256 × 128 × 28 × 28, 3×3), in NCHW and channels-last. Below 1 the CPU's bf16 kernels are slower than its
+    fp32 ones, and no bf16-mixed step can be faster than fp32 there."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    a, w = torch.randn(1024, 1024), torch.randn(128, 128, 3, 3)
+    x = torch.randn(256, 128, 28, 28)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    cases = {
+        "matmul": (lambda: a @ a, lambda: ab @ ab),
+        "conv_nchw": (lambda: F.conv2d(x, w, padding=1), lambda: F.conv2d(xb, wb, padding=1)),
+        "conv_channels_last": (lambda: F.conv2d(xc, w, padding=1), lambda: F.conv2d(xcb, wb, padding=1)),
+    }
+    ab, wb, xb, xcb = a.bfloat16(), w.bfloat16(), x.bfloat16(), xc.bfloat16()
+    out = {}
+    for name, (f32, f16) in cases.items():
+        f32(), f16()  # warm-up (oneDNN primitive creation)
+        t32, t16 = [], []
+        for _ in range(repeats):
+            for fn, times in ((f32, t32), (f16, t16)):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+        out[name] = statistics.median(t32) / statistics.median(t16)
+    return out
