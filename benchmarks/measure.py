@@ -203,9 +203,7 @@ def tm_memory(steps_list: tuple[int, int], device: str, experts: Path, repeats: 
         for syn_steps in steps_list:
             cmd = [sys.executable, "-m", "benchmarks.memory_worker", device, memory, str(syn_steps), str(experts),
                    json.dumps(size)]
-            runs = [float(subprocess.run(cmd, capture_output=True, text=True, check=True, env=_env())
-                          .stdout.strip().splitlines()[-1]) for _ in range(repeats)]
-            peaks.append(statistics.median(runs))
+            peaks.append(_median_of_runs(cmd, repeats))
         out[memory] = peaks[1] / peaks[0]
         out[f"{memory}_mib"] = peaks
     return out
@@ -220,12 +218,17 @@ def tm_memory_cifar(ipc: dict[str, int], steps_list: tuple[int, int] = (10, 40),
         peaks = []
         for syn_steps in steps_list:
             cmd = [sys.executable, "-m", "benchmarks.memory_worker", "objective", memory, str(syn_steps), str(k)]
-            runs = [float(subprocess.run(cmd, capture_output=True, text=True, check=True, env=_env())
-                          .stdout.strip().splitlines()[-1]) for _ in range(repeats)]
-            peaks.append(statistics.median(runs))
+            peaks.append(_median_of_runs(cmd, repeats))
         out[memory] = peaks[1] / peaks[0]
         out[f"{memory}_mib"] = peaks
     return out
+
+
+def _median_of_runs(cmd: list[str], repeats: int) -> float:
+    """The median of the last stdout line (a number) of ``repeats`` fresh runs of ``cmd``."""
+    runs = [float(subprocess.run(cmd, capture_output=True, text=True, check=True, env=_env())
+                  .stdout.strip().splitlines()[-1]) for _ in range(repeats)]
+    return statistics.median(runs)
 
 
 def _env() -> dict[str, str]:

@@ -43,7 +43,14 @@ from lightning_sdc.experts.buffer import (
     write_manifest,
 )
 from lightning_sdc.io import atomic_torch_save, safe_torch_load
-from lightning_sdc.training import PlainStep, Schedule, TrainingLoop, make_train_augment, seeded_generator
+from lightning_sdc.training import (
+    PlainStep,
+    Schedule,
+    TrainingLoop,
+    check_sam_settings,
+    make_train_augment,
+    seeded_generator,
+)
 from lightning_sdc.training import sharpness_aware as sharpness_aware_step
 
 
@@ -82,10 +89,7 @@ def _check_args(num_experts: int, epochs: int, lr: float, batch_size: int, rho: 
         raise ValueError(f"lr must be a finite number > 0, got {lr}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if not (math.isfinite(rho) and rho >= 0):
-        raise ValueError(f"rho must be a finite number >= 0, got {rho}")
-    if not (math.isfinite(alpha) and alpha >= 0):
-        raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
+    check_sam_settings(rho, alpha)
 
 
 def _flat(net: nn.Module) -> Tensor:
