@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -223,3 +228,79 @@ def test_cli_subcommand_is_registered():
     from lightning_sdc import cli
 
     assert "compare" in str(cli.SUBCOMMANDS)
+
+
+def _compare_args(out):
+    return ["--cell", "demo/digits_dc_ipc1", "--vary", "model.init_args.sdc_lambda=0,0.5", "--seeds", "2",
+            "--overrides", "[trainer.max_steps=24, trainer.val_check_interval=4]", "--num_models", "2",
+            "--epochs", "2", "--gradn_networks", "0", "--test_size", "100", "--bootstrap", "100", "--out", str(out)]
+
+
+def test_run_resumes_from_its_checkpoint_after_a_signal(tmp_path, monkeypatch):
+    """A SIGTERM at update 5 of 12 stops the run with a ``last.ckpt`` (exit status 143); executing the run again
+    resumes from it and gives the set, the evaluation points and the accuracies of an uninterrupted run, with the
+    two pieces recorded."""
+    spec = RunSpec(("configs/trainer/cpu.yaml", "configs/demo/digits_dc_ipc1.yaml"), "model.init_args.sdc_lambda",
+                   "0.5", 0, ("--trainer.max_steps=12", "--trainer.val_check_interval=4",
+                              "--model.init_args.batch_real=16"), 2, 2, 0, 100)
+    whole = runner.execute(spec, tmp_path / "whole")
+    write = runner.SetSnapshots.on_train_batch_end
+
+    def stop_at_5(self, trainer, pl_module, *args):
+        write(self, trainer, pl_module, *args)
+        if trainer.global_step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(runner.SetSnapshots, "on_train_batch_end", stop_at_5)
+    with pytest.raises(SystemExit) as stop:
+        runner.execute(spec, tmp_path / "stopped")
+    assert stop.value.code == 143
+    assert torch.load(tmp_path / "stopped" / spec.slug / "checkpoints" / "last.ckpt", weights_only=False)[
+        "global_step"] == 5
+    monkeypatch.setattr(runner.SetSnapshots, "on_train_batch_end", write)
+    again = runner.execute(spec, tmp_path / "stopped")
+    assert again.accuracies == whole.accuracies and again.points == whole.points
+    assert sorted(whole.points, key=int) == ["4", "8"] and len(whole.points["4"]) == 2
+    assert [(s["from_step"], s["to_step"]) for s in again.segments] == [(0, 5), (5, 12)]
+    assert torch.equal(torch.load(tmp_path / "stopped" / f"{spec.slug}.pt", weights_only=True)["images"],
+                       torch.load(tmp_path / "whole" / f"{spec.slug}.pt", weights_only=True)["images"])
+
+
+@pytest.mark.slow
+def test_compare_resumes_a_run_stopped_mid_distillation(tmp_path):
+    """SIGTERM in the middle of the first run's distillation: exit 143 with a ``last.ckpt``; the same command then
+    resumes from it and ends with the sets and accuracies of an uninterrupted comparison (the first run's record
+    has two pieces), and the evaluation points (every ``val_check_interval`` updates) are scored on the final
+    set's networks."""
+    cmd = [sys.executable, "-m", "lightning_sdc", "compare"]
+    env = {**os.environ, "LIGHTNING_SDC_QUIET": "1"}
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen([*cmd, *_compare_args(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600
+    while not list(out.glob("runs/*/step4.pt")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()[-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    text = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 143, text[-3000:]
+    (run_dir,) = list((out / "runs").glob("sdc_lambda=0_seed0_*/"))
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert 4 <= ckpt["global_step"] < 24
+    assert not list((out / "runs").glob("*.json"))  # nothing finished
+
+    done = subprocess.run([*cmd, *_compare_args(out)], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    whole = tmp_path / "whole"
+    done = subprocess.run([*cmd, *_compare_args(whole)], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for path in sorted((whole / "runs").glob("sdc_lambda=*.json")):
+        a, b = json.loads(path.read_text()), json.loads((out / "runs" / path.name).read_text())
+        assert a["accuracies"] == b["accuracies"] and a["points"] == b["points"]
+        assert sorted(a["points"], key=int) == [str(k) for k in range(4, 24, 4)] and len(a["points"]["4"]) == 2
+        assert torch.equal(torch.load(path.with_suffix(".pt"), weights_only=True)["images"],
+                           torch.load(out / "runs" / path.with_suffix(".pt").name, weights_only=True)["images"])
+        pieces = [(s["from_step"], s["to_step"]) for s in b["segments"]]
+        if path.name.startswith("sdc_lambda=0_seed0"):
+            assert len(pieces) == 2 and pieces[0][0] == 0 and pieces[0][1] == pieces[1][0] and pieces[1][1] == 24
+        else:
+            assert pieces == [(0, 24)]

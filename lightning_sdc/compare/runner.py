@@ -17,6 +17,14 @@ Each finished run is written atomically as ``<out>/runs/<slug>.json`` (+ the fin
 slug names the seed and value and carries a hash of everything that defines the run (config paths, overrides,
 key, value, seed, evaluation overrides), so a rerun skips finished runs and a changed setting never reuses a
 stale one. Two comparisons that share runs (λ = 0 of a main study and of a λ sweep) share the files.
+
+A run in progress lives in ``<out>/runs/<slug>/``: ``checkpoints/last.ckpt`` (every 10 minutes and on
+SIGTERM / SIGUSR1 / SIGINT, :class:`~lightning_sdc.callbacks.PreemptionCheckpoint`), from which the same command
+resumes the distillation; ``step<k>.pt``, the set at each evaluation point of the config (every
+``val_check_interval`` updates, as the in-fit validation would score it), scored after the distillation by the
+same networks as the final set (``points`` of the result) and cached as ``step<k>.json``; ``segments.json``,
+one entry per piece of the run (commit, first and last update, wall time), so a run spread over several
+sessions records which code computed each piece.
 """
 
 from __future__ import annotations
@@ -24,12 +32,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 
 from lightning_sdc.io import atomic_write_text
@@ -104,6 +114,10 @@ class RunResult:
     synset: str | None = None
     configs: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
+    #: update -> accuracies of the set at that evaluation point (the final set's are ``accuracies``)
+    points: dict[str, list[float]] = field(default_factory=dict)
+    #: the pieces of the distillation: commit, first and last update, wall seconds
+    segments: list[dict[str, Any]] = field(default_factory=list)
 
 
 def resolve(config: str | Path) -> Path:
@@ -165,29 +179,143 @@ def test_split(data: Any, spec: RunSpec) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
-def execute(spec: RunSpec, out_dir: Path) -> RunResult:
-    """Distil and evaluate one run; write the set (``.pt``) and the result (``.json``) atomically."""
+def source_commit() -> str:
+    """The commit of the package's checkout (``+dirty`` with uncommitted changes), or its installed version."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "--short=10", "HEAD"], capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"lightning-sdc {version('lightning-sdc')}"
+        except PackageNotFoundError:
+            return "unknown"
+
+
+class SetSnapshots(pl.Callback):
+    """Writes the synthetic set after each update in ``steps`` to ``<dirpath>/step<k>.pt`` (atomically), and at
+    the start of a resumed run whose step is one of them (the checkpoint holds the set of that update)."""
+
+    def __init__(self, steps: Sequence[int], dirpath: Path) -> None:
+        self.steps, self.dirpath = set(steps), Path(dirpath)
+        self.start_step: int | None = None  # the update this piece of the run started from
+
+    def path(self, step: int) -> Path:
+        return self.dirpath / f"step{step}.pt"
+
+    def _write(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        step = trainer.global_step
+        if step in self.steps and trainer.is_global_zero and not self.path(step).exists():
+            pl_module.eval_synset().save(self.path(step))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.start_step = int(trainer.global_step)
+        self._write(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, *args: Any) -> None:
+        self._write(trainer, pl_module)
+
+
+def evaluation_points(trainer: pl.Trainer) -> list[int]:
+    """The updates before the last at which the config's periodic evaluation would score the set
+    (``val_check_interval``, counted in updates), ascending."""
+    every, last = trainer.val_check_interval, int(trainer.max_steps)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        return []
+    return list(range(every, last, every))
+
+
+def _segments_path(run_dir: Path) -> Path:
+    return run_dir / "segments.json"
+
+
+def read_segments(run_dir: Path) -> list[dict[str, Any]]:
+    path = _segments_path(run_dir)
+    if not path.exists():
+        return []
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a segments file ({exc}); delete it to restart the record") from None
+
+
+def distil(spec: RunSpec, run_dir: Path) -> tuple[Any, list[int]]:
+    """The distillation of ``spec`` in ``run_dir``, resumed from its ``last.ckpt`` when there is one; each piece
+    appended to ``segments.json``. Returns the CLI (model, trainer, datamodule) and the evaluation points."""
+    from lightning_sdc.callbacks import PreemptionCheckpoint
     from lightning_sdc.cli import build_in_memory_cli
+    from lightning_sdc.runs import LAST
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cli = build_in_memory_cli([resolve(c) for c in spec.configs], spec.seed,
+                              [*run_key(spec), f"--trainer.default_root_dir={run_dir}",
+                               "--trainer.enable_checkpointing=true"])
+    points = evaluation_points(cli.trainer)
+    ckpt_dir = run_dir / "checkpoints"
+    snapshots = SetSnapshots(points, run_dir)
+    cli.trainer.callbacks.insert(0, snapshots)
+    cli.trainer.callbacks.append(PreemptionCheckpoint(dirpath=str(ckpt_dir), signals=("SIGTERM", "SIGUSR1", "SIGINT")))
+    last = ckpt_dir / LAST
+    segments = read_segments(run_dir)
+    segment = {"commit": source_commit(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "from_step": None}
+    t0 = time.perf_counter()
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(last) if last.exists() else None)
+    finally:
+        if snapshots.start_step is not None and cli.trainer.global_step > snapshots.start_step:
+            segment.update(from_step=snapshots.start_step, to_step=int(cli.trainer.global_step),
+                           seconds=round(time.perf_counter() - t0, 1))
+            atomic_write_text(json.dumps([*segments, segment], indent=1), _segments_path(run_dir))
+    return cli, points
+
+
+def _score(path: Path, synset: Any, test: tuple[torch.Tensor, torch.Tensor], kw: dict[str, Any]) -> dict[str, Any]:
+    """Accuracies of ``synset`` under ``kw``, cached in ``path`` (a JSON), so an interrupted evaluation of the
+    points resumes at the first unscored one."""
     from lightning_sdc.evaluation import evaluate_synset
 
-    cli = build_in_memory_cli([resolve(c) for c in spec.configs], spec.seed, run_key(spec))
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            path.unlink()  # a torn cache file: score again
+    res = evaluate_synset(synset, test, **kw)
+    out = {"accuracies": [float(a) for a in res.accuracies], "lr": res.lr, "seconds": res.seconds}
+    atomic_write_text(json.dumps(out), path)
+    return out
+
+
+def execute(spec: RunSpec, out_dir: Path) -> RunResult:
+    """Distil (resumably, :func:`distil`) and evaluate one run: the set at each evaluation point and the final
+    set, on the seed's networks; write the final set (``.pt``) and the result (``.json``) atomically."""
+    from lightning_sdc.synthetic import SyntheticSet
+
+    run_dir = out_dir / spec.slug
+    cli, points = distil(spec, run_dir)
     model, dm = cli.model, cli.datamodule
-    t0 = time.perf_counter()
-    cli.trainer.fit(model, datamodule=dm)
-    distill_s = time.perf_counter() - t0
     kw = eval_kwargs(model, spec)
+    test = test_split(dm.spec, spec)
+    scored = {str(k): _score(run_dir / f"step{k}.json", SyntheticSet.load(run_dir / f"step{k}.pt"), test, kw)
+              for k in points if (run_dir / f"step{k}.pt").exists()}
     synset = model.eval_synset()
-    test_images, test_labels = test_split(dm.spec, spec)
-    res = evaluate_synset(synset, (test_images, test_labels), **kw)
+    final = _score(run_dir / "final.json", synset, test, kw)
     gradn = final_gradn(cli, spec.gradn_networks, spec.seed) if spec.gradn_networks > 0 else None
     set_path = out_dir / f"{spec.slug}.pt"
     synset.save(set_path)
+    segments = read_segments(run_dir)
     result = RunResult(
-        key=spec.key, value=spec.value, seed=spec.seed, accuracies=[float(a) for a in res.accuracies],
+        key=spec.key, value=spec.value, seed=spec.seed, accuracies=final["accuracies"],
         steps=int(cli.trainer.global_step),
-        eval={k: v for k, v in kw.items() if k != "seed"} | {"lr": res.lr, "test_images": int(test_labels.numel())},
-        distill_seconds=distill_s, eval_seconds=res.seconds, gradn=gradn, synset=set_path.name,
-        configs=list(spec.configs), overrides=run_key(spec),
+        eval={k: v for k, v in kw.items() if k != "seed"} | {"lr": final["lr"], "test_images": int(test[1].numel())},
+        distill_seconds=sum(s.get("seconds", 0.0) for s in segments),
+        eval_seconds=final["seconds"] + sum(p["seconds"] for p in scored.values()), gradn=gradn,
+        synset=set_path.name, configs=list(spec.configs), overrides=run_key(spec),
+        points={k: p["accuracies"] for k, p in scored.items()}, segments=segments,
     )
     atomic_write_text(json.dumps(asdict(result), indent=1), out_dir / f"{spec.slug}.json")
     return result
