@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_sdc.signals import stop_on_signals
+
 PROG = "lightning-sdc"
 
 #: subcommand -> "module:function" (imported only when used; the docstring's first line is its --help line)
@@ -363,8 +365,9 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True, export: bool 
         check_config_files(argv)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    # exported set at the end; last.ckpt every 10 minutes and on SIGTERM/SIGUSR1 (resume: --ckpt_path last)
-    callbacks = [SyntheticSetExporter(), PreemptionCheckpoint()]
+    # last.ckpt every 10 minutes, on SIGTERM/SIGUSR1/SIGINT and at the end, before the set is exported (a failed
+    # export, a full disk, leaves a resumable run: --ckpt_path last)
+    callbacks = [PreemptionCheckpoint(), SyntheticSetExporter()]
     defaults = {**TRAINER_DEFAULTS, "callbacks": callbacks} if export else TRAINER_DEFAULTS
     # LightningCLI reads sys.argv (it warns when given ``args`` while sys.argv holds others, as under pytest)
     saved, sys.argv = sys.argv, [sys.argv[0] if sys.argv else PROG, *argv]
@@ -467,9 +470,11 @@ def run(args: Sequence[str] | None = None) -> Any:
 
         func = _function(name)
         sub_argv = getattr(func, "prepare_args", list)(argv[1:])  # e.g. evaluate's plain `--archs A B C` list
-        return auto_cli(func, args=sub_argv, as_positional=name in POSITIONAL, prog=f"{PROG} {name}")
+        with stop_on_signals(name):  # SIGTERM/SIGUSR1/SIGINT: stop, keep finished work, no orphan workers
+            return auto_cli(func, args=sub_argv, as_positional=name in POSITIONAL, prog=f"{PROG} {name}")
     if name in LIGHTNING_SUBCOMMANDS:
-        return build_cli(None if args is None else argv)
+        with stop_on_signals(name):
+            return build_cli(None if args is None else argv)
     if name.startswith("-"):
         raise UsageError(f"{name}: options come after a subcommand ({PROG} SUBCOMMAND {name} ...); "
                          f"subcommands: {', '.join(_all_names())}")

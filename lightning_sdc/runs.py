@@ -64,12 +64,13 @@ def checkpoint_dir(trainer: Any) -> Path:
 
 
 def _last_candidates(trainer: Any) -> set[Path]:
-    """Every ``last.ckpt`` this trainer could resume: each logger version's, the no-logger one, callback dirs."""
+    """Every checkpoint this trainer could resume, whatever its name (``last.ckpt``, ``epoch=0-step=3.ckpt``):
+    each logger version's, the no-logger one, and the directories of checkpoint callbacks."""
     found: set[Path] = set()
     for cb in trainer.callbacks:
         dirpath = getattr(cb, "dirpath", None)
-        if dirpath is not None and (getattr(cb, "save_last", None) or hasattr(cb, "last_path")):
-            found |= set(Path(dirpath).glob("last*.ckpt"))
+        if dirpath is not None and (getattr(cb, "save_last", None) is not None or hasattr(cb, "last_path")):
+            found |= set(Path(dirpath).glob("*.ckpt"))
     if trainer.loggers:
         logger = trainer.loggers[0]
         save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
@@ -77,12 +78,36 @@ def _last_candidates(trainer: Any) -> set[Path]:
         base = Path(save_dir, str(logger.name))
         if pinned is not None:
             version = pinned if isinstance(pinned, str) else f"version_{pinned}"
-            found |= set((base / version / "checkpoints").glob("last*.ckpt"))
+            found |= set((base / version / "checkpoints").glob("*.ckpt"))
         else:
-            found |= set(base.glob(f"*/checkpoints/{LAST}"))
+            found |= set(base.glob("*/checkpoints/*.ckpt"))
     else:
-        found |= set(Path(trainer.default_root_dir, "checkpoints").glob("last*.ckpt"))
+        found |= set(Path(trainer.default_root_dir, "checkpoints").glob("*.ckpt"))
     return {p for p in found if p.is_file()}
+
+
+def check_resumable(checkpoint: Mapping[str, Any], path: str | os.PathLike, fit: bool = True) -> None:
+    """Refuse, naming ``path``, a checkpoint that cannot continue a run: no hyper-parameters (so no settings to
+    compare), non-finite tensors in its state (a diverged run), and for ``fit`` no optimizer or loop state (a
+    ``save_weights_only`` checkpoint: resuming would silently drop the optimiser's momentum)."""
+    if not checkpoint.get("hyper_parameters"):
+        raise ResumeError(
+            f"checkpoint {path} holds no hyper-parameters, so its settings cannot be checked against this run; "
+            "allowed: a checkpoint written by `lightning-sdc fit` (or a Trainer fitting one of this package's "
+            "methods)"
+        )
+    for key, value in (checkpoint.get("state_dict") or {}).items():
+        if hasattr(value, "is_floating_point") and value.is_floating_point() and not bool(value.isfinite().all()):
+            raise ResumeError(
+                f"checkpoint {path}: {key} holds NaN or infinite values (the run had diverged when it was "
+                "written); resume from an earlier checkpoint or start a new run"
+            )
+    if fit and (not checkpoint.get("optimizer_states") or "loops" not in checkpoint):
+        raise ResumeError(
+            f"checkpoint {path} holds no optimizer state (saved with save_weights_only): resuming would drop "
+            "the set optimiser's momentum and not continue the run; resume from a full checkpoint (last.ckpt) "
+            "or start a new run"
+        )
 
 
 # ------------------------------------------------------------------------------------------ reading a checkpoint
@@ -329,6 +354,68 @@ def check_config_files(args: Sequence[str]) -> None:
             raise ValueError(f"config file {path} holds a {type(doc).__name__}, expected a mapping of settings")
 
 
+# ------------------------------------------------------------------------------------------ one run per dir
+#: the parts of a ``fit`` config that make a run what it is (the trainer's budget may grow on resume)
+RUN_IDENTITY = ("seed_everything", "model", "data")
+CONFIG_NAME = "config.yaml"
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, Mapping):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def _run_identity(config: Any) -> dict[str, Any]:
+    if hasattr(config, "as_dict"):
+        config = config.as_dict()
+    flat = _flat({k: (config or {}).get(k) for k in RUN_IDENTITY})
+    return {k: v for k, v in flat.items()
+            if not (k.startswith("data.init_args.") and k[len("data.init_args."):] in DATA_FREE)}
+
+
+def check_run_dir(trainer: Any, config: Any, resuming: bool) -> None:
+    """A directory holds one run: refuse a ``fit`` without a logger (which writes straight into
+    ``default_root_dir``) whose directory already holds ``config.yaml`` of another run, or a ``config.yaml`` this
+    program did not write (the user's own), before anything there is replaced. A run resumed from an accepted
+    checkpoint (``--ckpt_path``) continues in its directory; a run with a logger gets its own ``version_N``."""
+    import yaml
+
+    if trainer.loggers:
+        return
+    root = Path(trainer.default_root_dir)
+    existing = root / CONFIG_NAME
+    if not existing.is_file():
+        return
+    try:
+        saved = yaml.safe_load(existing.read_text(encoding="utf-8", errors="replace"))
+    except yaml.YAMLError:
+        saved = None
+    if not isinstance(saved, dict) or not {"model", "trainer"} <= set(saved):
+        raise ValueError(
+            f"{existing} is not a run config written by lightning-sdc fit, and this run (--trainer.logger false) "
+            f"would replace it; give the run its own --trainer.default_root_dir (or keep the logger: runs then "
+            f"go into {root}/lightning_logs/version_N)"
+        )
+    if resuming:
+        return
+    mine, theirs = _run_identity(config), _run_identity(saved)
+    # keys the saved config lacks are link targets (dataset, zca, seed: written once, at their source)
+    diffs = [k for k in sorted(theirs) if not _same(mine.get(k, _MISSING), theirs[k])]
+    if diffs:
+        shown = "; ".join(f"{k}: that run {_show(theirs.get(k, _MISSING))}, this run {_show(mine.get(k, _MISSING))}"
+                          for k in diffs[:4])
+        more = f" (and {len(diffs) - 4} more)" if len(diffs) > 4 else ""
+        raise ValueError(
+            f"{root} already holds another run ({CONFIG_NAME}: {shown}{more}); a second run with other settings "
+            "would overwrite its synset.pt, last.ckpt and config.yaml. Give this run its own "
+            "--trainer.default_root_dir, or continue that run with its own settings and --ckpt_path last"
+        )
+
+
 # ------------------------------------------------------------------------------------------ the CLI hook
 def prepare_subcommand(cli: Any, subcommand: str) -> None:
     """What ``lightning-sdc fit|validate|test`` does before the Trainer runs (called from the CLI's
@@ -355,9 +442,11 @@ def prepare_subcommand(cli: Any, subcommand: str) -> None:
     overrides = list(cli.config[subcommand].get("resume_override") or [])
 
     def accept(path: Path) -> list[str]:
-        """Refuse ``path`` (foreign class, other settings) or return the settings that changed (overridden)."""
+        """Refuse ``path`` (foreign class, other settings, not resumable) or return the settings that changed
+        (overridden)."""
         checkpoint = read_checkpoint(path)
         check_class_paths(checkpoint, path, allowed=config_class_paths(cli.config[subcommand]))
+        check_resumable(checkpoint, path, fit=subcommand == "fit")
         return check_resume_config(checkpoint, path, cli.model, cli.datamodule, overrides, free)
 
     changed: list[str] = []
@@ -377,7 +466,7 @@ def prepare_subcommand(cli: Any, subcommand: str) -> None:
         if found is None and refusal is not None:
             raise refusal
         if found is None:
-            rank_zero_info(f"--ckpt_path last: no {LAST} under {trainer.default_root_dir}; starting at step 0")
+            rank_zero_info(f"--ckpt_path last: no checkpoint under {trainer.default_root_dir}; starting at step 0")
         else:
             rank_zero_info(f"--ckpt_path last: resuming from {found}")
         config["ckpt_path"] = str(found) if found is not None else None
@@ -390,6 +479,8 @@ def prepare_subcommand(cli: Any, subcommand: str) -> None:
         changed = accept(path)
     if changed:
         rank_zero_info(f"resuming {config['ckpt_path']} with changed settings: {', '.join(changed)}")
+    if subcommand == "fit":
+        check_run_dir(trainer, cli.config[subcommand], resuming=bool(config.get("ckpt_path")))
     if subcommand == "fit" and own:  # refused now, not after the data are set up
         path = lock_path(trainer)  # on every rank: trainer.log_dir broadcasts once the process group exists
         if trainer.is_global_zero:
@@ -401,7 +492,9 @@ __all__ = [
     "ResumeError",
     "check_class_paths",
     "check_config_files",
+    "check_resumable",
     "check_resume_config",
+    "check_run_dir",
     "check_trainer_settings",
     "checkpoint_dir",
     "config_class_paths",

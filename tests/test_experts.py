@@ -669,3 +669,39 @@ def test_run_experts_refuses_bad_layout_before_launching(tmp_path: Path) -> None
     with pytest.raises(ValueError, match=r"\['device'\] come from the Fabric job"):
         run_experts("digits", device="cpu", **kw)
     assert not tmp_path.joinpath("manifest.json").exists()
+
+
+# -------------------------------------------------------------------------------------------------- checked up front
+@pytest.mark.parametrize("damage, match", [
+    ("nan", r"expert trajectory file .*expert_0001.pt holds NaN or infinite parameters at epoch 2"),
+    ("empty", r"cannot read expert trajectory file .*expert_0001.pt: corrupt or truncated"),
+    ("shape", r"expert_0001.pt: trajectory should be float32 \(4, \d+\) per its metadata, got torch.float64"),
+])
+def test_setup_opens_and_checks_every_expert_file(buffer_dir: Path, tmp_path: Path, damage: str, match: str) -> None:
+    buffer = tmp_path / "buffer"
+    shutil.copytree(buffer_dir, buffer)
+    target = buffer / "expert_0001.pt"
+    if damage == "empty":
+        target.write_bytes(b"")
+    else:
+        obj = torch.load(target, weights_only=True)
+        if damage == "nan":
+            obj["trajectory"][2, 7] = float("nan")
+        else:
+            obj["trajectory"] = obj["trajectory"].double()
+        torch.save(obj, target)
+    with pytest.raises(ValueError, match=match):
+        _dm(buffer)
+
+
+def test_an_interrupted_train_if_missing_resumes_from_the_partial_expert(buffer_dir: Path, tmp_path: Path) -> None:
+    """A cut run leaves ``manifest.json`` and ``expert_0000.pt.partial``: setup resumes it, it does not fail."""
+    buffer = tmp_path / "buffer"
+    shutil.copytree(buffer_dir, buffer)
+    (buffer / "expert_0001.pt").unlink()
+    (buffer / "expert_0000.pt").unlink()
+    dm = ExpertTrajectoryDataModule("digits", str(buffer), arch_kwargs=ARCH_KW, max_start_epoch=2, expert_epochs=1,
+                                    train_if_missing=True, train_num_experts=1, train_epochs=EPOCHS)
+    assert dm._missing_experts()  # a manifest but no finished expert: missing, not "no expert trajectories"
+    dm.setup("fit")
+    assert dm.buffer.num_experts == 1 and (buffer / "expert_0000.pt").is_file()

@@ -259,3 +259,75 @@ def test_ckpt_path_last_passes_over_another_runs_newer_checkpoint(tmp_path: Path
     resumed = Path(cli.config_init["fit"]["ckpt_path"])
     assert resumed.parent.parent.name == "version_0", resumed  # gm_run's first run, not the newer one
     assert cli.trainer.global_step == 4
+
+
+# ------------------------------------------------------------------------------------------ 25: one run per dir
+NO_LOGGER = "--trainer.logger=false"
+
+
+def test_a_second_run_with_other_settings_into_the_same_directory_is_refused(tmp_path: Path) -> None:
+    run(gm_args(tmp_path, 1, NO_LOGGER))
+    first = {p: p.read_bytes() for p in (tmp_path / "synthetic" / "synset.pt", tmp_path / "config.yaml",
+                                         tmp_path / "checkpoints" / "last.ckpt")}
+    with pytest.raises(UsageError, match=r"already holds another run \(config.yaml: model.init_args.sdc_lambda: "
+                                         r"that run 0.01, this run 0.5\).*own --trainer.default_root_dir"):
+        run(gm_args(tmp_path, 1, NO_LOGGER, "--model.init_args.sdc_lambda=0.5"))
+    assert {p: p.read_bytes() for p in first} == first  # nothing replaced
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["last.ckpt"]
+    run(gm_args(tmp_path, 2, NO_LOGGER, "--ckpt_path=last"))  # the same run continues in its directory
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+
+
+def test_the_users_own_config_yaml_is_never_replaced(tmp_path: Path) -> None:
+    own = tmp_path / "config.yaml"
+    own.write_text("# my notes\nlr: 0.1\n")
+    with pytest.raises(UsageError, match=r"config.yaml is not a run config written by lightning-sdc fit"):
+        run(gm_args(tmp_path, 1, NO_LOGGER))
+    assert own.read_text() == "# my notes\nlr: 0.1\n"
+
+
+# ------------------------------------------------------------------------------------------ 25: what resumes
+def test_ckpt_path_last_takes_the_newest_checkpoint_whatever_its_name(tmp_path: Path, gm_run: Path) -> None:
+    (tmp_path / "checkpoints").mkdir()
+    source = gm_run / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    named = tmp_path / "checkpoints" / "epoch=0-step=3.ckpt"
+    named.write_bytes(source.read_bytes())
+    cli = run(gm_args(tmp_path, 4, NO_LOGGER, "--ckpt_path=last"))
+    assert Path(cli.config_init["fit"]["ckpt_path"]) == named
+    assert cli.trainer.global_step == 4
+
+
+@pytest.mark.parametrize("damage, match", [
+    ("weights_only", r"holds no optimizer state \(saved with save_weights_only\)"),
+    ("no_hparams", r"holds no hyper-parameters"),
+    ("nan_pixel", r"synset.images holds NaN or infinite values"),
+])
+def test_a_checkpoint_that_cannot_continue_the_run_is_refused_naming_itself(tmp_path: Path, gm_run: Path,
+                                                                            damage: str, match: str) -> None:
+    ckpt = torch.load(gm_run / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    if damage == "weights_only":
+        ckpt.pop("optimizer_states")
+    elif damage == "no_hparams":
+        ckpt.pop("hyper_parameters")
+    else:
+        key = next(k for k in ckpt["state_dict"] if k.endswith("images"))
+        ckpt["state_dict"][key].view(-1)[0] = float("nan")
+    path = tmp_path / "damaged.ckpt"
+    torch.save(ckpt, path)
+    with pytest.raises(UsageError, match=f"checkpoint {path}.*{match}"):
+        run(gm_args(tmp_path / "run", 4, f"--ckpt_path={path}"))
+
+
+def test_a_failed_export_leaves_a_resumable_last_ckpt(tmp_path: Path, monkeypatch) -> None:
+    from lightning_sdc.callbacks import SyntheticSetExporter
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "synthetic" / "synset.pt"))
+
+    monkeypatch.setattr(SyntheticSetExporter, "on_train_end", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        run(gm_args(tmp_path, 2, NO_LOGGER))
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    monkeypatch.undo()
+    cli = run(gm_args(tmp_path, 2, NO_LOGGER, "--ckpt_path=last"))
+    assert cli.trainer.global_step == 2 and (tmp_path / "synthetic" / "synset.pt").is_file()

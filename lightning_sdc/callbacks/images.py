@@ -199,5 +199,17 @@ class SyntheticSetExporter(pl.Callback):
                 paths.append(pt.with_suffix(".png"))
         return paths
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._exported = False
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.export(trainer, pl_module)
+        self._exported = True
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A run resumed at its last update (its export had failed, e.g. on a full disk) trains nothing, and
+        Lightning then skips ``on_train_end``: export here."""
+        max_steps = trainer.max_steps
+        if not getattr(self, "_exported", True) and max_steps not in (None, -1) and trainer.global_step >= max_steps:
+            self.export(trainer, pl_module)
+            self._exported = True

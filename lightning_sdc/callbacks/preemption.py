@@ -1,5 +1,5 @@
-"""``PreemptionCheckpoint``: a resumable ``last.ckpt`` every few minutes, and on SIGTERM / SIGUSR1 a checkpoint of
-the last completed update, then a non-zero exit (or a SLURM requeue).
+"""``PreemptionCheckpoint``: a resumable ``last.ckpt`` every few minutes, and on SIGTERM / SIGUSR1 / SIGINT (Ctrl-C)
+a checkpoint of the last completed update, then a non-zero exit (or a SLURM requeue).
 
 How clusters stop a job: SLURM and Kubernetes send SIGTERM, then SIGKILL after a grace period (SLURM's
 ``KillWait``, 30 s by default); ``sbatch --signal=USR1@90`` sends SIGUSR1 ahead of the time limit. Lightning's
@@ -12,8 +12,10 @@ This callback instead:
 * records the signal (chaining Lightning's SIGTERM handler) and, at the end of the update in progress
   (``on_train_batch_end``, where ``ModelCheckpoint`` saves too), writes ``last.ckpt`` through the Trainer (so
   atomically, with :class:`~lightning_sdc.methods.base.AtomicCheckpointIO`) and raises :class:`Preempted`, a
-  ``SIGTERMException`` whose exit status is ``128 + signal`` (143 for SIGTERM, 138 for SIGUSR1), as a shell
-  reports a process killed by that signal;
+  ``SIGTERMException`` and :class:`lightning_sdc.signals.Stopped` whose exit status is ``128 + signal`` (143 for
+  SIGTERM, 138 for SIGUSR1, 130 for SIGINT), as a shell reports a process killed by that signal; under
+  ``lightning-sdc`` (:func:`lightning_sdc.signals.stop_on_signals`) it holds every stop signal while updates run,
+  so none cuts an update short;
 * a signal that arrives while evaluation networks train (the validation loop inside ``fit``, minutes at paper
   settings) stops the evaluation at once — it changes no state — and the checkpoint holds the last update; an
   evaluation that fails (out of memory, a bad network option) also leaves the checkpoint of the updates before it;
@@ -47,16 +49,20 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from lightning_sdc import signals as stop_signals
+from lightning_sdc.signals import Stopped
+
 SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP", "SIGCONT")
 
 
-class Preempted(SIGTERMException):
+class Preempted(SIGTERMException, Stopped):
     """``fit`` stopped by a signal after writing a checkpoint; exit status ``128 + signum``."""
 
     def __init__(self, signum: int, step: int, path: Path | None, requeued: bool = False, handled: bool = False
                  ) -> None:
-        super().__init__(128 + int(signum))
+        SystemExit.__init__(self, 128 + int(signum))
         self.signum, self.step, self.path, self.requeued = int(signum), step, path, requeued
+        self.reported = handled
         self.handled = handled  # checkpoint written (or checkpointing off) and reported
 
 
@@ -84,7 +90,7 @@ class PreemptionCheckpoint(pl.Callback):
         every_n_minutes: float | None = 10.0,
         every_n_steps: int | None = None,
         dirpath: str | None = None,
-        signals: Sequence[str] = ("SIGTERM", "SIGUSR1"),
+        signals: Sequence[str] = ("SIGTERM", "SIGUSR1", "SIGINT"),
     ) -> None:
         if every_n_minutes is not None and (isinstance(every_n_minutes, bool)
                                             or not isinstance(every_n_minutes, (int, float))
@@ -104,6 +110,7 @@ class PreemptionCheckpoint(pl.Callback):
         self._trainer: pl.Trainer | None = None
         self._validating = False
         self._lock: Path | None = None
+        self._hold: set[int] | None = None
 
     # ------------------------------------------------------------------ where, and whether
     def path(self, trainer: pl.Trainer) -> Path:
@@ -152,7 +159,7 @@ class PreemptionCheckpoint(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        signalled = self.received is not None or trainer.received_sigterm
+        signalled = self.received is not None or trainer.received_sigterm or stop_signals.received() is not None
         timed = time.monotonic() >= self._next_time
         if trainer.world_size > 1:  # every rank must take the same decision (the save is collective)
             flags = trainer.strategy.reduce(torch.tensor([float(signalled), float(timed)],
@@ -177,14 +184,16 @@ class PreemptionCheckpoint(pl.Callback):
         self._restore()
         self._unlock()
         if not isinstance(exception, SIGTERMException):
-            if validating:  # the evaluation failed, the updates before it are whole: keep them
-                self._keep_on_failure(trainer, exception)
+            if isinstance(exception, Stopped):
+                return  # a signal outside the update loop (set-up): there is no finished update to keep
+            if self._trainer is not None:  # a failure after updates began (an evaluation, the export, a full
+                self._keep_on_failure(trainer, exception, validating)  # disk): keep the updates made so far
             return
         if getattr(exception, "handled", False):
             return
         # Lightning's own SIGTERMException, or ours raised while evaluation networks trained: the last update is
         # complete (Lightning raises it between updates), so its state is what the checkpoint must hold
-        signum = getattr(exception, "signum", None) or self.received or signal.SIGTERM
+        signum = getattr(exception, "signum", None) or self.received or stop_signals.received() or signal.SIGTERM
         path = self.last_path if self._saved_step == trainer.global_step else None
         if path is None and trainer.state.fn == TrainerFn.FITTING:
             try:
@@ -194,6 +203,7 @@ class PreemptionCheckpoint(pl.Callback):
         if exception.code in (None, 0):
             exception.code = 128 + int(signum)
         self._report(trainer, int(signum), path, requeued=False)
+        exception.handled = True
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._restore()
@@ -206,23 +216,28 @@ class PreemptionCheckpoint(pl.Callback):
             unlock_run_dir(self._lock)
             self._lock = None
 
-    def _keep_on_failure(self, trainer: pl.Trainer, exception: BaseException) -> None:
-        if self._saved_step == trainer.global_step or not self.enabled(trainer):
+    def _keep_on_failure(self, trainer: pl.Trainer, exception: BaseException, validating: bool) -> None:
+        """Write ``last.ckpt`` of the updates completed before ``exception`` (a method's update is one optimiser
+        step, so the state is that of the last completed update) and say how to continue."""
+        if trainer.global_step == 0 or not self.enabled(trainer):
             return
-        try:
-            path = self.save(trainer)
-        except Exception as exc:  # noqa: BLE001 - the original error is the one to raise
-            rank_zero_warn(f"PreemptionCheckpoint: could not keep the updates made so far: {exc}")
-            return
+        path = self.last_path if self._saved_step == trainer.global_step else None
+        if path is None:
+            try:
+                path = self.save(trainer)
+            except Exception as exc:  # noqa: BLE001 - the original error is the one to raise
+                rank_zero_warn(f"PreemptionCheckpoint: could not keep the updates made so far: {exc}")
+                return
         if trainer.is_global_zero:
-            print(f"lightning-sdc: the evaluation after update {trainer.global_step} failed "
-                  f"({type(exception).__name__}); checkpoint {path} written: fix the cause and rerun with "
-                  "--ckpt_path last to continue.", file=sys.stderr, flush=True)
+            what = "the evaluation after update" if validating else "the run, after update"
+            print(f"lightning-sdc: {what} {trainer.global_step} failed ({type(exception).__name__}); checkpoint "
+                  f"{path} written: fix the cause and rerun with --ckpt_path last to continue.",
+                  file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------ stopping
     def stop(self, trainer: pl.Trainer) -> None:
         """Checkpoint the last completed update, requeue under SLURM if asked, raise :class:`Preempted`."""
-        signum = self.received or signal.SIGTERM
+        signum = self.received or stop_signals.received() or signal.SIGTERM
         path = self.last_path if self._saved_step == trainer.global_step else self.save(trainer)
         requeued = self._requeue(trainer, signum)
         self._report(trainer, signum, path, requeued)
@@ -275,6 +290,8 @@ class PreemptionCheckpoint(pl.Callback):
     def _install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
+        # under `lightning-sdc`, every stop signal waits for the end of the update (lightning_sdc.signals)
+        self._hold = stop_signals.hold_start({*self.signals, *stop_signals.STOP_SIGNALS})
         for signum in self.signals:
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._handler)
@@ -287,6 +304,9 @@ class PreemptionCheckpoint(pl.Callback):
                 signal.signal(signum, previous)
         self._previous = {}
         self._validating = False
+        if self._hold is not None:
+            stop_signals.hold_end(self._hold)
+            self._hold = None
 
 
 __all__ = ["Preempted", "PreemptionCheckpoint"]

@@ -403,6 +403,37 @@ class ExpertBuffer:
             raise ValueError(f"epoch must be in [0, {self.epochs}] for this buffer, got {epoch}")
         return self._trajectory(expert_id)[epoch].clone()
 
+    def verify(self, rows_per_read: int = 8) -> None:
+        """Open every expert file of the buffer and check it now: readable, ``float32 [epochs + 1, P]`` per its
+        metadata, the same shared metadata as the first expert, and finite (no NaN/inf).
+
+        Cheap in memory: each file is memory-mapped and scanned ``rows_per_read`` rows at a time, then dropped,
+        so a buffer of many GB is checked without holding it. Raises ``ValueError`` naming the file (and the
+        first bad epoch) before a run samples it.
+        """
+        ref_id = next(iter(self._metas))
+        for expert_id, path in self._files.items():
+            traj, meta = read_expert(path)
+            bad = _differences(shared_meta(meta), shared_meta(self._metas[ref_id]))
+            if bad:
+                raise ValueError(
+                    f"{path}: metadata {bad} differ from the buffer's first expert "
+                    f"({self._files.get(ref_id, self.source)}): "
+                    + "; ".join(f"{k}={meta.get(k)!r} vs {self._metas[ref_id].get(k)!r}" for k in bad)
+                )
+            for start in range(0, traj.shape[0], rows_per_read):
+                block = traj[start:start + rows_per_read]
+                finite = torch.isfinite(block).all(dim=1)
+                if not bool(finite.all()):
+                    epoch = start + int((~finite).nonzero()[0, 0])
+                    raise ValueError(
+                        f"expert trajectory file {path} holds NaN or infinite parameters at epoch {epoch}; "
+                        "allowed: finite values. Delete it and rerun the experts command (or "
+                        "train_if_missing) to train it again"
+                    )
+            self._metas.setdefault(expert_id, meta)
+            del traj
+
     def check(
         self,
         *,

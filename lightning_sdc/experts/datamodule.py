@@ -256,9 +256,10 @@ class ExpertTrajectoryDataModule(LightningDataModule):
         )
 
     def _missing_experts(self) -> bool:
-        if not ExpertBuffer.exists(self.buffer_dir):
+        try:
+            buffer = ExpertBuffer(self.buffer_dir)
+        except FileNotFoundError:  # nothing finished yet: no files, or a manifest and a .partial of a cut run
             return True
-        buffer = ExpertBuffer(self.buffer_dir)
         return not (buffer.complete or buffer.num_experts >= self.train_num_experts)
 
     def train_missing_experts(self) -> None:
@@ -349,6 +350,7 @@ class ExpertTrajectoryDataModule(LightningDataModule):
                 f"{buffer.epochs + 1}"
             )
         self._check_layout(buffer)
+        buffer.verify()  # every expert file now, not when a later update first samples it
         if not buffer.complete:
             rank_zero_warn(
                 f"{buffer!r} is incomplete: {buffer.num_experts} of {buffer.requested} experts present"
