@@ -304,3 +304,20 @@ def test_compare_resumes_a_run_stopped_mid_distillation(tmp_path):
             assert len(pieces) == 2 and pieces[0][0] == 0 and pieces[0][1] == pieces[1][0] and pieces[1][1] == 24
         else:
             assert pieces == [(0, 24)]
+
+
+def test_report_lists_each_runs_evaluation_points():
+    """The per-run table gives mean ± std over the networks at each evaluation point and at the end, the wall
+    time and the commits; the runs CSV gives the points."""
+    from lightning_sdc.compare.report import Study, markdown, runs_csv
+    from lightning_sdc.compare.runner import RunResult
+
+    runs = [RunResult("model.init_args.sdc_lambda", v, s, [0.70, 0.72, 0.74], 1000, {"arch": "ConvNet", "lr": 0.01},
+                      7200.0, 60.0, points={"500": [0.60, 0.61, 0.65]},
+                      segments=[{"commit": "aaa", "seconds": 3600.0}, {"commit": "bbb", "seconds": 3600.0}])
+            for s in (0, 1) for v in ("0", "0.0002")]
+    md = markdown(Study("t", "dc/fashionmnist_ipc1", "model.init_args.sdc_lambda", ["0", "0.0002"], runs))
+    row = f"| 0 | 0 | 62.00 ± {100 * np.std([0.60, 0.61, 0.65], ddof=1):.2f} (3) | 72.00 ± 2.00 (3) | 2.00 | 1.0 | aaa, bbb |"
+    assert "| seed | sdc_lambda | update 500 | final (1000) |" in md and row in md
+    csv = runs_csv(Study("t", "c", "model.init_args.sdc_lambda", ["0", "0.0002"], runs))
+    assert csv.splitlines()[1].endswith(",500=62.00")

@@ -140,7 +140,34 @@ def markdown(study: Study) -> str:
             r = study.run(s, v)
             cells.append(f"{100 * np.mean(r.accuracies):.2f}" + ("" if r.gradn is None else f" ({r.gradn:.4g})"))
         md.append(f"| {s} | " + " | ".join(cells) + " |")
+    if any(r.points or r.segments for r in study.results):
+        md += ["", *run_lines(study)]
     return "\n".join(md) + "\n"
+
+
+def run_lines(study: Study) -> list[str]:
+    """Per run: the set's accuracy (mean ± std over its networks) at each evaluation point and at the end, the
+    distillation wall time and the commits that computed it (``RunResult.points`` / ``segments``)."""
+    steps = sorted({int(k) for r in study.results for k in r.points})
+    head = [f"update {k}" for k in steps] + [f"final ({max(r.steps for r in study.results)})"]
+    lines = ["Per run (accuracy %, mean ± std over the set's networks; the same networks at every point)", "",
+             f"| seed | {_leaf(study.key)} | " + " | ".join(head) + " | distil (h) | eval (min) | commits |",
+             "|---|---|" + "---|" * (len(head) + 3)]
+
+    def cell(accs: Sequence[float] | None) -> str:
+        if not accs:
+            return "—"
+        a = 100 * np.asarray(accs)
+        return f"{a.mean():.2f} ± {a.std(ddof=1) if a.size > 1 else 0.0:.2f} ({a.size})"
+
+    for s in study.seeds():
+        for v in study.values:
+            r = study.run(s, v)
+            commits = ", ".join(dict.fromkeys(seg.get("commit", "?") for seg in r.segments)) or "—"
+            lines.append(f"| {s} | {v} | " + " | ".join([*(cell(r.points.get(str(k))) for k in steps),
+                                                         cell(r.accuracies)])
+                         + f" | {r.distill_seconds / 3600:.2f} | {r.eval_seconds / 60:.1f} | {commits} |")
+    return lines
 
 
 def ddranking_lines(study: Study) -> list[str]:
@@ -182,14 +209,15 @@ def summary_csv(study: Study) -> str:
 
 
 def runs_csv(study: Study) -> str:
-    rows = ["study,key,value,seed,accuracy,networks,accuracies,gradn,steps,distill_seconds,eval_seconds"]
+    rows = ["study,key,value,seed,accuracy,networks,accuracies,gradn,steps,distill_seconds,eval_seconds,points"]
     for s in study.seeds():
         for v in study.values:
             r = study.run(s, v)
             accs = " ".join(f"{100 * a:.2f}" for a in r.accuracies)
             rows.append(f"{study.name},{study.key},{v},{s},{100 * np.mean(r.accuracies):.4f},{len(r.accuracies)},"
                         f"{accs},{'' if r.gradn is None else f'{r.gradn:.6g}'},{r.steps},{r.distill_seconds:.1f},"
-                        f"{r.eval_seconds:.1f}")
+                        f"{r.eval_seconds:.1f},"
+                        + " ".join(f"{k}={100 * np.mean(a):.2f}" for k, a in sorted(r.points.items(), key=lambda x: int(x[0]))))
     return "\n".join(rows) + "\n"
 
 
