@@ -250,8 +250,8 @@ def gm_vectorized(steps: int, device: str, *, ipc: int = 10, batch_real: int = 2
     from lightning_sdc.methods.gradient import DC
 
     times = []
-    for vectorize in (False, True):
+    for engine in ("eager", "vmap"):
         model = DC("mnist5k", ipc, arch_kwargs=net or {"width": 32, "depth": 3}, batch_real=batch_real, seed=3,
-                   inner_loop=1, vectorize=vectorize, eval_num_models=1, eval_epochs=1)
+                   inner_loop=1, engine=engine, eval_num_models=1, eval_epochs=1)
         times.append(step_time(model, RealDataModule("mnist5k"), steps, device))
     return times[0] / times[1], times[0], times[1]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import statistics
 import time
+import timeit
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -29,7 +31,8 @@ class _UpdateRecorder(StepTimer):
             self.first_update = (pl_module.synset.images.detach() - self.start).flatten().clone()
 
 
-def _dc(ipc: int, batch_real: int, **kw: Any) -> pl.LightningModule:
+def dc_module(ipc: int, batch_real: int, **kw: Any) -> pl.LightningModule:
+    """DC on mnist5k (1×28×28, 400 real images per class), the reference ConvNet-128, seed 11."""
     from lightning_sdc.methods.gradient import DC
 
     return DC("mnist5k", ipc, batch_real=batch_real, seed=11, **kw)
@@ -40,15 +43,16 @@ def _library_dc(ipc: int, batch_real: int, precision: str = "32-true", **kw: Any
     from lightning_sdc.data import RealDataModule
 
     rec = _UpdateRecorder()
-    make_trainer(2, callbacks=[rec], precision=precision).fit(_dc(ipc, batch_real, **kw), RealDataModule("mnist5k"))
+    make_trainer(2, callbacks=[rec], precision=precision).fit(dc_module(ipc, batch_real, **kw),
+                                                              RealDataModule("mnist5k"))
     return rec
 
 
-def _reference_dc(ipc: int, batch_real: int, spec: Any) -> float:
-    """Two updates of the re-written DC ``main.py`` loop at the library's defaults; returns the second's time.
+def reference_dc_times(ipc: int, batch_real: int, spec: Any, updates: int = 2) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds of each of ``updates`` updates of the re-written DC ``main.py`` loop at the library's defaults.
 
-    IPC 1 (``get_loops``: 1 update per network): two iterations, each a fresh network and one update. IPC 10:
-    the first two updates of one iteration, each followed by its ``inner_loop`` 50 network epochs."""
+    IPC 1 (``get_loops``: 1 update per network): each update is an iteration with a fresh network. IPC 10: the
+    first updates of one iteration, each followed by its ``inner_loop`` 50 network epochs."""
     from lightning_sdc.methods.gm import get_loops
     from lightning_sdc.models import build_network
 
@@ -60,10 +64,10 @@ def _reference_dc(ipc: int, batch_real: int, spec: Any) -> float:
     image_syn = image_syn.detach().clone().requires_grad_(True)
     label_syn = torch.arange(spec.num_classes).repeat_interleave(ipc)
     img_opt = torch.optim.SGD([image_syn], lr=0.1, momentum=0.5)
-    times = []
+    times, cpu = [], []
     net = None
-    for update in range(2):
-        t0 = time.perf_counter()
+    for update in range(updates):
+        t0, c0 = time.perf_counter(), time.process_time()
         outer = update % outer_loop
         if outer == 0:
             net = build_network("ConvNet", 1, spec.num_classes, (28, 28))
@@ -72,28 +76,157 @@ def _reference_dc(ipc: int, batch_real: int, spec: Any) -> float:
         reference.dc_update(net, net_opt, image_syn, label_syn, img_opt, images_all, indices_class, ipc=ipc,
                             batch_real=batch_real, inner_loop=inner_loop, batch_train=256, last=outer == outer_loop - 1)
         times.append(time.perf_counter() - t0)
-    return times[1]
+        cpu.append(time.process_time() - c0)
+    return times, cpu
 
 
-def gm_vs_reference(ipc: int, rounds: int, batch_real: int = 256) -> tuple[float, float, float, str]:
-    """Reference DC loop / this library (``compiled: true``), one update at ``batch_real`` on mnist5k
-    (1×28×28, ConvNet-128), IPC 1 or 10 with its loops; medians over ``rounds`` alternating pairs."""
+def _worker(*args: Any, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run :mod:`benchmarks.gm_worker` with ``args`` in a fresh process; its JSON answer."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "benchmarks.gm_worker", *map(str, args)], capture_output=True,
+                         text=True, check=False, env={**os.environ, **(env or {})},
+                         cwd=str(Path(__file__).resolve().parent.parent))
+    if out.returncode != 0:
+        raise RuntimeError(f"gm_worker {args} failed: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def gm_vs_reference(ipc: int, rounds: int, updates: int = 3) -> dict[str, Any]:
+    """Reference DC loop / this library's default path, one update at ``batch_real`` 256 on mnist5k (1×28×28,
+    ConvNet-128), IPC 1 or 10 with its loops: ``rounds`` alternating pairs of fresh processes
+    (:mod:`benchmarks.gm_worker`), each timing ``updates`` updates; steady time = median of the updates after the
+    first of every process, compile time = the library's first update minus its steady time. The same from
+    process CPU time (user + system: what the process itself spent, a steadier number on a loaded machine)."""
+    ref, lib, ref_cpu, lib_cpu, compile_s, engines, graphs = [], [], [], [], [], set(), set()
+    for _ in range(rounds):
+        r = _worker("reference", ipc, updates)
+        m = _worker("library", ipc, updates)
+        ref += r["times"][1:]
+        lib += m["times"][1:]
+        ref_cpu += r["cpu"][1:]
+        lib_cpu += m["cpu"][1:]
+        compile_s.append(m["times"][0] - statistics.median(m["times"][1:]))
+        engines.add(m["engine"])
+        graphs.add(m["graphs"])
+    r_s, m_s = statistics.median(ref), statistics.median(lib)
+    r_c, m_c = statistics.median(ref_cpu), statistics.median(lib_cpu)
+    return {"ratio": r_s / m_s, "reference_s": r_s, "library_s": m_s, "cpu_ratio": r_c / m_c,
+            "reference_cpu_s": r_c, "library_cpu_s": m_c, "compile_s": statistics.median(compile_s),
+            "engine": "/".join(sorted(engines)), "graphs": max(graphs), "rounds": rounds,
+            "note": f"{rounds} alternating pairs of fresh processes, {updates - 1} steady updates each"}
+
+
+def gm_compile_cache(ipc: int = 1) -> tuple[float, float]:
+    """Compile seconds (first update − steady update) of the library's default path in a first run with an
+    empty Inductor cache and a second run with the cache the first one left (a fresh temporary directory)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        env = {"TORCHINDUCTOR_CACHE_DIR": cache}
+        out = []
+        for _ in range(2):
+            t = _worker("library", ipc, 2, env=env)["times"]
+            out.append(t[0] - t[1])
+    return out[0], out[1]
+
+
+def first_image_gradients(ipc: int = 1, batch_real: int = 256) -> dict[str, torch.Tensor]:
+    """∂/∂S of the λ = 0 matching loss ``Σ_c D(g_syn,c, g_real,c)`` of one update at the benchmark size
+    (mnist5k, ConvNet-128, ``batch_real`` real images per class, the same network and batches) with the eager
+    engine in fp32 and fp64 and the compiled engine in fp32 (the default path of a paper config)."""
+    import copy
+
     from lightning_sdc.data import load_dataset
+    from lightning_sdc.matching.distances import gradient_distance
+    from lightning_sdc.methods.gm.engine import CompiledEngine, GradientEngine
+    from lightning_sdc.models import build_network
 
     spec = load_dataset("mnist5k")
-    ref, lib = [], []
-    for _ in range(rounds):
-        ref.append(_reference_dc(ipc, batch_real, spec))
-        lib.append(_library_dc(ipc, batch_real, compiled=True).times[1])
-    r, m = statistics.median(ref), statistics.median(lib)
-    return r / m, r, m, f"{rounds} alternating pairs"
+    g = torch.Generator().manual_seed(0)
+    classes = list(range(spec.num_classes))
+    reals, syns = [], []
+    for c in classes:
+        idx = torch.nonzero(spec.train_labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        syns.append(spec.train_images[idx[:ipc]])
+        reals.append(spec.train_images[idx[ipc:ipc + batch_real]])
+    net = build_network("ConvNet", 1, spec.num_classes, (28, 28), generator=g)
+    out = {}
+    for name, engine, dtype in (("eager32", GradientEngine(), torch.float32),
+                                ("compiled32", CompiledEngine(), torch.float32),
+                                ("eager64", GradientEngine(), torch.float64)):
+        n = copy.deepcopy(net).to(dtype)
+        s = [x.to(dtype).requires_grad_(True) for x in syns]
+        g_real = engine.real_gradients(n, [x.to(dtype) for x in reals], classes)
+        g_syn = engine.syn_gradients(n, s, classes)
+        loss = sum(gradient_distance(a, b) for a, b in zip(g_syn, g_real))
+        out[name] = torch.cat([t.flatten() for t in torch.autograd.grad(loss, s)]).double()
+    return out
 
 
-def gm_compiled_equal(ipc: int = 1, batch_real: int = 256) -> float:
-    """Relative difference ‖u_compiled − u_eager‖ / ‖u_eager‖ of the first λ = 0 image update (fp32)."""
-    a = _library_dc(ipc, batch_real, compiled=True).first_update
-    b = _library_dc(ipc, batch_real).first_update
-    return float((a - b).norm() / b.norm())
+def gm_equality(ipc: int = 1) -> dict[str, float]:
+    """Relative distances between the image gradients of :func:`first_image_gradients` (fresh process, so the
+    compiled engine compiles for real: ``graphs`` counts dynamo's graphs)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "grads.pt"
+        graphs = _worker("equality", ipc, 0, path)["graphs"]
+        g = torch.load(path)
+
+    def rel(a: str, b: str) -> float:
+        return float((g[a] - g[b]).norm() / g[b].norm())
+
+    return {"compiled_vs_eager": rel("compiled32", "eager32"), "eager_vs_fp64": rel("eager32", "eager64"),
+            "compiled_vs_fp64": rel("compiled32", "eager64"), "graphs": graphs}
+
+
+def gm_step_flops(ipc: int, batch_real: int = 256) -> float:
+    """Arithmetic of one DC update at the benchmark size (mnist5k, ConvNet-128): per real image a forward, the
+    weight-gradient and the input-gradient passes (≈ 3 forwards, less conv1's input gradient, which autograd
+    skips), the same per image of the inner-loop epochs after every update but an iteration's last, and the
+    synthetic side (forward, ``create_graph`` backward and its backward ≈ 6 forwards per image)."""
+    from lightning_sdc.methods.gm import get_loops
+    from lightning_sdc.methods.gm.engine import forward_flops
+    from lightning_sdc.models import build_network
+
+    net = build_network("ConvNet", 1, 10, (28, 28))
+    fwd = forward_flops(net, (1, 28, 28))
+    conv1 = 2.0 * 128 * 9 * 32 * 32
+    outer_loop, inner_loop = get_loops(ipc)
+    per_image = 3 * fwd - conv1
+    inner = inner_loop * 10 * ipc * (outer_loop - 1) / outer_loop
+    return 10 * batch_real * per_image + inner * per_image + 10 * ipc * 6 * fwd
+
+
+def cpu_peak(repeats: int = 5) -> dict[str, float]:
+    """Single-thread fp32 GFLOP/s of a 2048² GEMM and of ConvNet-128's middle convolution (256 × 128 × 16 × 16,
+    3×3, forward and both backward kernels, channels-last): the best of ``repeats``."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    x = torch.randn(256, 128, 16, 16).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(128, 128, 3, 3).contiguous(memory_format=torch.channels_last)
+    go = torch.randn(256, 128, 16, 16).contiguous(memory_format=torch.channels_last)
+    conv = 2.0 * 256 * 128 * 128 * 9 * 16 * 16
+    cases = {"gemm": (lambda: a @ b, 2.0 * 2048**3), "conv_fwd": (lambda: F.conv2d(x, w, padding=1), conv),
+             "conv_bwd": (lambda: torch.ops.aten.convolution_backward(go, x, w, [128], [1, 1], [1, 1], [1, 1], False,
+                                                                      [0, 0], 1, [True, True, False]), 2 * conv)}
+    out = {}
+    for name, (fn, flops) in cases.items():
+        fn()
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t0)
+        out[name] = flops / best / 1e9
+    return out
 
 
 def gm_bf16(ipc: int, rounds: int, batch_real: int = 256, **kw: Any) -> tuple[float, float, float, float]:
@@ -110,51 +243,98 @@ def gm_bf16(ipc: int, rounds: int, batch_real: int = 256, **kw: Any) -> tuple[fl
     return r / m, r, m, cos
 
 
-def _ipc1_set(spec: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first image of every class: an IPC-1 set."""
-    idx = torch.stack([torch.nonzero(spec.train_labels == c).flatten()[0] for c in range(spec.num_classes)])
+def _class_heads(spec: Any, ipc: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``ipc`` training images of every class (class-major): a real IPC-``ipc`` set."""
+    idx = torch.cat([torch.nonzero(spec.train_labels == c).flatten()[:ipc] for c in range(spec.num_classes)])
     return spec.train_images[idx].clone(), spec.train_labels[idx].clone()
 
 
-def eval_speedup(models: int, epochs: int, **speed: Any) -> tuple[float, float, float, str]:
-    """Reference ``evaluate_synset`` (one network at a time, :func:`benchmarks.reference.evaluate_one`) /
-    :func:`~lightning_sdc.evaluation.evaluate_synset` with the ``speed`` options, per network: an mnist5k IPC-1
-    set, ConvNet-128, ``epochs`` epochs without augmentation, then 10,000 test images (mnist5k's 1,000 ×10, the
-    size of the Fashion-MNIST test split). Alternating one reference network and one of ours, ``models``
-    each; ours warmed up first (compilation)."""
+def _fashion_test() -> tuple[Any, tuple[torch.Tensor, torch.Tensor], Any]:
+    """Fashion-MNIST: the spec, its 10,000 test images as the tensors this library tests on, and the same images
+    as the reference reads them (:class:`benchmarks.reference.PerImageTestSet`: uint8, converted per read)."""
     from lightning_sdc.data import load_dataset
+
+    spec = load_dataset("fashionmnist")
+    mean, std = spec.mean[0], spec.std[0]
+    pixels = ((spec.test_images[:, 0] * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
+    per_image = reference.PerImageTestSet(pixels, spec.test_labels, spec.mean, spec.std)
+    tensors = torch.stack([per_image[i][0] for i in range(len(per_image))])  # the very values the reference tests
+    return spec, (tensors, spec.test_labels), per_image
+
+
+def eval_vs_reference(ipc: int, models: int, epochs: int = 300) -> dict[str, Any]:
+    """DC ``utils.py:evaluate_synset`` (:func:`benchmarks.reference.evaluate_one`) / this library's
+    :func:`~lightning_sdc.evaluation.evaluate_synset` **at its defaults** (the engine picks the compiled passes
+    when they pay), per network: Fashion-MNIST, the first ``ipc`` training images per class, ConvNet-128 (width
+    128, depth 3, instance norm), ``epochs`` epochs without augmentation (DC's Fashion-MNIST protocol), lr 0.01,
+    the 10,000 test images. Network ``i`` of both sides starts from the same weights (``seeded_generator(0, i)``)
+    and trains on the one batch of the set, so the accuracies pair up. Pairs alternate their order (reference
+    first, then ours first); ours is warmed up (compiled) once before, timed apart.
+
+    Returns ratio, medians, the warm-up seconds and the paired accuracies."""
     from lightning_sdc.evaluation import evaluate_synset
     from lightning_sdc.models import build_network
+    from lightning_sdc.training import seeded_generator
 
-    spec = load_dataset("mnist5k")
-    images, labels = _ipc1_set(spec)
-    test = (spec.test_images.repeat(10, 1, 1, 1), spec.test_labels.repeat(10))
-    kw = {"num_models": 1, "epochs": epochs, "lr": 0.01, "augment": "none", **speed}
-    evaluate_synset((images, labels), test, epochs=1, **{k: v for k, v in kw.items() if k != "epochs"})
-    ref, lib, acc_ref, acc_lib = [], [], [], []
-    for i in range(models):
+    spec, test, per_image = _fashion_test()
+    images, labels = _class_heads(spec, ipc)
+    kw = {"num_models": 1, "epochs": epochs, "lr": 0.01, "augment": "none"}
+    t0 = time.perf_counter()
+    evaluate_synset((images, labels), test, **{**kw, "epochs": 0}, compiled=True)  # compile what the runs use
+    warm = time.perf_counter() - t0
+    ref, ours, acc_ref, acc_ours = [], [], [], []
+
+    def run_reference(i: int) -> None:
         t0 = time.perf_counter()
-        net = build_network("ConvNet", 1, 10, (28, 28))
-        acc_ref.append(reference.evaluate_one(net, images, labels, *test, epochs=epochs, lr=0.01))
+        net = build_network("ConvNet", 1, 10, (28, 28), generator=seeded_generator(0, i))
+        acc_ref.append(reference.evaluate_one(net, images, labels, epochs=epochs, lr=0.01, test_set=per_image))
         ref.append(time.perf_counter() - t0)
+
+    def run_ours(i: int) -> None:
         t0 = time.perf_counter()
-        acc_lib += evaluate_synset((images, labels), test, seed=i, **kw).accuracies
-        lib.append(time.perf_counter() - t0)
-    r, m = statistics.median(ref), statistics.median(lib)
-    note = (f"acc ref {100 * statistics.mean(acc_ref):.1f} % / ours {100 * statistics.mean(acc_lib):.1f} % over "
-            f"{models} networks each")
-    return r / m, r, m, note
+        acc_ours.extend(evaluate_synset((images, labels), test, models=[i], **kw).accuracies)
+        ours.append(time.perf_counter() - t0)
+
+    for i in range(models):
+        for side in ((run_reference, run_ours) if i % 2 == 0 else (run_ours, run_reference)):
+            side(i)
+    r, m = statistics.median(ref), statistics.median(ours)
+    return {"ratio": r / m, "reference_s": r, "ours_s": m, "warmup_s": warm, "acc_ref": acc_ref, "acc_ours": acc_ours}
+
+
+def eval_test_pass(repeats: int = 3) -> dict[str, float]:
+    """Seconds of one 10,000-image Fashion-MNIST test pass of a ConvNet-128 (best of ``repeats``) and its
+    achieved GFLOP/s (forward FLOPs from ``torch.utils.flop_counter``): the reference's (per-image conversion,
+    batches of 256, autograd recording, loss and NumPy accuracy), the eager engine's and the compiled engine's
+    (:func:`~lightning_sdc.evaluation.protocol.test_accuracy`)."""
+    from lightning_sdc.evaluation.protocol import _compiled_engine, network_flop, test_accuracy
+    from lightning_sdc.models import build_network
+
+    spec, (x, y), per_image = _fashion_test()
+    net = build_network("ConvNet", 1, 10, (28, 28), generator=torch.Generator().manual_seed(0))
+    engine = _compiled_engine(net, (x[:10], y[:10]), x, 256)
+    loader = torch.utils.data.DataLoader(per_image, batch_size=256, shuffle=False)
+    passes = {"reference": lambda: reference._train_epoch(loader, net, None),
+              "eager": lambda: test_accuracy(net, x, y), "compiled": lambda: test_accuracy(net, x, y, compiled=engine)}
+    flop = network_flop(net, (1, 28, 28)) * x.shape[0]
+    out = {}
+    for name, fn in passes.items():
+        fn()
+        best = min(timeit.repeat(fn, number=1, repeat=repeats))
+        out[f"{name}_s"], out[f"{name}_gflops"] = best, flop / best / 1e9
+    return out
 
 
 def eval_accuracy_gap(models: int = 10, epochs: int = 300, **speed: Any) -> tuple[float, str]:
     """|mean(ours) − mean(reference)| / std(reference) of ``models`` networks each on a digits IPC-1 set
-    (ConvNet-128, ``epochs`` epochs, no augmentation): < 1 means the means agree within one std."""
+    (ConvNet-128, ``epochs`` epochs, no augmentation; the reference initialises from the global RNG): < 1 means
+    the means agree within one std."""
     from lightning_sdc.data import load_dataset
     from lightning_sdc.evaluation import evaluate_synset
     from lightning_sdc.models import build_network
 
     spec = load_dataset("digits")
-    images, labels = _ipc1_set(spec)
+    images, labels = _class_heads(spec, 1)
     test = (spec.test_images, spec.test_labels)
     torch.manual_seed(0)
     ref = [reference.evaluate_one(build_network("ConvNet", 1, 10, (8, 8)), images, labels, *test, epochs=epochs,

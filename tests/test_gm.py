@@ -36,8 +36,8 @@ def test_loops_defaults_and_bad_input():
         DC("digits", 1, dis_metric="l2")
     with pytest.raises(ValueError, match="sdc_lambda"):
         DSA("digits", 1, sdc_lambda=-1.0)
-    with pytest.raises(ValueError, match="vectorize"):
-        DSA("digits", 1, vectorize="yes")
+    with pytest.raises(ValueError, match="engine='fast' is not allowed; allowed: auto, eager, vmap, compiled"):
+        DSA("digits", 1, engine="fast")
     with pytest.raises(ValueError, match="batch_real"):
         DSA("digits", 1, batch_real=0)
     with pytest.raises(KeyError, match="allowed"):
@@ -122,7 +122,7 @@ def test_logged_values():
 
 
 def test_vectorized_equals_loop():
-    """``vectorize=True`` (vmap over classes, padded real batches on digits) == the per-class loop (1e-5)."""
+    """``engine="vmap"`` (vmap over classes, padded real batches on digits) == the per-class loop (1e-5)."""
     for cls, extra in [(DC, {"arch": "ConvNetBN"}), (DSA, {"batch_real": 200}),
                        (DSAC, {"outer_warmup": 0, "inner_warmup": 1})]:
         kw = {**GM_KW, "sdc_lambda": 0.1, **extra}
@@ -130,8 +130,9 @@ def test_vectorized_equals_loop():
         # one step from zero momentum: the change is lr_img × the image gradient, so this compares gradients
         # (measured here: DSA 2e-5 of the change, DC/DSAC 6e-8); three steps compound the rounding
         for steps, rel in ((1, 5e-4), (3, 2e-3)):
-            loop = fit(cls(**kw), steps)
-            vec = fit(cls(**kw, vectorize=True), steps)
+            loop = fit(cls(**kw, engine="eager"), steps)
+            vec = fit(cls(**kw, engine="vmap"), steps)
+            assert (loop.engine.name, vec.engine.name) == ("eager", "vmap")
             assert_same_updates(vec.synset.images, loop.synset.images, start, rel, f"{cls.__name__} {steps} steps")
 
 

@@ -8,6 +8,7 @@ import torch
 
 from lightning_sdc.methods import DC
 from lightning_sdc.methods.gm import class_gradient, train_on_synset
+from lightning_sdc.methods.gm.engine import CompiledEngine, GradientEngine
 from lightning_sdc.models import build_network
 from lightning_sdc.models.compiled import CompiledNetwork
 
@@ -32,8 +33,9 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_compiled_dc_step_equals_eager():
-    """``compiled=True`` (torch.compile'd real-batch passes): λ = 0 image gradient equal to the eager path (1e-5)."""
-    eager, fast = _first_update(), _first_update(compiled=True)
+    """``engine="compiled"`` (torch.compile'd real-batch passes): λ = 0 image gradient equal to the eager path
+    (1e-5)."""
+    eager, fast = _first_update(engine="eager"), _first_update(engine="compiled")
     assert float(eager.norm()) > 0
     assert _rel(fast, eager) <= 1e-5
 
@@ -44,26 +46,24 @@ def test_compiled_gradient_and_inner_training_equal_eager():
     (module state) falls back to the eager pass; another structure is refused."""
     g = torch.Generator().manual_seed(0)
     net = build_network("ConvNet", 1, 4, (8, 8), generator=g, **SMALL)
-    x, params, compiled = torch.randn(12, 1, 8, 8, generator=g), list(net.parameters()), CompiledNetwork()
+    x, params, engine = torch.randn(12, 1, 8, 8, generator=g), list(net.parameters()), CompiledEngine()
     want = class_gradient(net, params, x, 2, create_graph=False)
-    got = class_gradient(net, params, x, 2, create_graph=False, compiled=compiled)
+    (got,) = engine.real_gradients(net, [x], [2])
     for a, b in zip(got, want):
         if b.dim() > 1:  # conv biases before instance norm have a zero gradient: only rounding noise there
             assert _rel(a, b) <= 1e-5
     nets = [build_network("ConvNet", 1, 4, (8, 8), generator=torch.Generator().manual_seed(1), **SMALL) for _ in "ab"]
     y = torch.arange(12) % 4
-    for n, c in zip(nets, (None, compiled)):
-        train_on_synset(n, x, y, epochs=3, lr=0.01, batch_size=16, generator=torch.Generator().manual_seed(2), compiled=c)
+    for n, loss_fn in zip(nets, (None, engine.loss)):
+        train_on_synset(n, x, y, epochs=3, lr=0.01, batch_size=16, generator=torch.Generator().manual_seed(2),
+                        loss_fn=loss_fn)
     for a, b in zip(nets[1].parameters(), nets[0].parameters()):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+    compiled = CompiledNetwork()
     assert not compiled.supports(build_network("ConvNet", 1, 4, (8, 8), norm="batchnorm", **SMALL))
+    assert compiled.supports(net)
     with pytest.raises(ValueError, match="compiled passes"):
         compiled.loss(build_network("ConvNet", 1, 4, (8, 8), width=8, depth=1), [], x, y)
-
-
-def test_compiled_flag_is_validated():
-    with pytest.raises(ValueError, match="compiled must be true or false"):
-        DC("digits", 1, compiled="yes")
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -164,12 +164,10 @@ def test_synthetic_side_stays_fp32_under_autocast():
     the real-batch pass is bf16 (its gradient near, not equal, to fp32: cosine ≥ 0.99 per tensor)."""
     g = torch.Generator().manual_seed(0)
     net = build_network("ConvNet", 1, 4, (8, 8), generator=g, **SMALL)
-    params, x = list(net.parameters()), torch.randn(16, 1, 8, 8, generator=g)
-    want_syn = class_gradient(net, params, x[:2], 1, create_graph=True)
-    want_real = class_gradient(net, params, x, 1, create_graph=False)
+    x, engine = torch.randn(16, 1, 8, 8, generator=g), GradientEngine()
+    ((want_syn,), (want_real,)) = engine.syn_gradients(net, [x[:2]], [1]), engine.real_gradients(net, [x], [1])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got_syn = class_gradient(net, params, x[:2], 1, create_graph=True)
-        got_real = class_gradient(net, params, x, 1, create_graph=False)
+        ((got_syn,), (got_real,)) = engine.syn_gradients(net, [x[:2]], [1]), engine.real_gradients(net, [x], [1])
     for a, b in zip(got_syn, want_syn):
         assert a.dtype == torch.float32 and a.requires_grad
         assert torch.equal(a, b)

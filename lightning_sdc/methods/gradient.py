@@ -49,31 +49,26 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_sdc.augment import DSASample, apply_dsa, dc_augment_strategy, default_dsa_strategy, sample_dsa
-from lightning_sdc.matching.distances import (
-    METRICS,
-    batched_grad_norm,
-    batched_gradient_distance,
-    gradient_distance,
-)
+from lightning_sdc.matching.distances import METRICS, gradient_distance
 from lightning_sdc.matching.sdc import sdc_term
 from lightning_sdc.methods.base import DistillationModule, _check_positive
 from lightning_sdc.methods.gm import (
     DC_LOOPS,
     DCC_LOOPS,
-    batched_class_gradients,
-    class_gradient,
+    ENGINES,
+    EngineName,
+    GradientEngine,
     freeze_batchnorm,
     get_loops,
     has_batchnorm,
-    stack_batches,
+    select_engine,
     train_on_synset,
 )
 from lightning_sdc.methods.registry import register_method
-from lightning_sdc.models.compiled import CompiledNetwork
+from lightning_sdc.models import build_network
 
 #: images per class in DC's BatchNorm-statistics forward
 BN_REAL_PER_CLASS = 16
@@ -95,12 +90,11 @@ class GradientMatching(DistillationModule):
         dis_metric: ``"ours"`` | ``"mse"`` | ``"cos"`` (:mod:`lightning_sdc.matching.distances`).
         outer_warmup, inner_warmup: DCC's bi-level warm-up (250 iterations / 10 outer steps); contrastive
             methods only.
-        vectorize: compute every local class's real and synthetic gradients in one ``torch.func.vmap`` call
-            each instead of a Python loop over classes (same result to float rounding; faster on accelerators,
-            more memory: ``k·batch_real`` real images in one forward).
-        compiled: run the first-order passes (real-batch gradients, the inner-loop network training) through
-            ``torch.compile`` (:mod:`lightning_sdc.models.compiled`): same numbers to float rounding,
-            ≈ 1.5× faster steps on a CPU after a one-off compile of tens of seconds; off by default.
+        engine: how the gradients are computed (:mod:`lightning_sdc.methods.gm.engine`; same numbers to float
+            rounding): ``auto`` (default: ``compiled`` when the run is long enough to pay for compilation, else
+            ``eager``), ``eager`` (the reference's per-class autograd calls), ``compiled`` (``torch.compile`` of
+            the first-order passes), ``vmap`` (one vmapped call over the classes; for accelerators). Resolved
+            once in ``setup``; one log line names the engine that runs.
         **kwargs: everything :class:`DistillationModule` takes (``sdc_lambda``, ``sdc_power``, ``lr_img``,
             ``init``, ``arch``, ``arch_kwargs``, ``eval_*`` …).
     """
@@ -122,8 +116,7 @@ class GradientMatching(DistillationModule):
         dis_metric: str = "ours",
         outer_warmup: int = 250,
         inner_warmup: int = 10,
-        vectorize: bool = False,
-        compiled: bool = False,
+        engine: EngineName = "auto",
         **kwargs: Any,
     ) -> None:
         _check_positive("ipc", ipc, integer=True)
@@ -137,10 +130,8 @@ class GradientMatching(DistillationModule):
         _check_positive("inner_warmup", inner_warmup, integer=True, allow_zero=True)
         if dis_metric not in METRICS:
             raise ValueError(f"dis_metric={dis_metric!r} is not allowed; allowed: {', '.join(METRICS)}")
-        if not isinstance(vectorize, bool):
-            raise ValueError(f"vectorize must be true or false, got {vectorize!r}")
-        if not isinstance(compiled, bool):
-            raise ValueError(f"compiled must be true or false, got {compiled!r}")
+        if engine not in ENGINES:
+            raise ValueError(f"engine={engine!r} is not allowed; allowed: {', '.join(ENGINES)}")
         label_mode = kwargs.get("label_mode", "hard")
         if label_mode != "hard":
             # DC/DSA/DCC match gradients of CE on hard class labels (utils.py: label_syn is a long tensor);
@@ -153,12 +144,28 @@ class GradientMatching(DistillationModule):
         self.save_hyperparameters()
         self.outer_loop, self.inner_loop = int(outer_loop), int(inner_loop)
         self.dis_metric = dis_metric
-        self.vectorize = vectorize
-        self._compiled_loss = CompiledNetwork() if compiled else None  # plain object: not a submodule
+        self.engine = GradientEngine()  # the eager engine until setup() resolves hparams.engine for the run
         self.strategy = (self.hparams.dsa_strategy or default_dsa_strategy(self.info.name)) if self.use_dsa else None
         self._net: nn.Module | None = None  # the current iteration's network (never a registered submodule)
         self._net_iteration = -1
         self._pending_net: dict[str, Any] | None = None
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit":
+            self.engine = self.run_engine()
+
+    def run_engine(self) -> GradientEngine:
+        """The gradient engine of this run: ``hparams.engine``, ``auto`` resolved by the run's length
+        (:func:`~lightning_sdc.methods.gm.engine.select_engine`, which logs the choice)."""
+        c, h, w = self.synset.image_shape
+        net = build_network(self.arch, c, self.num_classes, (h, w), generator=self.generator(-2), **self.arch_kwargs)
+        real = sum(min(self.hparams.batch_real, self.real.count(k)) for k in range(self.num_classes))
+        inner = self.inner_loop * self.synset.images.shape[0] * (self.outer_loop - 1) / self.outer_loop
+        trainer = self._trainer
+        return select_engine(self.hparams.engine, net, image_shape=(c, h, w), step_images=real + inner,
+                             max_steps=None if trainer is None else trainer.max_steps,
+                             device=self.device if trainer is None else trainer.strategy.root_device)
 
     # ------------------------------------------------------------------ the network of an iteration
     def _set_net(self, net: nn.Module | None, iteration: int) -> None:
@@ -169,8 +176,6 @@ class GradientMatching(DistillationModule):
         """The network of ``iteration``: built from ``generator(iteration)`` (or restored from a checkpoint)."""
         if self._net is not None and self._net_iteration == iteration:
             return self._net
-        from lightning_sdc.models import build_network
-
         c, h, w = self.synset.image_shape
         net = build_network(self.arch, c, self.num_classes, (h, w), generator=self.generator(iteration),
                             **self.arch_kwargs).to(self.device)
@@ -236,42 +241,20 @@ class GradientMatching(DistillationModule):
     def classwise_terms(self, net: nn.Module, classes: list[int], iteration: int, outer: int,
                         with_sdc: bool) -> tuple[Tensor, Tensor]:
         """Per local class: ``D(g_syn, g_real)`` and ``sdc_term(g_syn)`` (graph only when ``with_sdc``), ``[k]`` each."""
-        power = self.sdc_power
-        if self.vectorize:
-            pairs = [self.matched_batches(c, iteration, outer) for c in classes]
-            labels = torch.tensor(classes, dtype=torch.long, device=self.device)
-            reals, weights = stack_batches([r for r, _ in pairs])
-            g_real = batched_class_gradients(net, reals, labels, weights, create_graph=False)
-            g_syn = batched_class_gradients(net, torch.stack([s for _, s in pairs]), labels, create_graph=True)
-            dists = batched_gradient_distance(g_syn, g_real, self.dis_metric)
-            if with_sdc:
-                return dists, batched_grad_norm(g_syn, power)
-            with torch.no_grad():
-                return dists, batched_grad_norm([g.detach() for g in g_syn], power)
-        params = list(net.parameters())
-        dists, norms = [], []
-        for c in classes:
-            real, syn = self.matched_batches(c, iteration, outer)
-            g_real = class_gradient(net, params, real, c, create_graph=False, compiled=self._compiled_loss)
-            g_syn = class_gradient(net, params, syn, c, create_graph=True)
-            dists.append(gradient_distance(g_syn, g_real, self.dis_metric))
-            norms.append(sdc_term(g_syn if with_sdc else [g.detach() for g in g_syn], power))
+        reals, syns = zip(*(self.matched_batches(c, iteration, outer) for c in classes))
+        g_real = self.engine.real_gradients(net, reals, classes)
+        g_syn = self.engine.syn_gradients(net, syns, classes)
+        dists = [gradient_distance(gs, gr, self.dis_metric) for gs, gr in zip(g_syn, g_real)]
+        norms = [sdc_term(gs if with_sdc else [g.detach() for g in gs], self.sdc_power) for gs in g_syn]
         return torch.stack(dists), torch.stack(norms)
 
     def real_gradient_sum(self, net: nn.Module, classes: list[int], iteration: int, outer: int) -> list[Tensor]:
         """``Σ_c ∇θ CE(net(R_c), c)`` over ``classes`` (each ``R_c`` Siamese-augmented under DSA), detached."""
-        pairs = [(c, self.augmented_real(c, iteration, outer)) for c in classes]
-        if self.vectorize:
-            reals, weights = stack_batches([r for _, r in pairs])
-            labels = torch.tensor(classes, dtype=torch.long, device=self.device)
-            return [g.sum(0) for g in batched_class_gradients(net, reals, labels, weights, create_graph=False)]
-        params = list(net.parameters())
-        total: list[Tensor] | None = None
-        for c, real in pairs:
-            g = class_gradient(net, params, real, c, create_graph=False, compiled=self._compiled_loss)
-            total = g if total is None else [a + b for a, b in zip(total, g)]
-        assert total is not None
-        return total
+        reals = [self.augmented_real(c, iteration, outer) for c in classes]
+        first, *rest = self.engine.real_gradients(net, reals, classes)
+        for g in rest:
+            first = [a + b for a, b in zip(first, g)]
+        return first
 
     def contrastive_terms(self, net: nn.Module, iteration: int, outer: int, with_sdc: bool) -> tuple[Tensor, Tensor]:
         """DCC (eq. 3): ``D(∇θ CE_mean(net(S), y), (1/C)·Σ_c g_real,c)`` and the SDC term of that synthetic gradient.
@@ -286,8 +269,7 @@ class GradientMatching(DistillationModule):
             real_sum = [t.view_as(g) for t, g in zip(torch.split(flat, [g.numel() for g in real_sum]), real_sum)]
         g_real = [g / num_classes for g in real_sum]
         syn = torch.cat([self.augmented_syn(c, iteration, outer) for c in range(num_classes)])
-        labels = self.synset.hard_labels.to(syn.device)
-        g_syn = torch.autograd.grad(F.cross_entropy(net(syn), labels), list(net.parameters()), create_graph=True)
+        g_syn = self.engine.syn_gradient(net, syn, self.synset.hard_labels.to(syn.device))
         dist = gradient_distance(g_syn, g_real, self.dis_metric)
         norm = sdc_term(g_syn if with_sdc else [g.detach() for g in g_syn], self.sdc_power)
         return dist, norm
@@ -358,7 +340,7 @@ class GradientMatching(DistillationModule):
             train_on_synset(net, self.synset.images, self.synset.hard_labels, epochs=self.inner_loop,
                             lr=self.hparams.lr_net, batch_size=self.hparams.batch_train,
                             generator=self.generator(iteration, outer, -2), dsa_strategy=self.strategy,
-                            compiled=self._compiled_loss)
+                            loss_fn=self.engine.loss)
 
 
 def _dc_eval_epochs(dataset: str, arch: str, eval_augment: str) -> int:

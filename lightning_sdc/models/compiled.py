@@ -20,16 +20,22 @@ The eval forward (:meth:`CompiledNetwork.logits`, the test-split pass of the eva
 single-input-channel convolutions as one GEMM over the unfolded input (:class:`_MatmulConv2d`): Inductor already
 runs the other convolutions in channels-last, and on grayscale data the first one was a third of the pass.
 
-Cost: a one-off compile (tens of seconds per input shape on a small CPU, reused from Inductor's on-disk cache
-afterwards), so every user of this path is opt-in and meant for full-length runs. Networks with BatchNorm (their
-running statistics are module state written by the forward) are not supported; callers fall back to eager.
+Cost: a one-off compile (tens of seconds per input shape on a small CPU), reused within the process — every
+:class:`CompiledNetwork` of one network structure shares one set of compiled functions, so fresh method or
+evaluation objects do not recompile (nor pile up dynamo cache entries until ``recompile_limit`` silently turns
+the passes eager) — and across processes from Inductor's on-disk cache, which :func:`use_persistent_cache`
+places under ``~/.cache/lightning_sdc/inductor`` unless ``TORCHINDUCTOR_CACHE_DIR`` is set. Networks with
+BatchNorm (their running statistics are module state written by the forward) are not supported; callers fall
+back to eager.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import weakref
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -69,6 +75,35 @@ def _with_matmul_convs(template: nn.Module) -> nn.Module:
     return out
 
 
+#: dynamo's per-function entry limit while compiled passes are built: one entry per (structure, input shape,
+#: train/eval mode); past the limit dynamo would run the pass eagerly without a word
+RECOMPILE_LIMIT = 64
+
+
+def use_persistent_cache() -> str:
+    """Point Inductor's on-disk cache at ``$XDG_CACHE_HOME/lightning_sdc/inductor`` (default
+    ``~/.cache/lightning_sdc/inductor``) unless ``TORCHINDUCTOR_CACHE_DIR`` names another directory than
+    PyTorch's default; returns the directory in use.
+
+    PyTorch's default lives under the system temp directory (``/tmp/torchinductor_<user>``, which importing
+    Lightning already writes into the environment), and many machines clear it at boot; with a cache that
+    persists, the second run of a config loads its compiled kernels instead of compiling them again.
+    """
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not current or current == _torch_default_cache_dir():
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(base / "lightning_sdc" / "inductor")
+    return os.environ["TORCHINDUCTOR_CACHE_DIR"]
+
+
+def _torch_default_cache_dir() -> str | None:
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:
+        return None
+    return default_cache_dir()
+
+
 def has_module_state(net: nn.Module) -> bool:
     """Whether a forward writes module state (BatchNorm running statistics): such nets stay eager."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
@@ -78,8 +113,9 @@ class CompiledNetwork:
     """Compiled mean cross-entropy and logits of one network structure run on given parameters.
 
     Built lazily from the first network passed to :meth:`supports`; later networks must have the same
-    parameter names and shapes (the fresh networks of one run do). Not pickled: a copy (DDP spawn,
-    ``deepcopy``) compiles again on first use.
+    parameter names and shapes (the fresh networks of one run do). The compiled functions are shared by every
+    instance that sees the same structure in this process. Not pickled: a copy (DDP spawn, ``deepcopy``) looks
+    them up again on first use.
     """
 
     def __init__(self) -> None:
@@ -113,27 +149,13 @@ class CompiledNetwork:
         return True
 
     def _build(self, net: nn.Module) -> None:
-        template = copy.deepcopy(net)
-        for p in template.parameters():
-            p.requires_grad_(False)
         named = list(net.named_parameters())
-        names = tuple(n for n, _ in named)
-        self._template, self._names, self._shapes = template, names, tuple(p.shape for _, p in named)
-
-        def forward(params: list[Tensor], x: Tensor) -> Tensor:
-            return functional_call(template, dict(zip(names, params)), (x,))
-
-        def loss(params: list[Tensor], x: Tensor, y: Tensor) -> Tensor:
-            return F.cross_entropy(forward(params, x), y)
-
-        evaluation = _with_matmul_convs(template)
-        self._eval_template = evaluation
-
-        def logits(params: list[Tensor], x: Tensor) -> Tensor:
-            return functional_call(evaluation, dict(zip(names, params)), (x,))
-
-        self._loss = torch.compile(loss, dynamic=False)
-        self._logits = torch.compile(logits, dynamic=False)
+        key = (str(net), tuple((n, tuple(p.shape), p.dtype) for n, p in named))
+        shared = _SHARED.get(key)
+        if shared is None:
+            shared = _SHARED[key] = _compile_structure(net)
+        self._template, self._eval_template, self._loss, self._logits = shared
+        self._names, self._shapes = tuple(n for n, _ in named), tuple(p.shape for _, p in named)
 
     def _check(self, net: nn.Module) -> None:
         if not self.supports(net):
@@ -156,6 +178,33 @@ class CompiledNetwork:
         inference (the test-split pass); :meth:`loss` keeps the network's own layers."""
         self._check(net)
         return self._logits(list(net.parameters()), x)
+
+
+#: structure key → (template, eval template, compiled loss, compiled logits), shared by every CompiledNetwork
+_SHARED: dict[Any, tuple[nn.Module, nn.Module, Any, Any]] = {}
+
+
+def _compile_structure(net: nn.Module) -> tuple[nn.Module, nn.Module, Any, Any]:
+    """A frozen copy of ``net`` (and its eval-forward variant) and the compiled loss/logits run on it."""
+    use_persistent_cache()
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    template = copy.deepcopy(net)
+    for p in template.parameters():
+        p.requires_grad_(False)
+    names = tuple(n for n, _ in net.named_parameters())
+
+    def forward(params: list[Tensor], x: Tensor) -> Tensor:
+        return functional_call(template, dict(zip(names, params)), (x,))
+
+    def loss(params: list[Tensor], x: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(forward(params, x), y)
+
+    evaluation = _with_matmul_convs(template)
+
+    def logits(params: list[Tensor], x: Tensor) -> Tensor:
+        return functional_call(evaluation, dict(zip(names, params)), (x,))
+
+    return template, evaluation, torch.compile(loss, dynamic=False), torch.compile(logits, dynamic=False)
 
 
 def usable(compiled: CompiledNetwork | None, net: nn.Module) -> CompiledNetwork | None:

@@ -7,7 +7,7 @@ Gradient matching needs, for each class ``c``, ``∇θ CE(net(x_c), c)`` — det
 * :func:`class_gradient` is the reference's per-class call (``torch.autograd.grad`` on the module).
 * :func:`batched_class_gradients` computes the same gradients for ``k`` classes at once with
   ``torch.func.vmap(torch.func.grad(...))`` over stacked batches: one wide forward/backward instead of ``k``
-  narrow ones (issue 7 "vectorize"). Its synthetic gradients stay differentiable w.r.t. the images through
+  narrow ones (the ``vmap`` engine of :mod:`lightning_sdc.methods.gm.engine`). Its synthetic gradients stay differentiable w.r.t. the images through
   ordinary autograd. BatchNorm layers must be in eval mode (frozen statistics, as DC's matching passes use
   them): a train-mode BatchNorm would mix the classes' statistics and write running stats inside ``vmap``.
   Classes with fewer real images than the others are padded and masked out of the mean with zero weights.
@@ -22,30 +22,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from lightning_sdc.models.compiled import CompiledNetwork, usable
 
-
-def class_gradient(net: nn.Module, params: Sequence[Tensor], x: Tensor, c: int, *, create_graph: bool,
-                   compiled: CompiledNetwork | None = None) -> list[Tensor]:
-    """``∇θ CE(net(x), c)`` (mean over the batch), one tensor per entry of ``params`` (``net.parameters()``).
-
-    ``compiled``: a :class:`~lightning_sdc.models.compiled.CompiledNetwork` runs the pass when there is no
-    ``create_graph`` and it supports ``net`` (same gradient to float rounding); otherwise the eager pass.
-
-    Mixed precision: a ``create_graph`` pass (the synthetic side, whose graph carries the image gradient) runs
-    in fp32 even inside an autocast region; only the real-batch passes — most of a GM step's arithmetic — take
-    the lower precision. At ConvNet-128, ``batch_real`` 256 (mnist5k) the image gradient's cosine to fp32 is
-    0.9999 this way and 0.973 with both sides in bf16.
-    """
+def class_gradient(net: nn.Module, params: Sequence[Tensor], x: Tensor, c: int, *, create_graph: bool) -> list[Tensor]:
+    """``∇θ CE(net(x), c)`` (mean over the batch), one tensor per entry of ``params`` (``net.parameters()``)."""
     y = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
-    params = list(params)
-    if create_graph and torch.is_autocast_enabled(x.device.type):
-        with torch.autocast(x.device.type, enabled=False):
-            return list(torch.autograd.grad(F.cross_entropy(net(x.float()), y), params, create_graph=True))
-    if not create_graph and usable(compiled, net) is not None:
-        assert compiled is not None
-        return list(torch.autograd.grad(compiled.loss(net, params, x, y), params))
-    return list(torch.autograd.grad(F.cross_entropy(net(x), y), params, create_graph=create_graph))
+    return list(torch.autograd.grad(F.cross_entropy(net(x), y), list(params), create_graph=create_graph))
 
 
 def _check_frozen_batchnorm(net: nn.Module) -> None:

@@ -11,12 +11,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_sdc.augment import diff_augment
-from lightning_sdc.models.compiled import CompiledNetwork, usable
 
 
 def has_batchnorm(net: nn.Module) -> bool:
@@ -44,16 +45,15 @@ def train_on_synset(
     batch_size: int,
     generator: torch.Generator,
     dsa_strategy: str | None = None,
-    compiled: CompiledNetwork | None = None,
+    loss_fn: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
 ) -> None:
     """Train ``net`` in place for ``epochs`` shuffled passes over ``(images, labels)`` (both detached here).
 
-    ``compiled``: run each batch's loss through a :class:`~lightning_sdc.models.compiled.CompiledNetwork`
-    (same updates to float rounding) where it supports ``net``.
+    ``loss_fn(net, x, y)``: the batch loss, ``CE(net(x), y)`` by default (a gradient engine's
+    :meth:`~lightning_sdc.methods.gm.engine.GradientEngine.loss`).
     """
     images, labels = images.detach(), labels.detach()
     params = list(net.parameters())
-    compiled = usable(compiled, net)
     opt = torch.optim.SGD(params, lr=lr)
     n = images.shape[0]
     net.train()
@@ -66,7 +66,7 @@ def train_on_synset(
                 if dsa_strategy is not None:
                     x = diff_augment(x, dsa_strategy, generator=generator, siamese=False)
                 y = labels[idx]
-                loss = F.cross_entropy(net(x), y) if compiled is None else compiled.loss(net, params, x, y)
+                loss = F.cross_entropy(net(x), y) if loss_fn is None else loss_fn(net, x, y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
