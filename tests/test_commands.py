@@ -72,7 +72,8 @@ TINY = {
     "theory": ["--quick", "true"],
     "experts": ["--num_experts", "2", "--epochs", "1", "--progress", "false"],
     "compare": ["--seeds", "2", "--num_models", "1", "--epochs", "1", "--gradn_networks", "0", "--test_size", "100",
-                "--overrides", "[trainer.max_steps=2]", "--bootstrap", "100", "--out", "results/compare"],
+                "--overrides", "trainer.max_steps=2", "model.init_args.batch_real=16", "--bootstrap", "100",
+                "--out", "results/compare"],
     "configs": [],
     "--help": [],
 }

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lightning_sdc.cli import list_options
 from lightning_sdc.compare.runner import RunSpec, parse_vary, resolve, run_all
 
 TRAINER_CONFIG = "configs/trainer/cpu.yaml"  # a packaged config name (works from any directory)
@@ -101,7 +102,8 @@ def compare_command(
         seeds: number of seeds (>= 2), ``first_seed`` upwards.
         first_seed: the first seed.
         trainer_config: the trainer preset composed first (``None``/empty: none).
-        overrides: fixed ``KEY=VALUE`` settings for every run (e.g. ``trainer.max_steps=30``).
+        overrides: fixed ``KEY=VALUE`` settings for every run, a plain list (``--overrides trainer.max_steps=30
+            model.init_args.batch_real=64``; ``'[a=1, b=2]'`` works too).
         num_models: evaluation networks per set (default: the method's ``eval_num_models``).
         epochs: evaluation epochs (default: the method's).
         gradn_networks: networks of the final sets' GraDN (0: skip).
@@ -151,7 +153,12 @@ def compare_command(
                   bootstrap=bootstrap, confidence=confidence, baselines=baselines, ddranking_weight=ddranking_weight)
     md = write_report(study, out_dir)
     print(md)
+    written = [out_dir / f"{name}{suffix}" for suffix in (".md", ".csv", "_runs.csv", ".json", ".png")]
+    print(f"wrote {', '.join(map(str, written))}; runs and final sets in {out_dir / 'runs'}", flush=True)
     return md
+
+
+compare_command.prepare_args = list_options("--overrides")  # type: ignore[attr-defined]  # `--overrides a=1 b=2`
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,8 +4,7 @@ The unit of pairing is the seed: ``a[i]`` and ``b[i]`` are the accuracies (mean 
 of the sets distilled with seed ``i`` under the two values, evaluated on the same networks. With the paired
 differences ``d_i = b_i − a_i`` (``n`` seeds, mean ``d̄``, sample std ``s`` with ``n − 1`` degrees of freedom):
 
-* t interval: ``d̄ ± t_{(1+c)/2, n−1} · s / √n`` (Student; the interval of ``scipy.stats.ttest_rel``'s
-  ``confidence_interval``);
+* t interval: ``d̄ ± t_{(1+c)/2, n−1} · s / √n`` (Student; ``scipy.stats.ttest_1samp(d).confidence_interval``);
 * paired t-test: ``t = d̄ / (s / √n)``, two-sided ``p = 2 · (1 − F_{t, n−1}(|t|))`` (``scipy.stats.ttest_rel``);
 * bootstrap interval: the percentile interval of the mean of ``n`` differences resampled with replacement
   (Efron & Tibshirani 1993, ch. 13; ``scipy.stats.bootstrap(method="percentile")``), drawn from a seeded
@@ -44,36 +43,38 @@ def paired_differences(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
 
 
 def t_interval(d: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Student-t confidence interval of the mean of ``d``."""
+    """Student-t confidence interval of the mean of ``d`` (``scipy.stats.ttest_1samp``'s interval; a point when
+    every difference is equal)."""
     d = np.asarray(d, dtype=np.float64)
-    n = d.size
-    half = float(_st.t.ppf((1 + check_confidence(confidence)) / 2, n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
-    m = float(d.mean())
-    return m - half, m + half
+    if float(d.std(ddof=1)) == 0.0:
+        return float(d.mean()), float(d.mean())
+    ci = _st.ttest_1samp(d, 0.0).confidence_interval(check_confidence(confidence))
+    return float(ci.low), float(ci.high)
 
 
 def paired_t_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """``(t, two-sided p)`` of the paired t-test of ``b − a``; identical differences give ``(0, 1)`` when they are
-    all 0 and ``(±inf, 0)`` otherwise (``scipy`` returns NaN for the first)."""
+    """``(t, two-sided p)`` of the paired t-test of ``b − a`` (``scipy.stats.ttest_rel``); identical differences
+    give ``(0, 1)`` when they are all 0 and ``(±inf, 0)`` otherwise (``scipy`` returns NaN for both)."""
     d = paired_differences(a, b)
-    sd = float(d.std(ddof=1))
     m = float(d.mean())
-    if sd == 0.0:
+    if float(d.std(ddof=1)) == 0.0:
         return (0.0, 1.0) if m == 0.0 else (math.copysign(math.inf, m), 0.0)
-    t = m / (sd / math.sqrt(d.size))
-    return t, float(2 * _st.t.sf(abs(t), d.size - 1))
+    res = _st.ttest_rel(np.asarray(b, dtype=np.float64), np.asarray(a, dtype=np.float64))
+    return float(res.statistic), float(res.pvalue)
 
 
 def bootstrap_interval(d: Sequence[float], confidence: float = 0.95, resamples: int = 10000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``d`` (``resamples`` resamples from ``default_rng(seed)``)."""
+    """Percentile bootstrap interval of the mean of ``d`` (``scipy.stats.bootstrap``, ``resamples`` resamples
+    drawn from ``default_rng(seed)``; a point when every difference is equal)."""
     d = np.asarray(d, dtype=np.float64)
     if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
         raise ValueError(f"resamples={resamples!r}: expected an integer >= 1")
-    alpha = 1 - check_confidence(confidence)
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, d.size, size=(resamples, d.size))].mean(axis=1)
-    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
+    confidence = check_confidence(confidence)
+    if float(d.std()) == 0.0:
+        return float(d.mean()), float(d.mean())
+    ci = _st.bootstrap((d,), np.mean, confidence_level=confidence, n_resamples=resamples, method="percentile",
+                       random_state=np.random.default_rng(seed)).confidence_interval
+    return float(ci.low), float(ci.high)
 
 
 @dataclass(frozen=True)
