@@ -33,6 +33,7 @@ import torch
 
 from lightning_sdc.cli import CONFIG_DIR as CONFIGS
 from lightning_sdc.cli import UsageError, list_options, resolve_config
+from lightning_sdc.cost import RunCost, estimate_lines, gm_run_cost, measured_rate
 from lightning_sdc.io import atomic_write_text
 
 #: the method name of a Random-baseline cell (no distillation; evaluated with its config's protocol)
@@ -121,6 +122,8 @@ class Grid:
     overrides: list[str] = field(default_factory=list)
     method_overrides: dict[str, list[str]] = field(default_factory=dict)
     note: str = ""
+    #: the trainer preset the grid is meant for (``reproduce --trainer_config`` replaces it)
+    trainer_config: str = "trainer/cpu"
 
 
 def _cells(methods: Sequence[str], datasets: Sequence[str], ipcs: Sequence[int]) -> list[Cell]:
@@ -135,8 +138,13 @@ def _demo_cells(methods: Sequence[str], dataset: str, ipc: int, baseline_of: str
 
 
 GRIDS: dict[str, Grid] = {
-    "table1": Grid("table1", _cells(["dc", "dsa", "dsac"], ["mnist", "fashionmnist", "svhn"], [1, 10, 50]),
-                   eval_num_models=20, note="the paper's Table 1 at the reference budget (GPU)"),
+    "table1-gpu": Grid(
+        "table1-gpu", _cells(["dc", "dsa", "dsac"], ["mnist", "fashionmnist", "svhn"], [1, 10, 50]),
+        eval_num_models=20, trainer_config="trainer/gpu",
+        note="The paper's Table 1 (gradient matching) at each config's full protocol on one CUDA GPU: the "
+        "reference's iterations (1000 for DC/DSA, 10000 for DSAC, × outer_loop image updates), batch_real 256, "
+        "ConvNet-128, each method's evaluation protocol with 20 fresh networks on the whole test split, the "
+        "final set; with the config's λ (paper Table 4) and with λ = 0, same seed"),
     "table2": Grid("table2", _cells(["mtt", "ftd", "tesla", "datm"], ["cifar10", "cifar100", "tinyimagenet"], [1, 10, 50]),
                    eval_num_models=5, note="the paper's Table 2 at the reference budget (GPU, experts required)"),
     "fmnist-cpu": Grid(
@@ -202,12 +210,7 @@ def run_cell(cell: Cell, grid: Grid, seed: int, trainer_config: Path) -> dict[st
 
     if not cell.config.exists():
         raise FileNotFoundError(f"cell {cell.key}: config {cell.config} does not exist")
-    overrides = [*grid.overrides, *grid.method_overrides.get(cell.method, [])]
-    if grid.max_steps is not None:
-        overrides.append(f"--trainer.max_steps={grid.max_steps}")
-    if not cell.sdc:
-        overrides.append("--model.init_args.sdc_lambda=0")
-    cli = build_in_memory_cli([trainer_config, cell.config], seed, overrides)
+    cli = build_in_memory_cli([trainer_config, cell.config], seed, cell_overrides(cell, grid))
     if cell.method == RANDOM:
         return run_random(cell, grid, seed, cli)
     model, dm = cli.model, cli.datamodule
@@ -245,8 +248,50 @@ def summarise(grid: Grid, done: dict[str, list[dict[str, Any]]]) -> tuple[str, s
     return "\n".join(md) + "\n", "\n".join(csv) + "\n"
 
 
+def plan(grid: Grid, seeds: Sequence[int], trainer_config: str | Path, only: Sequence[str] | None = None
+         ) -> list[str]:
+    """What :func:`run_grid` will run: the run count, and per cell its updates, evaluations and an estimated time
+    (:mod:`lightning_sdc.cost`: the cell's arithmetic at the rate measured on the cell's device; GM cells only).
+    Configs are parsed, nothing is read or distilled."""
+    from lightning_sdc.cli import build_in_memory_cli
+
+    cells = [c for c in grid.cells if not only or c.key in only]
+    lines = [f"{grid.name}: {len(cells)} cells × {len(seeds)} seed(s) = {len(cells) * len(seeds)} runs "
+             f"(trainer {trainer_config})"]
+    rows: list[tuple[str, RunCost, float, int]] = []
+    rates: dict[tuple, float] = {}
+    for cell in cells:
+        if cell.method == RANDOM or not cell.config.exists():
+            continue
+        cli = build_in_memory_cli([resolve_config(trainer_config), cell.config], seeds[0], cell_overrides(cell, grid))
+        model, trainer = cli.model, cli.trainer
+        if not hasattr(model, "outer_loop"):
+            lines.append(f"  {cell.key}: {trainer.max_steps} updates (no estimate: trajectory matching)")
+            continue
+        h = model.hparams
+        points = 1 + len(range(trainer.val_check_interval, trainer.max_steps, trainer.val_check_interval)
+                         if isinstance(trainer.val_check_interval, int) else ())
+        device = trainer.strategy.root_device
+        key = (h.arch, repr(h.arch_kwargs), h.dataset, h.batch_real, str(device))
+        if key not in rates:
+            rates[key] = measured_rate(model, device)
+        rows.append((cell.key, gm_run_cost(model, trainer.max_steps, points), rates[key], len(seeds)))
+    return lines + (estimate_lines(rows) if rows else [])
+
+
+def cell_overrides(cell: Cell, grid: Grid) -> list[str]:
+    """The command-line settings of ``cell`` in ``grid`` after its config: the grid's, the method's, the budget,
+    and ``sdc_lambda=0`` for the baseline."""
+    overrides = [*grid.overrides, *grid.method_overrides.get(cell.method, [])]
+    if grid.max_steps is not None:
+        overrides.append(f"--trainer.max_steps={grid.max_steps}")
+    if not cell.sdc:
+        overrides.append("--model.init_args.sdc_lambda=0")
+    return overrides
+
+
 def run_grid(name: str, seeds: Sequence[int] = (0,), out: str | Path = "results",
-             trainer_config: str | Path = "trainer/cpu", max_steps: int | None = None,
+             trainer_config: str | Path | None = None, max_steps: int | None = None,
              eval_num_models: int | None = None, only: Sequence[str] | None = None,
              eval_epochs: int | None = None) -> Path:
     """Run (or resume) grid ``name``; returns the Markdown path."""
@@ -261,6 +306,8 @@ def run_grid(name: str, seeds: Sequence[int] = (0,), out: str | Path = "results"
         grid.eval_epochs = eval_epochs
     out = Path(out)
     cache = out / grid.name
+    trainer_config = trainer_config or grid.trainer_config
+    print("\n".join(plan(grid, seeds, trainer_config, only)), flush=True)
     done: dict[str, list[dict[str, Any]]] = {}
     for cell in grid.cells:
         if only and cell.key not in only:
@@ -290,23 +337,27 @@ def reproduce_command(
     grid: str = "fmnist-cpu",
     seeds: list[int] | None = None,
     out: str = "results",
-    trainer_config: str = "trainer/cpu",
+    trainer_config: str | None = None,
     max_steps: int | None = None,
     num_models: int | None = None,
     epochs: int | None = None,
     only: list[str] | None = None,
+    dry_run: bool = False,
 ) -> list[str]:
     """Run (or resume) a reproduction grid of paper cells with and without SDC; write results/<grid>.md and .csv.
 
     Args:
-        grid: the grid to run (``fmnist-cpu``, ``tm-digits``, ``table1``, ``table2``).
+        grid: the grid to run (``fmnist-cpu``, ``tm-digits``, ``table1-gpu``, ``table2``).
         seeds: seeds of every cell, a plain list (``--seeds 0 1 2``; default: 0).
         out: directory of the tables and of the per-cell cache ``<out>/<grid>/``.
-        trainer_config: the trainer preset (a file or a packaged name: ``trainer/cpu``, ``trainer/gpu``, …).
+        trainer_config: the trainer preset (a file or a packaged name: ``trainer/cpu``, ``trainer/gpu``, …;
+            default: the grid's own, ``trainer/gpu`` for ``table1-gpu``).
         max_steps: override the grid's synthetic-set updates per cell.
         num_models: override the grid's fresh evaluation networks per cell.
         epochs: override the grid's training epochs of each evaluation network.
         only: cell keys to run, a plain list (default: all), e.g. ``--only dsa_fashionmnist_ipc1_sdc``.
+        dry_run: print the plan (run count, per-cell budget and estimated time) and stop; without a CUDA device
+            a GPU grid is planned with ``trainer/cpu`` (its time is then this CPU's).
 
     Returns:
         The Markdown and CSV tables written.
@@ -320,6 +371,17 @@ def reproduce_command(
     unknown = sorted(set(only or ()) - keys)
     if unknown:
         raise UsageError(f"--only {', '.join(unknown)}: not a cell of {grid}; allowed: {', '.join(sorted(keys))}")
+    if dry_run:
+        g = GRIDS[grid]
+        trainer = trainer_config or g.trainer_config
+        if trainer == "trainer/gpu" and not torch.cuda.is_available():
+            print(f"no CUDA device here: planning {grid} with trainer/cpu (times are this CPU's)")
+            trainer = "trainer/cpu"
+        for name, value in (("max_steps", max_steps), ("eval_num_models", num_models), ("eval_epochs", epochs)):
+            if value is not None:
+                setattr(g, name, value)
+        print("\n".join(plan(g, seeds or [0], trainer, only)))
+        return []
     md = run_grid(grid, seeds or [0], out, trainer_config, max_steps, num_models, only, epochs)
     return [str(md), str(md.with_suffix(".csv"))]
 

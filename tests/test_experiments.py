@@ -87,5 +87,26 @@ def test_reproduce_takes_plain_lists_and_refuses_bad_cells(monkeypatch) -> None:
     assert (grid, seeds, num_models, only) == ("tm-digits", [0, 1], 2, keys)
     with pytest.raises(UsageError, match="--only nope: not a cell of tm-digits; allowed: "):
         run(["reproduce", "--grid", "tm-digits", "--only", "nope"])
-    with pytest.raises(UsageError, match="--grid 'nope': unknown; allowed: table1"):
+    with pytest.raises(UsageError, match="--grid 'nope': unknown; allowed: "):
         run(["reproduce", "--grid", "nope"])
+
+
+def test_table1_gpu_dry_run_plans_and_estimates(capsys) -> None:
+    """`reproduce --grid table1-gpu --dry_run` on a CPU: the run count, and each cell's updates and arithmetic from
+    the ConvNet-128 count — DC's MNIST-size ConvNet pads its first convolution to 32×32, so one image's forward is
+    2·9·128·(32² + 128·(16² + 8²)) + 2·2048·10 = 96,772,096 FLOPs, one DC IPC-1 update passes 10 × 256 real
+    images (× 3) and 10 synthetic ones (× 6) — and the 300-epoch evaluation of 20 networks on 10,000 test images,
+    at each of the config's 2 evaluation points; nothing is distilled."""
+    from lightning_sdc.cli import run
+
+    keys = ["dc_fashionmnist_ipc1_base", "dc_fashionmnist_ipc1_sdc"]
+    assert run(["reproduce", "--grid", "table1-gpu", "--dry_run", "true", "--seeds", "0", "1", "--only", *keys]) == []
+    text = capsys.readouterr().out
+    assert "table1-gpu: 2 cells × 2 seed(s) = 4 runs" in text
+    per_image = 2 * 9 * 128 * (32 * 32 + 128 * (16 * 16 + 8 * 8)) + 2 * 2048 * 10
+    update = per_image * (3 * 10 * 256 + 6 * 10)
+    evaluation = 20 * per_image * (3 * 300 * 10 + 10_000)
+    for key in keys:
+        assert (f"  {key}: 2 run(s) × (1000 updates × {update / 1e9:.0f} GFLOP + 2 evaluation(s) × "
+                f"{evaluation / 1e12:.1f} TFLOP)") in text
+    assert "estimated total:" in text and not list(Path().glob("results/table1-gpu*"))
