@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         for ipc in (1, 10):
             m = speed.gm_vs_reference(ipc, rounds + 1)
             flops = speed.gm_step_flops(ipc)
-            what = (f"DC update, mnist5k 1×28×28, ConvNet-128, batch_real 256, IPC {ipc}"
+            what = (f"DC update, Fashion-MNIST 1×28×28, ConvNet-128, batch_real 256, IPC {ipc}"
                     f"{' + its 50 inner epochs' if ipc == 10 else ''}, fp32, one thread: re-written reference main.py "
                     f"loop / this library's default path (engine auto → {m['engine']}, {m['graphs']} compiled graphs)")
             yield (f"gm_vs_reference_ipc{ipc}", m["ratio"], f"{what}: wall {m['reference_s']:.2f}s / "

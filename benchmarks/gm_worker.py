@@ -45,14 +45,14 @@ def library(ipc: int, updates: int, batch_real: int = 256) -> dict:
 
     rec = Stop()
     model = speed.dc_module(ipc, batch_real)
-    make_trainer(PAPER_STEPS[ipc], callbacks=[rec]).fit(model, RealDataModule("mnist5k"))
+    make_trainer(PAPER_STEPS[ipc], callbacks=[rec]).fit(model, RealDataModule(speed.GM_DATASET))
     return {"times": rec.times, "cpu": rec.cpu, "engine": model.engine.name, "graphs": _graphs()}
 
 
 def reference(ipc: int, updates: int, batch_real: int = 256) -> dict:
     from lightning_sdc.data import load_dataset
 
-    times, cpu = speed.reference_dc_times(ipc, batch_real, load_dataset("mnist5k"), updates)
+    times, cpu = speed.reference_dc_times(ipc, batch_real, load_dataset(speed.GM_DATASET), updates)
     return {"times": times, "cpu": cpu, "engine": "reference", "graphs": _graphs()}
 
 

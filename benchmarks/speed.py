@@ -31,11 +31,15 @@ class _UpdateRecorder(StepTimer):
             self.first_update = (pl_module.synset.images.detach() - self.start).flatten().clone()
 
 
-def dc_module(ipc: int, batch_real: int, **kw: Any) -> pl.LightningModule:
-    """DC on mnist5k (1×28×28, 400 real images per class), the reference ConvNet-128, seed 11."""
+#: the data set of the GM speed rows: Fashion-MNIST (1×28×28, 6,000 training images per class), the paper cell
+GM_DATASET = "fashionmnist"
+
+
+def dc_module(ipc: int, batch_real: int, dataset: str = GM_DATASET, **kw: Any) -> pl.LightningModule:
+    """DC on ``dataset`` with the reference ConvNet-128, seed 11."""
     from lightning_sdc.methods.gradient import DC
 
-    return DC("mnist5k", ipc, batch_real=batch_real, seed=11, **kw)
+    return DC(dataset, ipc, batch_real=batch_real, seed=11, **kw)
 
 
 def _library_dc(ipc: int, batch_real: int, precision: str = "32-true", **kw: Any) -> _UpdateRecorder:
@@ -43,7 +47,7 @@ def _library_dc(ipc: int, batch_real: int, precision: str = "32-true", **kw: Any
     from lightning_sdc.data import RealDataModule
 
     rec = _UpdateRecorder()
-    make_trainer(2, callbacks=[rec], precision=precision).fit(dc_module(ipc, batch_real, **kw),
+    make_trainer(2, callbacks=[rec], precision=precision).fit(dc_module(ipc, batch_real, "mnist5k", **kw),
                                                               RealDataModule("mnist5k"))
     return rec
 
@@ -96,8 +100,8 @@ def _worker(*args: Any, env: dict[str, str] | None = None) -> dict[str, Any]:
 
 
 def gm_vs_reference(ipc: int, rounds: int, updates: int = 3) -> dict[str, Any]:
-    """Reference DC loop / this library's default path, one update at ``batch_real`` 256 on mnist5k (1×28×28,
-    ConvNet-128), IPC 1 or 10 with its loops: ``rounds`` alternating pairs of fresh processes
+    """Reference DC loop / this library's default path, one update at ``batch_real`` 256 on Fashion-MNIST
+    (1×28×28, ConvNet-128), IPC 1 or 10 with its loops: ``rounds`` alternating pairs of fresh processes
     (:mod:`benchmarks.gm_worker`), each timing ``updates`` updates; steady time = median of the updates after the
     first of every process, compile time = the library's first update minus its steady time. The same from
     process CPU time (user + system: what the process itself spent, a steadier number on a loaded machine)."""
@@ -136,7 +140,7 @@ def gm_compile_cache(ipc: int = 1) -> tuple[float, float]:
 
 def first_image_gradients(ipc: int = 1, batch_real: int = 256) -> dict[str, torch.Tensor]:
     """∂/∂S of the λ = 0 matching loss ``Σ_c D(g_syn,c, g_real,c)`` of one update at the benchmark size
-    (mnist5k, ConvNet-128, ``batch_real`` real images per class, the same network and batches) with the eager
+    (Fashion-MNIST, ConvNet-128, ``batch_real`` real images per class, the same network and batches) with the eager
     engine in fp32 and fp64 and the compiled engine in fp32 (the default path of a paper config)."""
     import copy
 
@@ -145,7 +149,7 @@ def first_image_gradients(ipc: int = 1, batch_real: int = 256) -> dict[str, torc
     from lightning_sdc.methods.gm.engine import CompiledEngine, GradientEngine
     from lightning_sdc.models import build_network
 
-    spec = load_dataset("mnist5k")
+    spec = load_dataset(GM_DATASET)
     g = torch.Generator().manual_seed(0)
     classes = list(range(spec.num_classes))
     reals, syns = [], []
@@ -186,7 +190,7 @@ def gm_equality(ipc: int = 1) -> dict[str, float]:
 
 
 def gm_step_flops(ipc: int, batch_real: int = 256) -> float:
-    """Arithmetic of one DC update at the benchmark size (mnist5k, ConvNet-128): per real image a forward, the
+    """Arithmetic of one DC update at the benchmark size (1×28×28, ConvNet-128): per real image a forward, the
     weight-gradient and the input-gradient passes (≈ 3 forwards, less conv1's input gradient, which autograd
     skips), the same per image of the inner-loop epochs after every update but an iteration's last, and the
     synthetic side (forward, ``create_graph`` backward and its backward ≈ 6 forwards per image)."""

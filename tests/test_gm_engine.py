@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from lightning_sdc.methods import DC
-from lightning_sdc.methods.gm import engine as gm_engine
 from lightning_sdc.methods.gm.engine import (
     CompiledEngine,
     GradientEngine,
@@ -89,6 +90,30 @@ def test_inductor_cache_directory(monkeypatch, tmp_path):
     assert use_persistent_cache() == "/somewhere/else"  # the user's setting wins
 
 
-def test_keep_freed_memory_is_idempotent():
-    first = gm_engine.keep_freed_memory()
-    assert gm_engine.keep_freed_memory() == first
+_FAULTS = """
+import resource, sys, torch
+from lightning_sdc.methods.gm.engine import keep_freed_memory
+kept = keep_freed_memory() if sys.argv[1] == "keep" else False
+faults = []
+for _ in range(3):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    x = torch.ones(64 * 2**20)  # 256 MB, written (touched) by the fill
+    del x
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(kept, faults[-1])
+"""
+
+
+@pytest.mark.slow  # two fresh interpreters importing torch and Lightning
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_kept_memory_is_reused_without_page_faults():
+    """With the compiled engine's allocator policy a freed 256 MB block is reused without touching new pages;
+    glibc's default unmaps it and the next allocation faults in every page again."""
+    def run(mode):
+        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True)
+        kept, faults = out.stdout.split()
+        return kept == "True", int(faults)
+
+    kept, faults = run("keep")
+    _, default_faults = run("default")
+    assert kept and faults < 1000 < default_faults  # 256 MB is 65,536 pages of 4 KiB
