@@ -23,6 +23,7 @@ import importlib
 import os
 import re
 import sys
+from argparse import ArgumentError
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -178,9 +179,12 @@ def _short_class(option: str, value: str) -> str:
         if value in METHODS:
             cls = METHODS.get(value)
             return f"{cls.__module__}.{cls.__name__}"
-        return value
+        raise UsageError(f"--model {value}: unknown method; allowed: {', '.join(METHODS.names())} (any case), or a "
+                         "class path")
     lookup = {k.lower(): v for k, v in DATAMODULES.items()}
-    return lookup.get(value.lower(), value)
+    if value.lower() not in lookup:
+        raise UsageError(f"--data {value}: unknown DataModule; allowed: {', '.join(DATAMODULES)}, or a class path")
+    return lookup[value.lower()]
 
 
 def rewrite_args(argv: Sequence[str], given: list[tuple[str, Any, str]] | None = None) -> list[str]:
@@ -226,7 +230,28 @@ def rewrite_args(argv: Sequence[str], given: list[tuple[str, Any, str]] | None =
                 given.append((option[2:], parsed, f"{option} {raw}"))
             out.append(arg)
         i += 1
-    return out
+    return _logger_save_dir(out)
+
+
+#: loggers whose ``save_dir`` is required; a bare ``--trainer.logger NAME`` gets Lightning's default for it
+_LOGGERS_WITH_SAVE_DIR = ("TensorBoardLogger", "CSVLogger")
+
+
+def _logger_save_dir(argv: list[str]) -> list[str]:
+    """``--trainer.logger TensorBoardLogger`` (or ``CSVLogger``) without a ``save_dir``: add the one Lightning's
+    default logger uses, ``--trainer.default_root_dir`` (else the working directory), so the command works as
+    written instead of failing on a required argument."""
+    values = {}
+    for k, arg in enumerate(argv):
+        option, eq, value = arg.partition("=")
+        if option.startswith("--trainer.") and k + 1 < len(argv) and not eq:
+            value = argv[k + 1]
+        values[option] = value
+    logger = str(values.get("--trainer.logger", "")).rsplit(".", 1)[-1]
+    if logger not in _LOGGERS_WITH_SAVE_DIR or any(o.startswith(("--trainer.logger.save_dir",
+                                                                 "--trainer.logger.init_args.save_dir")) for o in values):
+        return argv
+    return [*argv, f"--trainer.logger.save_dir={values.get('--trainer.default_root_dir', '.')}"]
 
 
 def list_options(*options: str) -> Any:
@@ -291,6 +316,7 @@ def _lightning_cli_class(given: Sequence[tuple[str, Any, str]] = ()) -> type:
 
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand] if self.subcommand else self.config
+            check_trainer_options(config.get("trainer"))
             check_step_budget(config.get("trainer"), fit=self.subcommand == "fit")
             check_linked_values(config, given)
 
@@ -319,6 +345,60 @@ def _prepare(cli: Any, subcommand: str) -> None:
         prepare_subcommand(cli, subcommand)
     except (ValueError, RuntimeError, OSError) as exc:
         raise UsageError(str(exc)) from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_trainer_options(trainer: Any) -> None:
+    """One line, before the Trainer is built, for the Trainer options Lightning would reject with a traceback (or
+    accept and then crash on): negative budgets, fractional train limits of an endless stream, a GPU that is not
+    there, zero devices, epoch-based validation of 0, and the automatic-optimisation features (gradient
+    accumulation and clipping) that manual optimisation, one synthetic-set update per step, cannot use."""
+    if trainer is None:
+        return
+    get = trainer.get
+    max_steps = get("max_steps")
+    if _is_int(max_steps) and (max_steps == 0 or max_steps < -1):
+        raise UsageError(f"--trainer.max_steps {max_steps}: allowed: an integer >= 1 (synthetic-set updates), or -1 "
+                         "with --trainer.max_time")
+    limit = get("limit_train_batches")
+    if isinstance(limit, float) and limit != 1.0:
+        raise UsageError(f"--trainer.limit_train_batches {limit}: the real data are an endless stream of updates, "
+                         "so a fraction of it means nothing; allowed: 1.0 or an integer (updates per epoch); "
+                         "set the run's length with --trainer.max_steps")
+    accelerator = get("accelerator")
+    if isinstance(accelerator, str) and accelerator.lower() in ("gpu", "cuda", "mps"):
+        import torch
+
+        there = torch.backends.mps.is_available() if accelerator.lower() == "mps" else torch.cuda.is_available()
+        if not there:
+            raise UsageError(f"--trainer.accelerator {accelerator}: no {accelerator.upper()} device is visible on this "
+                             f"machine (torch {torch.__version__}); allowed here: cpu or auto")
+    devices = get("devices")
+    if (_is_int(devices) and devices < 1 and devices != -1) or (isinstance(devices, str) and devices.strip() in
+                                                                 ("0", "")):
+        raise UsageError(f"--trainer.devices {devices}: allowed: an integer >= 1, -1 (all), 'auto', or a list of "
+                         "device indices such as [0, 1]")
+    every = get("check_val_every_n_epoch")
+    if every is not None and (not _is_int(every) or every < 1):
+        raise UsageError(f"--trainer.check_val_every_n_epoch {every}: allowed: null (the default: evaluate every "
+                         "--trainer.val_check_interval updates) or an integer >= 1")
+    accumulate = get("accumulate_grad_batches")
+    if accumulate not in (None, 1):
+        raise UsageError(f"--trainer.accumulate_grad_batches {accumulate}: not supported: every training step is "
+                         "one update of the synthetic set under manual optimisation; allowed: 1 (a larger "
+                         "batch_real / batch_syn averages more data per update)")
+    clip = get("gradient_clip_val")
+    if clip not in (None, 0, 0.0):
+        raise UsageError(f"--trainer.gradient_clip_val {clip}: not supported: the methods step their own optimiser "
+                         "(manual optimisation), which Lightning cannot clip; allowed: null")
+    fast = get("fast_dev_run")
+    if fast not in (None, False, 0):
+        raise UsageError(f"--trainer.fast_dev_run {fast}: not supported (it turns off the checkpoints and the run "
+                         "directory this program writes); for a smoke run use --trainer.max_steps 1 "
+                         "--trainer.limit_val_batches 0")
 
 
 def check_step_budget(trainer: Any, fit: bool = True) -> None:
@@ -381,7 +461,10 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True, export: bool 
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
             trainer_defaults=defaults,
-            parser_kwargs={"prog": PROG, "description": __doc__.split("\n\n")[0]},
+            # parse errors raise ArgumentError: main() prints them on one line (jsonargparse would print the
+            # usage and every Union subtype's error)
+            parser_kwargs={"prog": PROG, "description": __doc__.split("\n\n")[0], "exit_on_error": False,
+                           **{name: {"exit_on_error": False} for name in LIGHTNING_SUBCOMMANDS}},
             run=run,
             **({} if export else {"save_config_callback": None}),  # in memory: no config.yaml in the working dir
         )
@@ -471,7 +554,8 @@ def run(args: Sequence[str] | None = None) -> Any:
         func = _function(name)
         sub_argv = getattr(func, "prepare_args", list)(argv[1:])  # e.g. evaluate's plain `--archs A B C` list
         with stop_on_signals(name):  # SIGTERM/SIGUSR1/SIGINT: stop, keep finished work, no orphan workers
-            return auto_cli(func, args=sub_argv, as_positional=name in POSITIONAL, prog=f"{PROG} {name}")
+            return auto_cli(func, args=sub_argv, as_positional=name in POSITIONAL, prog=f"{PROG} {name}",
+                            exit_on_error=False)
     if name in LIGHTNING_SUBCOMMANDS:
         with stop_on_signals(name):
             return build_cli(None if args is None else argv)
@@ -481,18 +565,65 @@ def run(args: Sequence[str] | None = None) -> Any:
     raise _unknown(name)
 
 
+_PARSER_KEY = re.compile(r'^Parser key "([^"]+)":')
+_CLASS_PATH = re.compile(r"^- Problem with given class_path '([^']+)':")
+_NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:",
+          "Expected a <class 'NoneType'>")
+
+
 def _one_line(exc: BaseException) -> str:
-    """The message of ``exc`` without jsonargparse's wrapping: a class that failed to instantiate is reported by
-    jsonargparse as "Does not validate against any of the Union subtypes" followed by every subtype's error and the
-    whole namespace; the user's error is the one that is not ``Expected a <class 'NoneType'>``."""
+    """The message of ``exc`` on one line, without jsonargparse's wrapping.
+
+    jsonargparse reports a bad value inside a class (``--model.init_args.ipc abc``) as nested blocks: "Parser key
+    "model": Does not validate against any of the Union subtypes", every subtype's error (one is always
+    ``Expected a <class 'NoneType'>``), the whole given value. This keeps the errors that matter, each prefixed
+    with its full key (``model.init_args.ipc: Expected a <class 'int'>. Got value: abc``) and the value given."""
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-    if "Union subtypes" in text and "Errors:" in text:
-        errors = text.split("Errors:", 1)[1].split("Given value", 1)[0]
-        lines = [ln.strip().removeprefix("- ") for ln in errors.splitlines() if ln.strip().startswith("- ")]
-        lines = [ln for ln in lines if not ln.startswith("Expected a <class 'NoneType'>")]
-        if lines:
-            return "; ".join(lines)
-    return text
+    text = re.sub(r"Call to compute_fn of link '[^']*' with args \(.*?\) failed: ", "", text)  # our own check's text
+    if "\n" not in text.strip():
+        return text.strip()
+    stack: list[tuple[int, str]] = []
+    errors: list[tuple[str, str]] = []
+    given: dict[str, str] = {}
+
+    def path(indent: int) -> str:
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        return ".".join(name for _, name in stack)
+
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        indent = len(raw) - len(raw.lstrip())
+        if (m := _PARSER_KEY.match(line)) or (m := _CLASS_PATH.match(line)):
+            where = path(indent)
+            stack.append((indent, m.group(1) if line.startswith("Parser") else "init_args"))
+            continue
+        where = path(indent)
+        if line.startswith("Given value:"):
+            value = line[len("Given value:"):].strip()
+            if not value.startswith(("Namespace(", "NestedArg(")):
+                given.setdefault(where, value)
+            continue
+        line = line.removeprefix("- ").strip()
+        if not line or line.startswith(_NOISE):
+            continue
+        errors.append((where, line))
+    if not errors:
+        return " ".join(line.strip() for line in text.splitlines() if line.strip())
+    parts = []
+    for where, line in errors:
+        last = where.rsplit(".", 1)[-1]
+        shown = line if not where or re.search(rf"\b{re.escape(last)}\b", line) else f"{where}: {line}"
+        if where in given and "Got value" not in line:
+            value = given[where]
+            split = value.startswith(("{", "[")) and value.count(value[0]) > value.count("}" if value[0] == "{" else "]")
+            shown += f" (given: {value}" + (": the shell split the value at its spaces; quote it, e.g. "
+                                            f"--{where} '{{width: 8, depth: 2}}')" if split else ")")
+        if shown not in parts:
+            parts.append(shown)
+    return "; ".join(parts)
 
 
 def main(args: Sequence[str] | None = None) -> None:
@@ -500,7 +631,7 @@ def main(args: Sequence[str] | None = None) -> None:
     and turns a :class:`UsageError` into one line on stderr with exit status 2.
 
     The errors this library raises for bad input (``ValueError``, ``KeyError``, ``TypeError``, file errors,
-    a refused resume or set file, a failed evaluation) are printed as one line naming their type, with exit
+    a refused resume or set file, a failed evaluation, a missing package) are printed as one line naming their type, with exit
     status 1; ``LIGHTNING_SDC_TRACEBACK=1`` re-raises them with the full traceback.
     """
     try:
@@ -508,10 +639,13 @@ def main(args: Sequence[str] | None = None) -> None:
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except ArgumentError as exc:  # a command line jsonargparse could not parse (exit_on_error=False)
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
     except BrokenPipeError:  # stdout closed early (`lightning-sdc configs | head`): nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes it
         raise SystemExit(1) from None
-    except (ValueError, KeyError, TypeError, OSError, RuntimeError) as exc:
+    except (ValueError, KeyError, TypeError, OSError, RuntimeError, ImportError) as exc:
         if os.environ.get("LIGHTNING_SDC_TRACEBACK", "") not in ("", "0"):
             raise
         message = _one_line(exc)

@@ -101,8 +101,9 @@ def demo_command(
         raise UsageError(f"--run_config {run_config}: its sdc_lambda is 0; give --sdc_lambda for the SDC row")
     steps = steps or int(first.trainer.max_steps)
     lam = sdc_lambda if sdc_lambda is not None else parsed.sdc_lambda
-    outdir = Path(out)
-    outdir.mkdir(parents=True, exist_ok=True)
+    from lightning_sdc.io import prepare_output_dir
+
+    outdir = prepare_output_dir(out, "--out")  # before any run
     t_start = time.perf_counter()
     print(f"lightning_sdc demo: {dataset}, IPC {ipc}, {steps} {method} updates per run (config {run_config}), "
           f"{torch.get_num_threads()} CPU threads\n", flush=True)

@@ -76,6 +76,13 @@ def trainer_options(trainer: FabricTrainerOptions | Mapping[str, Any] | None) ->
 
 
 def _call_with_threads(fabric: Any, function: Callable[..., Any], threads: int, *args: Any) -> Any:
+    import multiprocessing
+    import os
+
+    from lightning_sdc.signals import die_with_parent
+
+    if multiprocessing.parent_process() is not None or int(os.environ.get("LOCAL_RANK", "0") or 0) > 0:
+        die_with_parent()  # a worker: ends with the process that launched it, even one killed by SIGKILL
     if fabric.device.type == "cpu":
         torch.set_num_threads(threads)  # spawned CPU workers compute exactly like the launching process
     return function(fabric, *args)

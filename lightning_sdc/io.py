@@ -15,8 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def _file_mode() -> int:
     """``0o666`` less the process umask: what ``open(path, "w")`` would give (``mkstemp`` makes 0600 files)."""
@@ -73,6 +71,8 @@ def _disk_full(exc: BaseException, directory: Path) -> bool:
 
 def _torch_save(obj: Any, tmp: str) -> None:
     """``torch.save`` into a Python file object: a failed write raises ``OSError`` (not a torch ``RuntimeError``)."""
+    import torch
+
     with open(tmp, "wb") as fh:
         torch.save(obj, fh)
 
@@ -94,6 +94,8 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
 
 def safe_torch_load(path: str | os.PathLike, *, mmap: bool = False, what: str = "file", map_location: Any = "cpu") -> Any:
     """``torch.load(weights_only=True)`` whose errors name the file (a truncated zip otherwise does not)."""
+    import torch
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} not found: {path}")

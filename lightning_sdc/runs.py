@@ -346,6 +346,9 @@ def check_config_files(args: Sequence[str]) -> None:
             continue  # jsonargparse also accepts inline YAML and says so itself
         try:
             doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ValueError(f"--config {path}: not a text file (a YAML config was expected; is it a binary, a "
+                             "checkpoint?)") from None
         except yaml.YAMLError as exc:
             raise ValueError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
         if doc is None:

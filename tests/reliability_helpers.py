@@ -461,6 +461,93 @@ def _existing_file(ctx: Ctx) -> str:
     return str(path)
 
 
+# ------------------------------------------------------------------------------------------- issue #25
+class ConsoleError(Exception):
+    """What ``lightning-sdc`` printed on stderr for an error (its last ``lightning-sdc…error`` line) and its exit
+    status; raised by :func:`_console` when the command failed."""
+
+
+def _console(*args: str) -> None:
+    """``lightning-sdc ARGS`` through the console entry point (:func:`lightning_sdc.cli.main`), as a user meets it."""
+    import contextlib
+    import io
+
+    from lightning_sdc.cli import main
+
+    err = io.StringIO()
+    code: Any = 0
+    with contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+    lines = [ln for ln in err.getvalue().splitlines() if ln.startswith("lightning-sdc") and "error" in ln]
+    if code not in (0, None):
+        raise ConsoleError(f"{lines[-1] if lines else err.getvalue().strip()} (exit status {code}; "
+                           f"{len(lines)} error line{'s' if len(lines) != 1 else ''})")
+
+
+def _console_fit(ctx: Ctx, name: str, *extra: str) -> None:
+    _console(*_tiny_fit_args(ctx.tmp / name, *extra))
+
+
+def _no_gpu() -> str:
+    """An accelerator this machine lacks: ``gpu`` without CUDA (``mps`` on a CUDA machine)."""
+    return "mps" if torch.cuda.is_available() else "gpu"
+
+
+def _second_run_other_settings(ctx: Ctx) -> Any:
+    root = ctx.tmp / "one_run"
+    _cli(*_tiny_fit_args(root))
+    return _cli(*_tiny_fit_args(root, "--model.init_args.sdc_lambda=0.5"))
+
+
+def _users_config_yaml(ctx: Ctx) -> Any:
+    root = ctx.tmp / "users_dir"
+    root.mkdir()
+    (root / "config.yaml").write_text("# my own notes\nlr: 0.1\n")
+    return _cli(*_tiny_fit_args(root))
+
+
+def _damaged_checkpoint(ctx: Ctx, damage: str) -> Path:
+    """The finished run's checkpoint without optimizer state, without hyper-parameters, or with a NaN pixel."""
+    ckpt = torch.load(_finished_run(ctx), map_location="cpu", weights_only=True)
+    if damage == "weights_only":
+        ckpt.pop("optimizer_states")
+    elif damage == "no_hparams":
+        ckpt.pop("hyper_parameters")
+    else:
+        ckpt["state_dict"]["synset.images"].view(-1)[0] = float("nan")
+    path = ctx.tmp / f"{damage}.ckpt"
+    torch.save(ckpt, path)
+    return path
+
+
+def _resume_from(ctx: Ctx, damage: str) -> Any:
+    return _cli_fit(ctx, f"resume_{damage}", f"--ckpt_path={_damaged_checkpoint(ctx, damage)}")
+
+
+def _damaged_buffer(ctx: Ctx, damage: str) -> Path:
+    import shutil
+
+    copy = ctx.tmp / f"buffer_{damage}"
+    shutil.copytree(ctx.buffer, copy)
+    target = copy / "expert_0001.pt"
+    if damage == "empty":
+        target.write_bytes(b"")
+    else:
+        obj = torch.load(target, weights_only=True)
+        obj["trajectory"][2, 3] = float("nan")
+        torch.save(obj, target)
+    return copy
+
+
+def _a_file(ctx: Ctx, name: str) -> Path:
+    path = ctx.tmp / name
+    path.write_text("a file, not a directory\n")
+    return path
+
+
 def _preemption(**kw: Any) -> Any:
     from lightning_sdc.callbacks import PreemptionCheckpoint
 
@@ -611,7 +698,7 @@ CASES: list[BadInput] = [
              ("val_check_interval=0", "integer >= 1", "(0, 1]"), "setup"),
     BadInput("cli-max-steps-0", "lightning-sdc fit ... --trainer.max_steps 0",
              lambda c: _cli_fit(c, "ms0", "--trainer.max_steps=0"), ValueError,
-             ("max_steps=0", "integer >= 1"), "setup"),
+             ("--trainer.max_steps 0", "integer >= 1")),
     BadInput("cli-validate-no-ckpt", "lightning-sdc validate <configs> (no --ckpt_path: the set is blank)",
              _validate_without_checkpoint, ValueError, ("validate needs --ckpt_path", "blank", "evaluate"), "setup"),
     BadInput("api-validate-blank", "Trainer.validate(DC(...)) on a module never fitted",
@@ -651,6 +738,74 @@ CASES: list[BadInput] = [
     BadInput("eval-classes", "a 5-class set evaluated on 10-class digits",
              lambda c: _evaluate(_blank(num_classes=5, ipc=2), _digits()), ValueError,
              ("num_classes=5", "9"), "load"),
+    # ---------------------------------------------------------------- issue #25: one line, before compute
+    BadInput("cli-union-int", "lightning-sdc fit ... --model.init_args.ipc abc",
+             lambda c: _console_fit(c, "u_int", "--model.init_args.ipc", "abc"), ConsoleError,
+             ("model.init_args.ipc", "abc", "int", "1 error line")),
+    BadInput("cli-split-dict", "lightning-sdc fit ... --model.init_args.arch_kwargs {width: 8, depth: 2} (unquoted)",
+             lambda c: _console_fit(c, "u_dict", "--model.init_args.arch_kwargs", "{width:", "8,", "depth:", "2}"),
+             ConsoleError, ("model.init_args.arch_kwargs", "{width:", "quote it", "1 error line")),
+    BadInput("cli-max-steps-neg", "lightning-sdc fit ... --trainer.max_steps -5",
+             lambda c: _cli_fit(c, "ms_neg", "--trainer.max_steps=-5"), ValueError,
+             ("--trainer.max_steps -5", "integer >= 1")),
+    BadInput("cli-limit-train-frac", "lightning-sdc fit ... --trainer.limit_train_batches 0.5",
+             lambda c: _cli_fit(c, "ltb", "--trainer.limit_train_batches=0.5"), ValueError,
+             ("limit_train_batches 0.5", "1.0 or an integer")),
+    BadInput("cli-no-gpu", "lightning-sdc fit ... --trainer.accelerator gpu (on a machine without one)",
+             lambda c: _cli_fit(c, "gpu", f"--trainer.accelerator={_no_gpu()}"), ValueError,
+             ("--trainer.accelerator", "no ", "allowed here: cpu or auto")),
+    BadInput("cli-devices-0", "lightning-sdc fit ... --trainer.devices 0",
+             lambda c: _cli_fit(c, "dev0", "--trainer.devices=0"), ValueError,
+             ("--trainer.devices 0", "integer >= 1")),
+    BadInput("cli-check-val-0", "lightning-sdc fit ... --trainer.check_val_every_n_epoch 0",
+             lambda c: _cli_fit(c, "cve0", "--trainer.check_val_every_n_epoch=0"), ValueError,
+             ("check_val_every_n_epoch 0", "integer >= 1")),
+    BadInput("cli-accumulate", "lightning-sdc fit ... --trainer.accumulate_grad_batches 2",
+             lambda c: _cli_fit(c, "acc2", "--trainer.accumulate_grad_batches=2"), ValueError,
+             ("accumulate_grad_batches 2", "manual optimisation", "allowed: 1")),
+    BadInput("cli-clip", "lightning-sdc fit ... --trainer.gradient_clip_val 1.0",
+             lambda c: _cli_fit(c, "clip", "--trainer.gradient_clip_val=1.0"), ValueError,
+             ("gradient_clip_val 1.0", "manual optimisation", "allowed: null")),
+    BadInput("cli-fast-dev-run", "lightning-sdc fit ... --trainer.fast_dev_run true",
+             lambda c: _cli_fit(c, "fdr", "--trainer.fast_dev_run=true"), ValueError,
+             ("fast_dev_run", "not supported", "--trainer.max_steps 1")),
+    BadInput("cli-config-binary", "lightning-sdc fit --config /bin/ls",
+             lambda c: _cli("fit", "--config", "/bin/ls"), ValueError, ("--config /bin/ls", "not a text file")),
+    BadInput("cli-model-nosuch", "lightning-sdc fit --model nosuch",
+             lambda c: _cli("fit", "--model", "nosuch"), ValueError, ("--model nosuch", "allowed", "DSA", "MTT")),
+    BadInput("cli-second-run", "a second fit with another sdc_lambda into the same --trainer.logger false directory",
+             _second_run_other_settings, ValueError,
+             ("already holds another run", "sdc_lambda", "that run 0.01, this run 0.5", "default_root_dir"), "setup"),
+    BadInput("cli-users-config", "fit --trainer.logger false into a directory holding the user's own config.yaml",
+             _users_config_yaml, ValueError, ("config.yaml is not a run config", "default_root_dir"), "setup"),
+    BadInput("resume-weights-only", "fit --ckpt_path <a checkpoint without optimizer state>",
+             lambda c: _resume_from(c, "weights_only"), ValueError,
+             ("weights_only.ckpt", "no optimizer state", "momentum"), "load"),
+    BadInput("resume-no-hparams", "fit --ckpt_path <a checkpoint without hyper-parameters>",
+             lambda c: _resume_from(c, "no_hparams"), ValueError, ("no_hparams.ckpt", "no hyper-parameters"), "load"),
+    BadInput("resume-nan-pixel", "fit --ckpt_path <a checkpoint with one NaN pixel>",
+             lambda c: _resume_from(c, "nan_pixel"), ValueError, ("nan_pixel.ckpt", "synset.images", "NaN"), "load"),
+    BadInput("buffer-nan-expert", "a buffer whose expert_0001.pt holds a NaN (sampled at a later update)",
+             lambda c: _expert_dm(c, buffer=_damaged_buffer(c, "nan")).setup("fit"), ValueError,
+             ("expert_0001.pt", "NaN", "epoch 2"), "setup"),
+    BadInput("buffer-empty-expert", "a buffer whose expert_0001.pt is a zero-byte file",
+             lambda c: _expert_dm(c, buffer=_damaged_buffer(c, "empty")).setup("fit"), ValueError,
+             ("expert_0001.pt", "corrupt or truncated"), "setup"),
+    BadInput("buffer-dir-file", "ExpertTrajectoryDataModule(buffer_dir=<a file>)",
+             lambda c: _expert_dm(c, buffer=_a_file(c, "buffer_file")).setup("fit"), ValueError,
+             ("buffer_dir=", "buffer_file", "is a file", "directory"), "setup"),
+    BadInput("experts-out-under-file", "lightning-sdc experts --out <file>/buffer",
+             lambda c: _console("experts", "--dataset", "digits", "--out", str(_a_file(c, "f1") / "buffer")),
+             ConsoleError, ("--out", "f1/buffer", "cannot be created", "1 error line")),
+    BadInput("theory-out-file", "lightning-sdc theory --figure 4a --quick true --out <file>",
+             lambda c: _console("theory", "--figure", "4a", "--quick", "true", "--out", str(_a_file(c, "f2"))),
+             ConsoleError, ("--out", "f2", "is an existing file", "1 error line")),
+    BadInput("demo-out-under-file", "lightning-sdc demo --out <file>/demo",
+             lambda c: _console("demo", "--steps", "1", "--out", str(_a_file(c, "f3") / "demo")),
+             ConsoleError, ("--out", "f3/demo", "cannot be created", "1 error line")),
+    BadInput("gradn-workdir-file", "lightning-sdc gradn-curve --workdir <file>",
+             lambda c: _console("gradn-curve", "--steps", "1", "--workdir", str(_a_file(c, "f5"))),
+             ConsoleError, ("--workdir", "f5", "is an existing file", "1 error line")),
     BadInput("evaluate-cli-shape", "lightning-sdc evaluate <a 28x28 set whose metadata says digits>",
              lambda c: _evaluate_cli(_synset_file(c, "wrong_shape", num_classes=10, ipc=1, image_shape=(1, 28, 28),
                                                   dataset="digits")),

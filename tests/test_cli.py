@@ -165,9 +165,12 @@ def test_seed_everything_seeds_the_method_and_two_seeds_give_different_sets():
 
 
 def test_seed_everything_true_is_refused(capsys):
-    with pytest.raises(SystemExit):
-        build_cli([*TINY, "--seed_everything=true", "--trainer.logger=false"], run=False)
-    assert "give an integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["fit", *TINY, "--seed_everything=true", "--trainer.logger=false"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("lightning-sdc: error: --seed_everything true draws a random seed")
+    assert "give an integer" in err[-1]
 
 
 # ---------------------------------------------------------------------- the step budget
@@ -279,3 +282,25 @@ def test_console_errors_are_one_line_with_the_users_message(capsys, monkeypatch,
     monkeypatch.setenv("LIGHTNING_SDC_TRACEBACK", "1")
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         main(["evaluate", "missing.pt"])
+
+
+# ------------------------------------------------------------------------------------------- issue #25
+def test_a_bare_logger_name_gets_the_default_save_dir() -> None:
+    from lightning_sdc.cli import rewrite_args
+
+    args = rewrite_args(["fit", "--trainer.logger", "TensorBoardLogger", "--trainer.default_root_dir", "runs/a"])
+    assert args[-1] == "--trainer.logger.save_dir=runs/a"
+    given = ["fit", "--trainer.logger=CSVLogger", "--trainer.logger.save_dir=elsewhere"]
+    assert rewrite_args(given) == given  # a save_dir the user gave is kept
+    assert rewrite_args(["fit", "--trainer.logger=CSVLogger"])[-1] == "--trainer.logger.save_dir=."
+
+
+def test_jsonargparse_union_errors_become_one_line_with_the_full_key() -> None:
+    from lightning_sdc.cli import _one_line
+
+    text = ('Parser key "model":\n  Does not validate against any of the Union subtypes\n  Subtypes: [A, None]\n'
+            "  Errors:\n    - Problem with given class_path 'lightning_sdc.methods.DC':\n"
+            '        Parser key "ipc":\n          Expected a <class \'int\'>. Got value: abc\n'
+            "    - Expected a <class 'NoneType'>\n  Given value type: <class 'NestedArg'>\n"
+            "  Given value: NestedArg(key='ipc', val='abc')")
+    assert _one_line(ValueError(text)) == "model.init_args.ipc: Expected a <class 'int'>. Got value: abc"

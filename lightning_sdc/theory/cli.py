@@ -75,6 +75,9 @@ def theory_command(
         if d is not None:
             changes["d"] = int(d)
         settings = replace(settings, **changes)
+    from lightning_sdc.io import prepare_output_dir
+
+    prepare_output_dir(out, "--out")  # before the computation
     use_file_backend()
     with quiet_mode(quiet), progress(total=work_units(settings), desc=f"fig{figure}", unit="pt") as bar:
         paths = make_figure(figure, out, settings, progress=bar.update)
