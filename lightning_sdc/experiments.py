@@ -34,7 +34,7 @@ import torch
 from lightning_sdc.cli import CONFIG_DIR as CONFIGS
 from lightning_sdc.cli import UsageError, list_options, resolve_config
 from lightning_sdc.cost import RunCost, estimate_lines, gm_run_cost, measured_rate
-from lightning_sdc.io import atomic_write_text
+from lightning_sdc.io import atomic_write_text, prepare_output_dir
 
 #: the method name of a Random-baseline cell (no distillation; evaluated with its config's protocol)
 RANDOM = "random"
@@ -304,7 +304,7 @@ def run_grid(name: str, seeds: Sequence[int] = (0,), out: str | Path = "results"
         grid.eval_num_models = eval_num_models
     if eval_epochs is not None:
         grid.eval_epochs = eval_epochs
-    out = Path(out)
+    out = prepare_output_dir(out, "--out")  # before any cell runs
     cache = out / grid.name
     trainer_config = trainer_config or grid.trainer_config
     print("\n".join(plan(grid, seeds, trainer_config, only)), flush=True)
