@@ -223,12 +223,16 @@ def run_cell(cell: Cell, grid: Grid, seed: int, trainer_config: Path) -> dict[st
             "eval_seconds": res.seconds, "eval_epochs": res.epochs}
 
 
-def summarise(grid: Grid, done: dict[str, list[dict[str, Any]]]) -> tuple[str, str]:
-    """Markdown and CSV of every finished cell."""
-    md = [f"# {grid.name}", "", grid.note, "", f"Machine: {_machine()}", "",
-          "| cell | λ | accuracy (%) | paper (%) | models | steps | distill s | eval s |",
-          "|---|---|---|---|---|---|---|---|"]
-    csv = ["cell,method,dataset,ipc,sdc,lambda,mean,std,paper,num_models,steps,distill_seconds,eval_seconds"]
+def summarise(grid: Grid, done: dict[str, list[dict[str, Any]]], overrides: Sequence[str] = ()) -> tuple[str, str]:
+    """Markdown and CSV of every finished cell; ``overrides`` (``--max_steps 2`` …) are stated under the grid's
+    note, and each row gives the networks, epochs and updates it actually ran."""
+    ran = ([f"**Run with {', '.join(overrides)}**: the settings above are the grid's defaults; the table's "
+            "models, eval epochs and steps columns are what ran.", ""] if overrides else [])
+    md = [f"# {grid.name}", "", grid.note, "", *ran, f"Machine: {_machine()}", "",
+          "| cell | λ | accuracy (%) | paper (%) | models | eval epochs | steps | distill s | eval s |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    csv = ["cell,method,dataset,ipc,sdc,lambda,mean,std,paper,num_models,eval_epochs,steps,distill_seconds,"
+           "eval_seconds"]
     for cell in grid.cells:
         runs = done.get(cell.key)
         if not runs:
@@ -241,10 +245,11 @@ def summarise(grid: Grid, done: dict[str, list[dict[str, Any]]]) -> tuple[str, s
         paper = "—" if cell.paper is None else f"{cell.paper:.1f}"
         lam = runs[0]["sdc_lambda"]
         lam_md, lam_csv = ("—", "") if cell.method == RANDOM else (f"{lam:g}", lam)
-        md.append(f"| {cell.key} | {lam_md} | {mean:.2f} ± {std:.2f} | {paper} | {accs.numel()} | {steps} | "
+        epochs = runs[0].get("eval_epochs", "")
+        md.append(f"| {cell.key} | {lam_md} | {mean:.2f} ± {std:.2f} | {paper} | {accs.numel()} | {epochs} | {steps} | "
                   f"{dist_s:.0f} | {ev_s:.0f} |")
         csv.append(f"{cell.key},{cell.method},{cell.dataset},{cell.ipc},{int(cell.sdc)},{lam_csv},{mean:.4f},{std:.4f},"
-                   f"{'' if cell.paper is None else cell.paper},{accs.numel()},{steps},{dist_s:.1f},{ev_s:.1f}")
+                   f"{'' if cell.paper is None else cell.paper},{accs.numel()},{epochs},{steps},{dist_s:.1f},{ev_s:.1f}")
     return "\n".join(md) + "\n", "\n".join(csv) + "\n"
 
 
@@ -290,6 +295,21 @@ def cell_overrides(cell: Cell, grid: Grid) -> list[str]:
     return overrides
 
 
+def cached_mismatch(cell: Cell, grid: Grid, seeds: Sequence[int], runs: list[dict[str, Any]]) -> str | None:
+    """How a cached cell's runs differ from what this invocation asks (seeds, networks, epochs, updates), or
+    ``None`` when they are what it would compute."""
+    if [r.get("seed") for r in runs] != list(seeds):
+        return f"seeds {[r.get('seed') for r in runs]}, asked {list(seeds)}"
+    for r in runs:
+        if len(r.get("accuracies", ())) != grid.eval_num_models:
+            return f"{len(r.get('accuracies', ()))} evaluation networks, asked {grid.eval_num_models}"
+        if grid.eval_epochs is not None and r.get("eval_epochs") != grid.eval_epochs:
+            return f"{r.get('eval_epochs')} evaluation epochs, asked {grid.eval_epochs}"
+        if grid.max_steps is not None and cell.method != RANDOM and r.get("steps") != grid.max_steps:
+            return f"{r.get('steps')} updates, asked {grid.max_steps}"
+    return None
+
+
 def run_grid(name: str, seeds: Sequence[int] = (0,), out: str | Path = "results",
              trainer_config: str | Path | None = None, max_steps: int | None = None,
              eval_num_models: int | None = None, only: Sequence[str] | None = None,
@@ -298,6 +318,8 @@ def run_grid(name: str, seeds: Sequence[int] = (0,), out: str | Path = "results"
     if name not in GRIDS:
         raise KeyError(f"unknown grid {name!r}; allowed: {', '.join(GRIDS)}")
     grid = GRIDS[name]
+    given = [f"--{k} {v}" for k, v in (("max_steps", max_steps), ("num_models", eval_num_models),
+                                      ("epochs", eval_epochs)) if v is not None]
     if max_steps is not None:
         grid.max_steps = max_steps
     if eval_num_models is not None:
@@ -314,19 +336,27 @@ def run_grid(name: str, seeds: Sequence[int] = (0,), out: str | Path = "results"
             continue
         path = cache / f"{cell.key}.json"
         if path.exists():
-            done[cell.key] = json.loads(path.read_text())["runs"]
-            print(f"[skip] {cell.key}: finished earlier ({path})")
-            continue
+            try:
+                cached = json.loads(path.read_text())["runs"]
+            except (ValueError, KeyError, TypeError) as exc:  # a cut or foreign file: computed again
+                cached, why = None, f"unreadable ({type(exc).__name__})"
+            else:
+                why = cached_mismatch(cell, grid, seeds, cached)
+            if why is None:
+                done[cell.key] = cached
+                print(f"[skip] {cell.key}: finished earlier ({path})")
+                continue
+            print(f"[redo] {cell.key}: {path} holds other settings ({why}); computing it again", flush=True)
         runs = []
         for seed in seeds:
             print(f"[run] {cell.key} seed {seed}", flush=True)
             runs.append(run_cell(cell, grid, seed, resolve_config(trainer_config)))
         atomic_write_text(json.dumps({"cell": asdict(cell), "runs": runs}, indent=1), path)
         done[cell.key] = runs
-        md, csv = summarise(grid, done)
+        md, csv = summarise(grid, done, given)
         atomic_write_text(md, out / f"{grid.name}.md")
         atomic_write_text(csv, out / f"{grid.name}.csv")
-    md, csv = summarise(grid, done)
+    md, csv = summarise(grid, done, given)
     atomic_write_text(md, out / f"{grid.name}.md")
     atomic_write_text(csv, out / f"{grid.name}.csv")
     print(md)
