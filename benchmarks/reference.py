@@ -1,5 +1,5 @@
 """The reference implementations' loops, re-written here from their published algorithms, timed side by side
-with this library (``gm_vs_reference``, ``tm_vs_reference``, ``eval_speedup``). No reference code is copied;
+with this library (``gm_vs_reference``, ``tm_vs_reference``, ``eval_vs_reference``). No reference code is copied;
 each function follows the steps of the named upstream function in plain PyTorch, Python loops included, since
 the loops' overhead is part of what is compared.
 
@@ -14,8 +14,14 @@ the loops' overhead is part of what is compared.
   ``syn_steps`` unrolled student steps with ``create_graph``, the normalised ``mse_loss`` sum, backward, SGD
   steps on the images and the lr.
 * :func:`evaluate_one`: ``utils.py:evaluate_synset``: SGD (momentum 0.9, weight decay 5e-4), ``epochs + 1``
-  passes in ``DataLoader`` batches of 256, lr × 0.1 and a new optimiser after pass ``epochs // 2 + 1``, then the test
-  pass in ``DataLoader`` batches of 256.
+  passes in ``DataLoader`` batches of 256, lr × 0.1 and a new optimiser after pass ``epochs // 2 + 1``, then one
+  ``utils.py:epoch('test', …)`` pass: batches of 256 from a ``DataLoader`` over the test split, the loss and the
+  NumPy accuracy per batch, autograd recording (the reference tests without ``torch.no_grad``). DC's
+  ``get_dataset`` hands the torchvision dataset to that loader, so each test image is converted on every pass
+  (PIL image → ``ToTensor`` → ``Normalize``): :class:`PerImageTestSet` does the same for a uint8 split.
+  Not reproduced: the wall-clock reseeding of ``get_network`` (the benchmark gives both sides the same
+  initialisation, so their accuracies pair up) and DC's ``augment`` call, which returns the batch unchanged for
+  Fashion-MNIST (``get_daparam``: strategy ``none``).
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torchvision import transforms
 
 
 # ---------------------------------------------------------------------------------------------- DC main.py
@@ -46,9 +54,10 @@ def _match_loss(gw_syn: Sequence[Tensor], gw_real: Sequence[Tensor]) -> Tensor:
     return dis
 
 
-def _train_epoch(loader: DataLoader, net: nn.Module, opt: torch.optim.Optimizer) -> None:
-    """``utils.py:epoch('train', …, aug=False)``."""
-    net.train()
+def _train_epoch(loader: DataLoader, net: nn.Module, opt: torch.optim.Optimizer | None) -> float:
+    """``utils.py:epoch``: ``'train'`` with an optimiser (``aug=False``), ``'test'`` without one (eval mode, autograd
+    still recording as in the reference); returns the accuracy."""
+    net.train(opt is not None)
     loss_sum, correct, seen = 0.0, 0, 0
     for img, lab in loader:
         img, lab = img.float(), lab.long()
@@ -57,9 +66,11 @@ def _train_epoch(loader: DataLoader, net: nn.Module, opt: torch.optim.Optimizer)
         correct += int(np.sum(np.equal(np.argmax(out.detach().cpu().numpy(), axis=-1), lab.cpu().numpy())))
         loss_sum += loss.item() * lab.shape[0]
         seen += lab.shape[0]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        if opt is not None:
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return correct / seen
 
 
 def dc_update(net: nn.Module, net_opt: torch.optim.Optimizer, image_syn: Tensor, label_syn: Tensor,
@@ -150,9 +161,26 @@ def mtt_update(student: FlatParamModule, image_syn: Tensor, label_syn: Tensor, s
 
 
 # ---------------------------------------------------------------------------------------------- evaluate_synset
-def evaluate_one(net: nn.Module, images: Tensor, labels: Tensor, test_images: Tensor, test_labels: Tensor, *,
-                 epochs: int, lr: float, batch_size: int = 256) -> float:
-    """``utils.py:evaluate_synset`` without augmentation: train ``net``, return its test accuracy."""
+class PerImageTestSet(Dataset):
+    """A uint8 test split served as torchvision's ``FashionMNIST`` serves it to DC: item ``i`` is a PIL image
+    turned into a tensor by ``ToTensor`` and ``Normalize(mean, std)`` when it is read, and an ``int`` label."""
+
+    def __init__(self, images: Tensor, labels: Tensor, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.images, self.labels = images.numpy(), labels.tolist()
+        self.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean=mean, std=std)])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return self.transform(Image.fromarray(self.images[i], mode="L")), self.labels[i]
+
+
+def evaluate_one(net: nn.Module, images: Tensor, labels: Tensor, test_images: Tensor | None = None,
+                 test_labels: Tensor | None = None, *, epochs: int, lr: float, batch_size: int = 256,
+                 test_set: Dataset | None = None) -> float:
+    """``utils.py:evaluate_synset`` without augmentation: train ``net``, return its test accuracy on ``test_set``
+    (e.g. a :class:`PerImageTestSet`) or on the tensors ``test_images``, ``test_labels``."""
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=0.0005)
     loader = DataLoader(TensorDataset(images.detach().clone(), labels.detach().clone()), batch_size=batch_size,
                         shuffle=True, num_workers=0)
@@ -161,11 +189,5 @@ def evaluate_one(net: nn.Module, images: Tensor, labels: Tensor, test_images: Te
         if ep == epochs // 2 + 1:
             lr *= 0.1
             opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=0.0005)
-    net.eval()
-    correct, seen = 0, 0
-    with torch.no_grad():
-        for img, lab in DataLoader(TensorDataset(test_images, test_labels), batch_size=256, shuffle=False):
-            out = net(img.float())
-            correct += int(np.sum(np.equal(np.argmax(out.cpu().numpy(), axis=-1), lab.cpu().numpy())))
-            seen += lab.shape[0]
-    return correct / seen
+    test = test_set if test_set is not None else TensorDataset(test_images, test_labels)
+    return _train_epoch(DataLoader(test, batch_size=256, shuffle=False, num_workers=0), net, None)

@@ -18,7 +18,7 @@
   ``lightning-sdc evaluate`` takes as its defaults.
 
 Files written by :meth:`save` are plain dicts of tensors and primitives, written atomically and read back with
-``torch.load(weights_only=True)``.
+``torch.load(weights_only=True)``; every loaded set is checked (:func:`check_set`) before anything trains on it.
 """
 
 from __future__ import annotations
@@ -36,6 +36,40 @@ from lightning_sdc.io import atomic_torch_save, atomic_write, safe_torch_load
 
 LABEL_MODES = ("hard", "soft", "learned")
 FORMAT_VERSION = 1
+
+
+class SetFileError(ValueError):
+    """A file that is not a scoreable synthetic set (one line: the file, what is wrong, what is expected)."""
+
+
+def label_range_problem(labels: Tensor, num_classes: int) -> str | None:
+    """Why hard ``labels`` cannot index ``num_classes`` classes (the value and the allowed range), or ``None``."""
+    if labels.numel() == 0:
+        return None
+    low, high = int(labels.min()), int(labels.max())
+    if low >= 0 and high < num_classes:
+        return None
+    return f"label {low if low < 0 else high} is out of range; allowed: 0 … {num_classes - 1} ({num_classes} classes)"
+
+
+def check_set(synset: SyntheticSet, source: str, *, ipc: int | None = None) -> None:
+    """Refuse a set no evaluation should train on with a :class:`SetFileError` naming ``source``.
+
+    Checks: finite images, labels and lr; ``len(images) == num_classes × ipc`` (``ipc`` as recorded in the file,
+    else ``len(images) // num_classes``) so every class has its block; hard labels within ``[0, num_classes)``.
+    """
+    n, k = int(synset.images.shape[0]), int(synset.num_classes)
+    for what, t in (("images", synset.images), ("labels", synset.labels), ("lr", synset.syn_lr)):
+        if t is not None and t.is_floating_point() and not bool(torch.isfinite(t.detach()).all()):
+            bad = int((~torch.isfinite(t.detach())).sum())
+            raise SetFileError(f"{source}: {bad} non-finite (NaN/inf) value(s) in the {what}; refusing to evaluate it")
+    recorded = ipc if ipc is not None else max(1, n // k)
+    if isinstance(recorded, bool) or not isinstance(recorded, int) or recorded < 1 or n != k * recorded:
+        raise SetFileError(f"{source}: {n} images for {k} classes with ipc={recorded!r}: a set holds num_classes × "
+                           f"ipc images (class-major), i.e. a multiple of {k}")
+    problem = label_range_problem(synset.labels, k) if synset.label_mode == "hard" else None
+    if problem:
+        raise SetFileError(f"{source}: {problem}")
 
 
 class SyntheticSet(nn.Module):
@@ -259,11 +293,9 @@ class SyntheticSet(nn.Module):
     def load(cls, path: str | os.PathLike) -> SyntheticSet:
         """Load a set written by :meth:`save` (``weights_only=True``; corrupt files name themselves).
 
-        The set is checked as every loaded set is (:func:`lightning_sdc.evaluation.set_files.check_set`): finite
-        values, ``num_classes × ipc`` images, labels within ``[0, num_classes)``; a failure names the file.
+        The set is checked as every loaded set is (:func:`check_set`): finite values, ``num_classes × ipc``
+        images, labels within ``[0, num_classes)``; a failure names the file.
         """
-        from lightning_sdc.evaluation.set_files import check_set
-
         d = safe_torch_load(path, what="synthetic set")
         synset = cls.from_dict(d, source=str(path))
         check_set(synset, str(path), ipc=d.get("ipc"))

@@ -33,18 +33,23 @@ def digits_set(digits) -> SyntheticSet:
 
 
 class Spy:
-    """Stands in for ``evaluate_archs`` in the command: records each call, returns a fixed accuracy."""
+    """Stands in for ``evaluate_table`` in the command: records one call per architecture, returns a fixed
+    accuracy per model (or, for ``fail``, the failure ``keep_going`` gives)."""
 
     def __init__(self, fail: str | None = None) -> None:
         self.calls: list[dict] = []
         self.fail = fail
 
     def __call__(self, synset, test, archs, **kw):
-        self.calls.append({"archs": list(archs), **kw})
-        if archs[0] == self.fail:
-            raise RuntimeError("CUDA out of memory (simulated)")
-        models = kw.get("models") or range(kw["num_models"])  # the (arch, model) jobs of this process
-        return [EvalResult(arch=archs[0], accuracies=[0.5] * len(models), epochs=kw["epochs"], lr=kw["lr"] or 0.01)]
+        results, failures = [], []
+        for arch in archs:
+            self.calls.append({"archs": [arch], **kw, "arch_kwargs": kw["arch_kwargs"][arch]})
+            if arch == self.fail:
+                failures.append((arch, "RuntimeError: CUDA out of memory (simulated)"))
+                continue
+            results.append(EvalResult(arch=arch, accuracies=[0.5] * kw["num_models"], epochs=kw["epochs"],
+                                      lr=kw["lr"] or 0.01))
+        return results, failures
 
 
 # ------------------------------------------------------------------------------------------- argument forms
@@ -71,7 +76,7 @@ def test_six_archs_exactly_as_the_readme_writes_them(tmp_path, monkeypatch):
                            test_labels=torch.arange(4))
     monkeypatch.setattr("lightning_sdc.data.load_dataset", lambda name, root=None, **kw: fake)
     spy = Spy()
-    monkeypatch.setattr(cmd, "evaluate_archs", spy)
+    monkeypatch.setattr(cmd, "evaluate_table", spy)
     table = run(["evaluate", str(path), "--archs", *SIX])
     assert [c["archs"][0] for c in spy.calls] == SIX
     assert all(c["epochs"] == 1000 and c["augment"] == "dsa" for c in spy.calls)  # the set's method's protocol
@@ -111,7 +116,7 @@ def test_set_file_scored_with_its_own_network_options_and_a_progress_bar(tmp_pat
 
 def test_tm_pairs_mtt_datm_and_this_librarys_export(tmp_path, digits, digits_set, monkeypatch):
     spy = Spy()
-    monkeypatch.setattr(cmd, "evaluate_archs", spy)
+    monkeypatch.setattr(cmd, "evaluate_table", spy)
     # this library's export: synset.pt beside the pair gives the metadata and protocol
     export = tmp_path / "export"
     digits_set.save(export / "synset.pt")
@@ -155,7 +160,7 @@ def test_failing_architecture_keeps_the_finished_ones(tmp_path, digits_set, monk
     """Issue 17 point 5: ConvNetD1 fails mid-run (simulated OOM); ConvNet and ConvNetD2 are printed and written,
     and the command raises naming the failure."""
     path = digits_set.save(tmp_path / "synset.pt")
-    monkeypatch.setattr(cmd, "evaluate_archs", Spy(fail="ConvNetD1"))
+    monkeypatch.setattr(cmd, "evaluate_table", Spy(fail="ConvNetD1"))
     with pytest.raises(cmd.EvaluationError, match=r"ConvNetD1: RuntimeError: CUDA out of memory.*finished: "
                                                    r"ConvNet, ConvNetD2"):
         run(["evaluate", str(path), "--archs", "[ConvNet,", "ConvNetD1,", "ConvNetD2]", "--out", str(tmp_path / "t")])
@@ -167,7 +172,7 @@ def test_failing_architecture_keeps_the_finished_ones(tmp_path, digits_set, monk
 def test_every_arch_is_validated_before_any_training(tmp_path, digits_set, monkeypatch):
     path = digits_set.save(tmp_path / "synset.pt")
     spy = Spy()
-    monkeypatch.setattr(cmd, "evaluate_archs", spy)
+    monkeypatch.setattr(cmd, "evaluate_table", spy)
     with pytest.raises(KeyError, match="X.*allowed"):
         run(["evaluate", str(path), "--archs", "[ConvNet,", "X,", "LeNet]"])
     with pytest.raises(ValueError, match=r"architecture LeNet cannot score this set of 1×8×8 images"):

@@ -1,4 +1,5 @@
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from lightning_sdc.coresets.random_subset import random_coreset
@@ -57,23 +58,21 @@ def test_cross_arch_table(tmp_path, digits):
         evaluate_archs(s, digits, ["NoSuchNet"])
 
 
-def test_accuracy_is_counted_with_torchmetrics_and_equals_the_top1_count(digits):
-    """Issue 13 point 11: ``test_accuracy`` uses torchmetrics' MulticlassAccuracy (micro) = correct / total."""
-    from unittest import mock
+def test_accuracy_equals_torchmetrics_micro_accuracy_bit_for_bit(digits):
+    """``test_accuracy`` (correct / total in float32, over several batches) is exactly torchmetrics'
+    MulticlassAccuracy (micro), the value the evaluation reported when it counted with torchmetrics."""
+    from torchmetrics.classification import MulticlassAccuracy
 
     from lightning_sdc.evaluation import test_accuracy
     from lightning_sdc.models import build_network
 
-    net = build_network("ConvNet", 1, 10, (8, 8), generator=torch.Generator().manual_seed(0), width=4, depth=1)
     x, y = digits.test_images, digits.test_labels
-    with torch.no_grad():
-        by_hand = int((net.eval()(x).argmax(1) == y).sum()) / len(y)
-    import torchmetrics.classification as tmc
-
-    with mock.patch.object(tmc, "MulticlassAccuracy", wraps=tmc.MulticlassAccuracy) as spy:
-        acc = test_accuracy(net, x, y, batch_size=100)  # several batches: the metric accumulates across them
-    assert spy.call_count == 1 and spy.call_args.kwargs["average"] == "micro"
-    assert acc == pytest.approx(by_hand, abs=1e-6) and 0 < acc < 1
+    for seed in range(5):
+        net = build_network("ConvNet", 1, 10, (8, 8), generator=torch.Generator().manual_seed(seed), width=4, depth=1)
+        with torch.no_grad():
+            want = float(MulticlassAccuracy(10, average="micro")(net.eval()(x), y))
+        acc = test_accuracy(net, x, y, batch_size=100)  # several batches: the counts accumulate across them
+        assert acc == want and 0 < acc < 1
 
 
 def test_empty_test_split_and_out_of_range_labels_are_errors(digits):
@@ -89,3 +88,33 @@ def test_empty_test_split_and_out_of_range_labels_are_errors(digits):
     bad[3] = -1
     with pytest.raises(ValueError, match=r"synthetic label -1 is out of range"):
         evaluate_synset((s.images, bad), digits, num_models=1, epochs=0, num_classes=10)
+
+
+@pytest.mark.parametrize("limit", [1.0, 2])
+def test_periodic_evaluation_is_the_engine_on_the_loops_rows(digits, limit):
+    """``fit``'s validation is one engine call: networks ``(seed, 7919, step, i)`` trained on the set and tested on
+    the rows the validation loop passes (all of them, or ``limit_val_batches=2`` batches of 64), equal to
+    :func:`evaluate_table` on those rows; the sanity check evaluates too, at step 0."""
+    from lightning_sdc.data import RealDataModule
+    from lightning_sdc.evaluation import evaluate_table
+    from lightning_sdc.methods.gradient import DC
+    from tests.gm_helpers import SMALL
+
+    seen = []
+
+    class Record(pl.Callback):
+        def on_validation_end(self, tr, module):  # after the module's on_validation_epoch_end
+            seen.append((module.step_index, list(module.last_eval_accuracies), module.synset.detached()[:2]))
+
+    model = DC("digits", 1, arch_kwargs=SMALL, batch_real=16, seed=3, eval_num_models=2, eval_epochs=2)
+    pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False, check_val_every_n_epoch=None, val_check_interval=1, max_epochs=-1,
+               limit_val_batches=limit, num_sanity_val_steps=1, callbacks=[Record()],
+               ).fit(model, RealDataModule("digits", test_batch_size=64))
+    assert [s for s, _, _ in seen] == [0, 1]  # the sanity check (one batch) and the step-1 validation
+    kw = model.eval_kwargs()
+    kw["arch_kwargs"] = {kw.pop("arch"): kw["arch_kwargs"]}
+    for (step, accs, synset), rows in zip(seen, (64, 359 if limit == 1.0 else 128)):
+        test = (digits.test_images[:rows], digits.test_labels[:rows])
+        (want,), _ = evaluate_table(synset, test, ["ConvNet"], **kw, key=(3, 7919, step))
+        assert accs == want.accuracies and len(set(accs)) == 2

@@ -8,11 +8,10 @@ seed) and tested on the real test split; the table (mean ± std per architecture
 ``cross_arch.md`` / ``cross_arch.csv`` in the log directory. ``lightning-sdc evaluate`` computes the same
 table for a saved set (same :func:`~lightning_sdc.evaluation.evaluate_archs` protocol).
 
-Under DDP the ``len(archs) × num_models`` trainings are split across ranks (rank ``r`` takes jobs
-``r, r + world, …``; :func:`~lightning_sdc.evaluation.evaluate_synset`'s ``models=`` picks the model indices,
-so model ``i`` of an architecture is the same network whichever rank trains it) and every rank gathers the
-whole table (:mod:`lightning_sdc.evaluation.sharding`, the same machinery as ``lightning-sdc evaluate
---trainer.devices N``); a rank's failure is raised on every rank instead of leaving the others waiting.
+The table is one job list of the evaluation engine (:func:`~lightning_sdc.evaluation.evaluate_table`, as
+``lightning-sdc evaluate``): under DDP the ``len(archs) × num_models`` trainings are split across ranks (model
+``i`` of an architecture is the same network whichever rank trains it) and every rank gathers the whole table;
+a rank's failure is raised on every rank instead of leaving the others waiting.
 """
 
 from __future__ import annotations
@@ -25,14 +24,8 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_sdc.callbacks.common import check_every, evaluated_set, log_metrics, output_dir
-from lightning_sdc.evaluation import CROSS_ARCHS, EvalResult, evaluate_synset, results_markdown, write_results
-from lightning_sdc.evaluation.sharding import (
-    dist_rank_world,
-    eval_jobs,
-    evaluate_share,
-    gather_table,
-    rank_share,
-)
+from lightning_sdc.evaluation import CROSS_ARCHS, EvalResult, evaluate_table, results_markdown, write_results
+from lightning_sdc.evaluation.protocol import dist_rank_world, eval_jobs, rank_share
 from lightning_sdc.progress import progress, trainer_progress_enabled
 
 
@@ -150,35 +143,17 @@ class CrossArchEvaluation(pl.Callback):
             raise ValueError("CrossArchEvaluation needs a DataModule with a loaded dataset 'spec' (its test split)")
         kw = self.protocol(pl_module)
         archs = self.supported_archs(pl_module)
-        jobs = eval_jobs(archs, kw["num_models"])
         if trainer.world_size != dist_rank_world()[1]:
             raise RuntimeError(f"CrossArchEvaluation: the Trainer has {trainer.world_size} processes but "
                                f"torch.distributed has {dist_rank_world()[1]}; it gathers over torch.distributed")
-        mine = rank_share(range(len(jobs)), trainer.global_rank, trainer.world_size)
+        mine = rank_share(eval_jobs(archs, kw["num_models"]), trainer.global_rank, trainer.world_size)
         bar = progress(total=len(mine) * (kw["epochs"] + 1), desc="cross-architecture evaluation", unit="epoch",
                        enabled=trainer.is_global_zero and trainer_progress_enabled(trainer))
-
-        def evaluate(arch: str, models: list[int]) -> EvalResult:
-            return evaluate_synset(
-                synset,
-                (spec.test_images, spec.test_labels),
-                arch=arch,
-                num_models=kw["num_models"],
-                epochs=kw["epochs"],
-                lr=kw["lr"],
-                batch_size=kw["batch_size"],
-                augment=kw["augment"],
-                dsa_strategy=kw.get("dsa_strategy"),
-                seed=kw["seed"],
-                device=pl_module.device,
-                arch_kwargs=self.options_for(arch, kw),
-                models=models,
-                on_epoch=bar.update,
-            )
-
-        with torch.inference_mode(False), torch.enable_grad(), bar:
-            local, error = evaluate_share(jobs, trainer.global_rank, trainer.world_size, evaluate)
-        self.results, _ = gather_table(jobs, local, error, kw["epochs"])  # an error is raised on every rank
+        kw["arch_kwargs"] = {arch: self.options_for(arch, kw) for arch in archs}
+        kw.pop("arch", None)
+        with bar:  # an error is raised on every rank
+            self.results, _ = evaluate_table(synset, (spec.test_images, spec.test_labels), archs, **kw,
+                                             device=pl_module.device, on_epoch=bar.update, distributed=True)
         self._report(trainer, out, synset)
         return self.results
 

@@ -1,10 +1,12 @@
-"""Evaluation of synthetic sets: the reference training protocol and cross-architecture tables."""
+"""Evaluation of synthetic sets: the one evaluation engine (:mod:`~lightning_sdc.evaluation.protocol`), set files
+and cross-architecture tables."""
 
 from lightning_sdc.evaluation.protocol import (
     CROSS_ARCHS,
     EVAL_AUGMENTS,
     EvalResult,
     evaluate_synset,
+    evaluate_table,
     make_train_augment,
     seeded_generator,
     test_accuracy,
@@ -20,6 +22,7 @@ __all__ = [
     "SetFileError",
     "evaluate_archs",
     "evaluate_synset",
+    "evaluate_table",
     "load_set",
     "make_train_augment",
     "results_csv",

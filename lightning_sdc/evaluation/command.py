@@ -1,7 +1,8 @@
 """``lightning-sdc evaluate``: score a saved synthetic set on the real test split, across architectures.
 
 A Lightning Fabric job (:mod:`lightning_sdc.fabric_jobs`): ``--trainer.devices/num_nodes/strategy`` deal the
-``(architecture, model)`` trainings over processes and gather the table (:mod:`lightning_sdc.evaluation.sharding`).
+``(architecture, model)`` jobs of the evaluation engine over processes and gather the table
+(:func:`~lightning_sdc.evaluation.protocol.evaluate_table`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any
 
 import torch
 
-from lightning_sdc.evaluation.protocol import EVAL_AUGMENTS, EvalResult
-from lightning_sdc.evaluation.tables import evaluate_archs, results_markdown, write_results
+from lightning_sdc.evaluation.protocol import EVAL_AUGMENTS, EvalResult, eval_jobs, evaluate_table, rank_share
+from lightning_sdc.evaluation.tables import results_markdown, write_results
 from lightning_sdc.fabric_jobs import FabricTrainerOptions, launch, trainer_options
 from lightning_sdc.progress import bare_flags
 
@@ -40,6 +41,7 @@ def evaluate_command(
     quiet: bool = False,
     metrics: list[str] | None = None,
     full_data_epochs: int = 30,
+    compiled: bool | None = None,
     trainer: FabricTrainerOptions | None = None,
 ) -> str:
     """Score a saved synthetic set: train fresh networks on it, report test accuracy per architecture.
@@ -74,6 +76,8 @@ def evaluate_command(
         metrics: DD-Ranking's hlr | ior | lrs too (:mod:`lightning_sdc.evaluation.ddranking`), for every
             architecture that finished, with the same protocol and network options.
         full_data_epochs: epochs of the (cached) full-data network behind HLR.
+        compiled: ``torch.compile``'d training and test passes (same numbers to float rounding); default: when the
+            evaluation is big enough to pay for the compilation (:data:`~lightning_sdc.evaluation.protocol.COMPILE_MIN_FLOP`).
         trainer: process layout, as for ``fit`` and ``experts``: ``--trainer.accelerator``, ``--trainer.devices``,
             ``--trainer.num_nodes``, ``--trainer.strategy`` (auto | ddp | ddp_spawn | ddp_fork). With several
             processes the ``len(archs) × num_models`` trainings are dealt round-robin over them (model ``i`` is
@@ -129,6 +133,7 @@ def evaluate_command(
         "batch_size": batch_size if batch_size is not None else int(protocol["batch_size"]),
         "dsa_strategy": protocol.get("dsa_strategy"),
         "seed": seed,
+        "compiled": compiled,
     }
     outcome = launch(opts, _evaluate_job, synset, (test_images, spec.test_labels), archs, per_arch, kw, quiet)
     if outcome is None:  # a process other than rank 0 of a `--trainer.strategy ddp` job: rank 0 reports
@@ -198,24 +203,15 @@ def _evaluate_job(
     quiet: bool,
 ) -> tuple[list[EvalResult], list[tuple[str, str]]] | None:
     """One process of an evaluation: its share of the ``(arch, model)`` jobs, then the gathered table
-    (:mod:`lightning_sdc.evaluation.sharding`); returns ``(results, failures)`` on rank 0, ``None`` elsewhere."""
-    from lightning_sdc.evaluation.sharding import eval_jobs, evaluate_share, gather_table, rank_share
+    (:func:`~lightning_sdc.evaluation.protocol.evaluate_table`); ``(results, failures)`` on rank 0, else ``None``."""
     from lightning_sdc.progress import progress, quiet_mode
 
     rank, world = fabric.global_rank, fabric.world_size
-    synset = synset.to(fabric.device)
-    jobs = eval_jobs(archs, kw["num_models"])
-    total = len(rank_share(jobs, rank, world)) * (kw["epochs"] + 1)
-    with quiet_mode(quiet or rank != 0), progress(total=total, desc="evaluate", unit="epoch") as bar:
-
-        def evaluate(arch: str, models: list[int]) -> EvalResult:
-            bar.set_description(f"evaluate {arch}")
-            (res,) = evaluate_archs(synset, test, [arch], **kw, device=fabric.device, arch_kwargs=per_arch[arch],
-                                    models=models, on_epoch=bar.update)
-            return res
-
-        local, error = evaluate_share(jobs, rank, world, evaluate, keep_going=True)
-    results, failures = gather_table(jobs, local, error, kw["epochs"])
+    total = len(rank_share(eval_jobs(archs, kw["num_models"]), rank, world)) * (kw["epochs"] + 1)
+    with quiet_mode(quiet or rank != 0), progress(total=total, desc=f"evaluate {', '.join(archs)}", unit="epoch") as bar:
+        results, failures = evaluate_table(synset.to(fabric.device), test, archs, **kw, device=fabric.device,
+                                           arch_kwargs=per_arch, on_epoch=bar.update, distributed=True,
+                                           keep_going=True)
     return (results, failures) if rank == 0 else None
 
 

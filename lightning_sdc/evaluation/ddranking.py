@@ -211,10 +211,12 @@ def label_robust_metrics(
     random_seed: int = 0,
     weight: float = DEFAULT_WEIGHT,
     cache_dir: str | Path | None = None,
+    compiled: bool | None = None,
 ) -> LabelRobustResult:
     """HLR / IOR / LRS of ``synset``: ``num_models`` rounds on the set and on ``ipc`` random real images per class
     of ``train`` (drawn with ``random_seed``), the same networks (generator ``(seed, i)``) and protocol for both,
-    against the cached full-data accuracy (``full_epochs`` epochs, lr 0.01)."""
+    against the cached full-data accuracy (``full_epochs`` epochs, lr 0.01); ``compiled`` as
+    :func:`~lightning_sdc.evaluation.evaluate_synset`."""
     from lightning_sdc.coresets.random_subset import random_coreset
     from lightning_sdc.evaluation.protocol import _unpack_synset
 
@@ -224,7 +226,7 @@ def label_robust_metrics(
         raise ValueError("HLR/IOR here are DD-Ranking's hard-label metrics; this set has soft labels")
     lr = lr if lr is not None else (set_lr if set_lr is not None else 0.01)
     kw = dict(arch=arch, num_models=num_models, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment,
-              dsa_strategy=dsa_strategy, seed=seed, device=device, arch_kwargs=arch_kwargs)
+              dsa_strategy=dsa_strategy, seed=seed, device=device, arch_kwargs=arch_kwargs, compiled=compiled)
     syn = evaluate_synset((images, targets), test, **kw).accuracies
     real = _RealSplit(dataset, train)
     rdm = evaluate_synset(random_coreset(real, ipc, seed=random_seed).detached()[:2], test, **kw).accuracies

@@ -16,7 +16,7 @@ Layouts (:data:`EXPECTED` is the one-line description every error repeats):
 A path may be the set file, the images (or labels) file of a pair, or a directory holding either (``synset.pt``
 first, then ``images_best.pt``, then a single ``images_*.pt``).
 
-Every set is checked before any network is trained (:func:`check_set`): finite images/labels/lr, ``num_classes
+Every set is checked before any network is trained (:func:`lightning_sdc.synthetic.check_set`): finite images/labels/lr, ``num_classes
 × ipc`` images (class-major), as many labels as images, hard labels within ``[0, num_classes)``; each failure is
 one line naming the file.
 """
@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_sdc.synthetic import SetFileError, SyntheticSet, check_set, label_range_problem
+
 #: what a scoreable set looks like (repeated in every error about a file)
 EXPECTED = (
     "expected a lightning_sdc set file (synset.pt, SyntheticSet.save) or an images_<s>.pt + labels_<s>.pt "
@@ -43,10 +45,6 @@ DEFAULT_PROTOCOL: dict[str, Any] = {
     "method": None, "arch": "ConvNet", "arch_kwargs": {}, "num_models": 5, "epochs": 1000, "lr": None,
     "batch_size": 256, "augment": "dsa", "dsa_strategy": None,
 }
-
-
-class SetFileError(ValueError):
-    """A file that is not a scoreable synthetic set (one line: the file, what is wrong, what is expected)."""
 
 
 @dataclass
@@ -72,37 +70,6 @@ class LoadedSet:
 
 def _fail(path: str | os.PathLike, problem: str, expected: bool = True) -> SetFileError:
     return SetFileError(f"{path}: {problem}" + (f"; {EXPECTED}" if expected else ""))
-
-
-def check_set(synset: Any, source: str, *, ipc: int | None = None) -> None:
-    """Refuse a set no evaluation should train on (issue 17 point 7), naming ``source``.
-
-    Checks: finite images, labels and lr; ``len(images) == num_classes × ipc`` (``ipc`` as recorded in the file,
-    else ``len(images) // num_classes``) so every class has its block; hard labels within ``[0, num_classes)``.
-    """
-    n, k = int(synset.images.shape[0]), int(synset.num_classes)
-    for what, t in (("images", synset.images), ("labels", synset.labels), ("lr", synset.syn_lr)):
-        if t is not None and t.is_floating_point() and not bool(torch.isfinite(t.detach()).all()):
-            bad = int((~torch.isfinite(t.detach())).sum())
-            raise _fail(source, f"{bad} non-finite (NaN/inf) value(s) in the {what}; refusing to evaluate it", False)
-    recorded = ipc if ipc is not None else max(1, n // k)
-    if isinstance(recorded, bool) or not isinstance(recorded, int) or recorded < 1 or n != k * recorded:
-        raise _fail(
-            source,
-            f"{n} images for {k} classes with ipc={recorded!r}: a set holds num_classes × ipc images "
-            f"(class-major), i.e. a multiple of {k}",
-            False,
-        )
-    if synset.label_mode == "hard":
-        _check_label_range(synset.labels, k, source)
-
-
-def _check_label_range(labels: Tensor, num_classes: int, source: str) -> None:
-    from lightning_sdc.evaluation.protocol import label_range_problem
-
-    problem = label_range_problem(labels, num_classes)
-    if problem:
-        raise _fail(source, problem, False)
 
 
 def set_protocol(synset: Any) -> dict[str, Any]:
@@ -171,7 +138,6 @@ def load_set(
         FileNotFoundError: ``path`` (or a pair's labels file) does not exist.
     """
     from lightning_sdc.io import safe_torch_load
-    from lightning_sdc.synthetic import SyntheticSet
 
     layout, file = locate(path)
     if layout == "synset":
@@ -218,7 +184,6 @@ def _load_tensor(path: Path, what: str) -> Tensor:
 
 def _load_pair(images_file: Path, *, dataset: str | None, zca: bool | None, root: Any) -> LoadedSet:
     from lightning_sdc.data import dataset_info, load_dataset
-    from lightning_sdc.synthetic import SyntheticSet
 
     images_file, labels_file, lr_file = _pair_paths(images_file)
     images = _load_tensor(images_file, "images")
@@ -251,8 +216,9 @@ def _load_pair(images_file: Path, *, dataset: str | None, zca: bool | None, root
         raise _fail(labels_file, f"{labels.shape[1]} label logits per image but dataset {info.name!r} has {k} classes",
                     False)
     label_mode = "hard" if labels.dim() == 1 else "soft"
-    if label_mode == "hard":
-        _check_label_range(labels, k, str(labels_file))
+    problem = label_range_problem(labels, k) if label_mode == "hard" else None
+    if problem:
+        raise _fail(labels_file, problem, False)
     if meta is not None:
         zca_state = meta.zca_state
     elif zca:

@@ -9,17 +9,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_sdc.evaluation.protocol import CROSS_ARCHS, EvalResult, evaluate_synset
+from lightning_sdc.evaluation.protocol import CROSS_ARCHS, EvalResult, evaluate_table
 from lightning_sdc.io import atomic_write_text
 
 
-def evaluate_archs(synset: Any, test: Any, archs: Sequence[str] = CROSS_ARCHS, **kwargs: Any) -> list[EvalResult]:
-    """:func:`evaluate_synset` for each architecture in ``archs`` (same seeds and protocol for each)."""
-    from lightning_sdc.models import NETWORKS
-
-    for a in archs:
-        NETWORKS.canonical(a)  # unknown names fail before any training
-    return [evaluate_synset(synset, test, arch=a, **kwargs) for a in archs]
+def evaluate_archs(synset: Any, test: Any, archs: Sequence[str] = CROSS_ARCHS, *,
+                   arch_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> list[EvalResult]:
+    """:func:`~lightning_sdc.evaluation.evaluate_synset` for each architecture in ``archs`` (same seeds and
+    protocol for each, ``arch_kwargs`` given to every architecture): one :func:`evaluate_table`."""
+    results, _ = evaluate_table(synset, test, archs, arch_kwargs={a: arch_kwargs or {} for a in archs}, **kwargs)
+    return results
 
 
 def results_markdown(results: Sequence[EvalResult], title: str | None = None) -> str:

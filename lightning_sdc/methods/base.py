@@ -16,13 +16,10 @@ What lives here:
   ``sdc_power`` (1: eq. 11/12, 2: Algorithms 1/2; see :mod:`lightning_sdc.matching.sdc`);
 * randomness from generators keyed on ``(seed, step, …)`` — never the global RNG — so that resuming from a
   checkpoint and DDP ranks reproduce the same draws (:meth:`generator`);
-* the validation loop = the evaluation protocol: ``eval_num_models`` fresh networks trained on a detached copy of
-  the synthetic set, tested on the real test split (the DataModule's validation data), accuracy mean ± std
-  logged as ``eval/acc_mean`` / ``eval/acc_std``. Under DDP each rank trains its share of the networks (network
-  ``i`` from the same generator whichever rank trains it), the trained networks are exchanged so that every rank
-  holds all of them (:func:`~lightning_sdc.evaluation.sharding.gather_modules`), each rank tests them on its
-  shard of the test split (the sampler's padding left out) and the counts are summed across ranks: the same
-  accuracies as one process.
+* the validation loop = the evaluation engine (:mod:`lightning_sdc.evaluation.protocol`): ``eval_num_models``
+  fresh networks trained on a detached copy of the synthetic set and tested on the DataModule's validation data
+  (the real test split), accuracy mean ± std logged as ``eval/acc_mean`` / ``eval/acc_std``. Under DDP each rank
+  trains and tests its share of the networks and every rank gathers every accuracy: the same as one process.
 * divergence guard: a non-finite loss or image gradient stops the run (before the update, so the synthetic set
   stays finite) with the step and the last checkpoint;
 * checkpoint files: :meth:`setup` replaces the Trainer's plain ``TorchCheckpointIO`` with
@@ -42,14 +39,14 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_fabric.utilities.cloud_io import get_filesystem
 from torch import Tensor
+from torch.utils.data import TensorDataset
 
-from lightning_sdc.evaluation.protocol import train_network
-from lightning_sdc.evaluation.sharding import gather_modules, rank_share
+from lightning_sdc.evaluation.protocol import evaluate_table
 from lightning_sdc.io import atomic_torch_save, safe_torch_load
 from lightning_sdc.matching.sdc import check_sdc_args
 from lightning_sdc.progress import progress, trainer_progress_enabled
 from lightning_sdc.synthetic import LABEL_MODES, SyntheticSet
-from lightning_sdc.training import make_train_augment, seeded_generator
+from lightning_sdc.training import seeded_generator
 
 INITS = ("real", "noise")
 
@@ -158,6 +155,8 @@ class DistillationModule(pl.LightningModule):
         eval_augment: ``"dsa"`` | ``"dc"`` | ``"none"``.
         eval_batch_size: batch size when training evaluation networks (256; DATM 128).
         dsa_strategy: DSA strategy string (``None``: the dataset's default; no flip for digits).
+        eval_compiled: ``torch.compile``'d evaluation passes; ``None``: when the evaluation pays for the compilation
+            (:data:`~lightning_sdc.evaluation.protocol.COMPILE_MIN_FLOP`).
     """
 
     def __init__(
@@ -185,6 +184,7 @@ class DistillationModule(pl.LightningModule):
         eval_augment: str = "dsa",
         eval_batch_size: int = 256,
         dsa_strategy: str | None = None,
+        eval_compiled: bool | None = None,
     ) -> None:
         super().__init__()
         from lightning_sdc.data import dataset_info
@@ -207,6 +207,8 @@ class DistillationModule(pl.LightningModule):
             raise ValueError(f"init={init!r} is not allowed; allowed: {', '.join(INITS)}")
         if label_mode not in LABEL_MODES:
             raise ValueError(f"label_mode={label_mode!r} is not allowed; allowed: {', '.join(LABEL_MODES)}")
+        if eval_compiled is not None and not isinstance(eval_compiled, bool):
+            raise ValueError(f"eval_compiled must be true, false or null (when it pays), got {eval_compiled!r}")
         if eval_augment not in ("dsa", "dc", "none"):
             raise ValueError(f"eval_augment={eval_augment!r} is not allowed; allowed: dsa, dc, none")
         self.arch = _network_name("arch", arch, NETWORKS)
@@ -249,9 +251,6 @@ class DistillationModule(pl.LightningModule):
         )
         self.automatic_optimization = False
         self._initialised = False
-        self._eval_nets: list[torch.nn.Module] = []
-        self._eval_trained_here: list[int] = []
-        self._eval_counts = torch.zeros(0, 2, dtype=torch.long)
 
     # ------------------------------------------------------------------ data access
     @property
@@ -419,6 +418,7 @@ class DistillationModule(pl.LightningModule):
             "dsa_strategy": self.hparams.dsa_strategy,
             "seed": self.seed,
             "arch_kwargs": self.eval_arch_kwargs,
+            "compiled": self.hparams.get("eval_compiled"),
         }
 
     def eval_protocol(self) -> dict[str, Any]:
@@ -433,102 +433,56 @@ class DistillationModule(pl.LightningModule):
         """The set the evaluation trains on (FTD overrides it with the EMA of the images)."""
         return self.synset
 
-    def on_validation_epoch_start(self) -> None:
+    def evaluation_split(self) -> tuple[Tensor, Tensor]:
+        """The test images and labels of the running validation (or test) loop: the tensors of its loader's
+        ``TensorDataset``, the first ``world × batches × batch_size`` rows — the rows Lightning's loop (its
+        ``DistributedSampler`` deals them round-robin) passes under ``limit_val_batches`` and the sanity check."""
+        trainer = self.trainer
+        loaders = trainer.test_dataloaders if trainer.testing else trainer.val_dataloaders
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        if not isinstance(getattr(loader, "dataset", None), TensorDataset):
+            raise TypeError(f"{type(self).__name__} evaluates on its validation loader's TensorDataset (images, labels); "
+                            f"got {type(getattr(loader, 'dataset', None)).__name__}")
+        images, labels = loader.dataset.tensors[:2]
+        counts = (trainer.num_sanity_val_batches if trainer.sanity_checking else
+                  trainer.num_test_batches if trainer.testing else trainer.num_val_batches)
+        batches = counts[0] if isinstance(counts, (list, tuple)) else counts
+        rows = min(len(images), trainer.world_size * batches * (loader.batch_size or len(images)))
+        return images[:rows], labels[:rows]
+
+    def evaluate_now(self) -> list[float]:
+        """Accuracies of ``eval_num_models`` fresh networks trained on :meth:`eval_synset` and tested on
+        :meth:`evaluation_split`, through the evaluation engine (network ``i`` from ``(seed, 7919, step, i)``, fresh
+        networks at every step; shared over the ranks under DDP)."""
         if not bool(self.synset.images.detach().any()):
             raise ValueError(
                 f"the synthetic set of this {type(self).__name__} is blank (all zeros: never fitted, no checkpoint "
                 "loaded); validate/test need ckpt_path= a checkpoint of a fit run, or a fitted module"
             )
-        from lightning_sdc.models import build_network
-
         kw = self.eval_kwargs()
-        synset = self.eval_synset()
-        images, targets, set_lr = synset.detached()
-        lr = kw["lr"] if kw["lr"] is not None else (set_lr if set_lr is not None else 0.01)
-        aug = make_train_augment(kw["augment"], dataset=self.info.name, arch=kw["arch"], dsa_strategy=kw["dsa_strategy"])
-        c, h, w = images.shape[1:]
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer is not None else (0, 1)
-        mine = rank_share(range(kw["num_models"]), rank, world)
-
-        def build(i: int) -> tuple[torch.nn.Module, torch.Generator]:
-            # keyed on the step too, so successive evaluations use fresh networks
-            g = seeded_generator(self.seed, 7919, self.step_index, i)
-            net = build_network(kw["arch"], c, self.num_classes, (h, w), generator=g, **kw["arch_kwargs"])
-            return net.to(images.device), g
-
-        trained: dict[int, torch.nn.Module] = {}
-        error: Exception | None = None
+        kw["arch_kwargs"] = {kw.pop("arch"): kw["arch_kwargs"]}
+        rank, world = self.trainer.global_rank, self.trainer.world_size
         # Lightning's validation bar shows "0/?" while these train: an inner bar with their epochs and an ETA
-        bar = progress(total=len(mine) * (kw["epochs"] + 1), desc="evaluation networks", unit="epoch",
-                       enabled=trainer_progress_enabled(self._trainer))
-        with torch.inference_mode(False), torch.enable_grad(), bar:
-            images, targets = images.clone(), targets.clone()  # leave any inference-mode tensors behind
-            for i in mine:
-                net, g = build(i)
-                try:
-                    train_network(net, images, targets, epochs=kw["epochs"], lr=lr, batch_size=kw["batch_size"],
-                                  augment=aug, generator=g, on_epoch=bar.update)
-                except Exception as exc:
-                    if world == 1:
-                        raise
-                    error = exc  # raised on every rank after the exchange, so no rank waits for ever
-                    break
-                trained[i] = net
-        with torch.inference_mode(False):
-            nets = [trained[i] for i in range(kw["num_models"])] if world == 1 else gather_modules(
-                trained, kw["num_models"], lambda i: build(i)[0], images.device, error)
-        self._eval_nets = [net.eval() for net in nets]
-        self._eval_trained_here = sorted(trained)  # which of them this rank trained (its share)
-        self._eval_counts = torch.zeros(len(self._eval_nets), 2, dtype=torch.long, device=self.device)
-        self._eval_limit, self._eval_seen = self._unpadded_samples(), 0
-
-    def _unpadded_samples(self) -> int | None:
-        """How many samples of this rank's evaluation batches are real, when the loader's ``DistributedSampler``
-        pads the split to a multiple of the world size (Lightning's injected sampler for validation/test: it
-        repeats the first samples at the end, e.g. 1 of digits' 359 on 2 ranks). The padding sits at the end of
-        each rank's share, so counting only the first ``len(range(rank, N, world))`` samples counts every test
-        image exactly once, as one process does. ``None``: no padding to remove."""
-        from torch.utils.data import DistributedSampler
-
-        if self._trainer is None or self.trainer.world_size == 1:
-            return None
-        loaders = self.trainer.test_dataloaders if self.trainer.testing else self.trainer.val_dataloaders
-        loader = loaders[0] if isinstance(loaders, (list, tuple)) and loaders else loaders
-        sampler = getattr(loader, "sampler", None)
-        if not isinstance(sampler, DistributedSampler) or sampler.drop_last:
-            return None
-        return len(range(sampler.rank, len(sampler.dataset), sampler.num_replicas))
+        mine = len(range(rank, kw["num_models"], world))
+        with progress(total=mine * (kw["epochs"] + 1), desc="evaluation networks", unit="epoch",
+                      enabled=trainer_progress_enabled(self._trainer)) as bar:
+            (result,), _ = evaluate_table(self.eval_synset(), self.evaluation_split(), list(kw["arch_kwargs"]), **kw,
+                                          key=(self.seed, 7919, self.step_index), distributed=world > 1,
+                                          on_epoch=bar.update)
+        return result.accuracies
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        x, y = batch
-        if getattr(self, "_eval_limit", None) is not None:  # leave out the sampler's padding (_unpadded_samples)
-            keep = max(0, self._eval_limit - self._eval_seen)
-            self._eval_seen += int(y.shape[0])
-            if keep == 0:
-                return
-            x, y = x[:keep], y[:keep]
-        with torch.no_grad():
-            for i, net in enumerate(self._eval_nets):
-                self._eval_counts[i, 0] += (net(x).argmax(dim=1) == y).sum()
-                self._eval_counts[i, 1] += y.numel()
+        """Nothing per batch: :meth:`on_validation_epoch_end` evaluates on the loader's tensors at once."""
 
     def on_validation_epoch_end(self) -> None:
-        counts = self._eval_counts
-        if self._trainer is not None and self.trainer.world_size > 1:
-            counts = self.trainer.strategy.reduce(counts.clone(), reduce_op="sum")
-        accs = counts[:, 0].double() / counts[:, 1].clamp(min=1).double()
+        accs = torch.tensor(self.evaluate_now(), dtype=torch.float64)
         self.last_eval_accuracies = [float(a) for a in accs]
-        mean = accs.mean()
         std = accs.std(unbiased=False) if accs.numel() > 1 else torch.zeros((), dtype=accs.dtype)
-        self.log("eval/acc_mean", float(mean), prog_bar=True, sync_dist=False, rank_zero_only=False)
+        self.log("eval/acc_mean", float(accs.mean()), prog_bar=True, sync_dist=False, rank_zero_only=False)
         self.log("eval/acc_std", float(std), sync_dist=False)
-        self._eval_nets = []
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self.validation_step(batch, batch_idx)
-
-    def on_test_epoch_start(self) -> None:
-        self.on_validation_epoch_start()
 
     def on_test_epoch_end(self) -> None:
         self.on_validation_epoch_end()
