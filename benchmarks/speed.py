@@ -307,7 +307,7 @@ def eval_vs_reference(ipc: int, models: int, epochs: int = 300) -> dict[str, Any
 
 
 def eval_test_pass(repeats: int = 3) -> dict[str, float]:
-    """Seconds of one 10,000-image Fashion-MNIST test pass of a ConvNet-128 (best of ``repeats``) and its
+    """Process CPU seconds of one 10,000-image Fashion-MNIST test pass of a ConvNet-128 (best of ``repeats``) and its
     achieved GFLOP/s (forward FLOPs from ``torch.utils.flop_counter``): the reference's (per-image conversion,
     batches of 256, autograd recording, loss and NumPy accuracy), the eager engine's and the compiled engine's
     (:func:`~lightning_sdc.evaluation.protocol.test_accuracy`)."""
@@ -324,9 +324,33 @@ def eval_test_pass(repeats: int = 3) -> dict[str, float]:
     out = {}
     for name, fn in passes.items():
         fn()
-        best = min(timeit.repeat(fn, number=1, repeat=repeats))
+        best = min(timeit.repeat(fn, number=1, repeat=repeats, timer=time.process_time))
         out[f"{name}_s"], out[f"{name}_gflops"] = best, flop / best / 1e9
     return out
+
+
+def eval_step_seconds(ipc: int, steps: int = 6, rounds: int = 3) -> dict[str, float]:
+    """Process CPU seconds of one training step of an evaluation network (ConvNet-128, the first ``ipc``
+    Fashion-MNIST training images per class, one batch): DC ``utils.py:epoch('train')``
+    (:func:`benchmarks.reference._train_epoch`) and this library's default (compiled) step, median of ``rounds``
+    alternating runs of ``steps`` steps. With :func:`eval_test_pass` they give an evaluation's CPU time by parts,
+    which other jobs holding the core do not inflate as they inflate wall time."""
+    from lightning_sdc.evaluation.protocol import _compiled_engine, train_network
+    from lightning_sdc.models import build_network
+
+    spec, (tx, _), _ = _fashion_test()
+    x, y = _class_heads(spec, ipc)
+    net = build_network("ConvNet", 1, 10, (28, 28), generator=torch.Generator().manual_seed(0))
+    engine = _compiled_engine(net, (x, y), tx, 256)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=256, shuffle=True)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    sides = {"reference": lambda: [reference._train_epoch(loader, net, opt) for _ in range(steps)],
+             "ours": lambda: train_network(net, x, y, epochs=steps - 1, lr=0.01, compiled=engine)}
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(rounds):
+        for name, fn in sides.items():
+            times[name] += timeit.repeat(fn, number=1, repeat=1, timer=time.process_time)
+    return {name: statistics.median(t) / steps for name, t in times.items()}
 
 
 def eval_accuracy_gap(models: int = 10, epochs: int = 300, **speed: Any) -> tuple[float, str]:
