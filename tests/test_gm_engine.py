@@ -56,7 +56,10 @@ def test_auto_compiles_long_runs_only():
 
 
 def test_a_tiny_fit_runs_eager_and_says_so(caplog):
-    with caplog.at_level(logging.INFO):
+    from pytorch_lightning.utilities.rank_zero import rank_zero_module
+
+    # the logger rank_zero_info writes to (other tests may have raised Lightning's loggers to ERROR)
+    with caplog.at_level(logging.INFO, logger=rank_zero_module.log.name):
         model = fit(DC("digits", 1, arch_kwargs=SMALL, batch_real=16, seed=1), 2)
     assert model.engine.name == "eager"
     lines = [r.getMessage() for r in caplog.records if "GM gradient engine" in r.getMessage()]

@@ -10,9 +10,8 @@ and backward, ≈ 40 %; Inductor fuses that chain into a few loops, which makes 
 
 :class:`CompiledNetwork` compiles ``CE(f(x; θ), y)`` and ``f(x; θ)`` once per network *structure*: the
 parameters are inputs (``torch.func.functional_call`` on a private copy of the first network seen), so every
-fresh network of a run reuses the compiled code; each new input shape compiles once (static shapes; past
-``torch._dynamo.config.cache_size_limit`` shapes, 8 by default, dynamo runs the pass eagerly — e.g. ``batch_real``
-above the class sizes of a small data set such as ``digits`` gives one shape per class).
+fresh network of a run reuses the compiled code; each new input shape compiles once (static shapes; e.g.
+``batch_real`` above the class sizes of a small data set such as ``digits`` gives one shape per class).
 Passes that need a second derivative (the synthetic side of GM, the unrolled TM student) stay eager: compiled
 graphs have no double backward.
 
@@ -21,12 +20,12 @@ single-input-channel convolutions as one GEMM over the unfolded input (:class:`_
 runs the other convolutions in channels-last, and on grayscale data the first one was a third of the pass.
 
 Cost: a one-off compile (tens of seconds per input shape on a small CPU), reused within the process — every
-:class:`CompiledNetwork` of one network structure shares one set of compiled functions, so fresh method or
-evaluation objects do not recompile (nor pile up dynamo cache entries until ``recompile_limit`` silently turns
-the passes eager) — and across processes from Inductor's on-disk cache, which :func:`use_persistent_cache`
-places under ``~/.cache/lightning_sdc/inductor`` unless ``TORCHINDUCTOR_CACHE_DIR`` is set. Networks with
-BatchNorm (their running statistics are module state written by the forward) are not supported; callers fall
-back to eager.
+:class:`CompiledNetwork` of one network structure shares one template and one set of compiled functions — and
+across processes from Inductor's on-disk cache, which :func:`use_persistent_cache` places under
+``~/.cache/lightning_sdc/inductor`` unless ``TORCHINDUCTOR_CACHE_DIR`` is set. Each input shape and train/eval
+mode is one dynamo cache entry; past ``recompile_limit`` entries dynamo would run the pass eagerly without a
+word, so the limit is raised to :data:`RECOMPILE_LIMIT`. Networks with BatchNorm (their running statistics are
+module state written by the forward) are not supported; callers fall back to eager.
 """
 
 from __future__ import annotations
