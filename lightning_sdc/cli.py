@@ -551,8 +551,14 @@ def run(args: Sequence[str] | None = None) -> Any:
     if name in SUBCOMMANDS:
         from jsonargparse import auto_cli
 
+        from lightning_sdc.runs import check_config_files
+
         func = _function(name)
         sub_argv = getattr(func, "prepare_args", list)(argv[1:])  # e.g. evaluate's plain `--archs A B C` list
+        try:
+            check_config_files(sub_argv)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         with stop_on_signals(name):  # SIGTERM/SIGUSR1/SIGINT: stop, keep finished work, no orphan workers
             return auto_cli(func, args=sub_argv, as_positional=name in POSITIONAL, prog=f"{PROG} {name}",
                             exit_on_error=False)
@@ -649,6 +655,8 @@ def main(args: Sequence[str] | None = None) -> None:
         if os.environ.get("LIGHTNING_SDC_TRACEBACK", "") not in ("", "0"):
             raise
         message = _one_line(exc)
+        if isinstance(exc, ImportError) and "tensorboard" in message.lower():
+            message += "; pip install 'lightning-sdc[tensorboard]' adds it"
         print(f"{PROG}: error: {type(exc).__name__}: {message} (LIGHTNING_SDC_TRACEBACK=1 shows where)",
               file=sys.stderr)
         raise SystemExit(1) from None

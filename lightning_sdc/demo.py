@@ -16,11 +16,12 @@ trainer/cpu --config demo/mnist5k_dsa_ipc1``. ``python -m lightning_sdc.demo [op
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -30,15 +31,25 @@ CONFIG = "demo/mnist5k_dsa_ipc1"
 TRAINER = "trainer/cpu"
 
 
-def _quiet() -> None:
-    """Silence Lightning's banner lines and tips; the demo prints its own table."""
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Within the block, silence Lightning's banner lines, tips and warnings (the demo prints its own table);
+    the loggers' levels and the warning filters are restored afterwards."""
     import lightning_fabric  # noqa: F401  (their import sets the loggers' levels: override after it)
     import pytorch_lightning  # noqa: F401
 
-    for name in ("lightning.pytorch", "pytorch_lightning", "lightning.fabric", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="pytorch_lightning")
-    warnings.filterwarnings("ignore", module="lightning_fabric")
+    names = ("lightning.pytorch", "pytorch_lightning", "lightning.fabric", "lightning_fabric")
+    levels = {name: logging.getLogger(name).level for name in names}
+    with warnings.catch_warnings():
+        for name in names:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module="pytorch_lightning")
+        warnings.filterwarnings("ignore", module="lightning_fabric")
+        try:
+            yield
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
 
 
 def distil(config: Path, sdc_lambda: float, steps: int, seed: int, out: Path | None):
@@ -88,9 +99,17 @@ def demo_command(
         raise UsageError(f"--epochs must be >= 0, got {epochs}")
     if sdc_lambda is not None and not sdc_lambda > 0:
         raise UsageError(f"--sdc_lambda must be > 0 (the SDC row), got {sdc_lambda}")
-    _quiet()
+    from lightning_sdc.io import prepare_output_dir
 
-    from lightning_sdc.cli import build_in_memory_cli
+    outdir = prepare_output_dir(out, "--out")  # before any run
+    with _quiet():
+        return _demo(path, run_config, steps, num_models, epochs, sdc_lambda, seed, outdir)
+
+
+def _demo(path: Path, run_config: str, steps: int | None, num_models: int | None, epochs: int | None,
+          sdc_lambda: float | None, seed: int, outdir: Path) -> list[str]:
+    """:func:`demo_command` after its arguments are checked."""
+    from lightning_sdc.cli import UsageError, build_in_memory_cli
     from lightning_sdc.coresets.random_subset import random_coreset
     from lightning_sdc.evaluation import evaluate_synset
 
@@ -101,9 +120,6 @@ def demo_command(
         raise UsageError(f"--run_config {run_config}: its sdc_lambda is 0; give --sdc_lambda for the SDC row")
     steps = steps or int(first.trainer.max_steps)
     lam = sdc_lambda if sdc_lambda is not None else parsed.sdc_lambda
-    from lightning_sdc.io import prepare_output_dir
-
-    outdir = prepare_output_dir(out, "--out")  # before any run
     t_start = time.perf_counter()
     print(f"lightning_sdc demo: {dataset}, IPC {ipc}, {steps} {method} updates per run (config {run_config}), "
           f"{torch.get_num_threads()} CPU threads\n", flush=True)

@@ -304,3 +304,17 @@ def test_jsonargparse_union_errors_become_one_line_with_the_full_key() -> None:
             "    - Expected a <class 'NoneType'>\n  Given value type: <class 'NestedArg'>\n"
             "  Given value: NestedArg(key='ipc', val='abc')")
     assert _one_line(ValueError(text)) == "model.init_args.ipc: Expected a <class 'int'>. Got value: abc"
+
+
+def test_a_missing_logger_package_names_the_extra(monkeypatch, capsys) -> None:
+    import lightning_sdc.cli as cli_module
+
+    def no_tensorboard(args=None):
+        raise ModuleNotFoundError("Neither `tensorboard` nor `tensorboardX` is available.")
+
+    monkeypatch.setattr(cli_module, "run", no_tensorboard)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--trainer.logger", "TensorBoardLogger"])
+    assert info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pip install 'lightning-sdc[tensorboard]' adds it" in err

@@ -206,17 +206,17 @@ def gradn_curve(
         raise UsageError(f"--grad_method {grad_method!r}: allowed: {', '.join(METHODS)}")
     from lightning_sdc.demo import _quiet
 
-    _quiet()
     workdir_path, out_path = prepare_output_dir(workdir, "--workdir"), Path(out)
     prepare_output_dir(out_path.parent, "--out (its directory)")  # both before any run
-    runs = {
-        name: track_run(
-            path, lam, steps=steps, every=every, networks=num_networks, source=source, ema=ema,
-            train_epochs=train_epochs, method=grad_method, seed=seed, accelerator=accelerator,
-            workdir=workdir_path / name,
-        )  # fmt: skip
-        for name, lam in zip(RUNS, (0.0, sdc_lambda))
-    }
+    with _quiet():
+        runs = {
+            name: track_run(
+                path, lam, steps=steps, every=every, networks=num_networks, source=source, ema=ema,
+                train_epochs=train_epochs, method=grad_method, seed=seed, accelerator=accelerator,
+                workdir=workdir_path / name,
+            )  # fmt: skip
+            for name, lam in zip(RUNS, (0.0, sdc_lambda))
+        }
     settings = {
         "config": _portable(path), "config_name": path.stem, "steps": steps, "sdc_lambda": sdc_lambda,
         "every": every, "networks": num_networks, "source": runs["base"]["source"], "ema": ema,
