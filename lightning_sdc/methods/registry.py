@@ -1,6 +1,8 @@
 """The method registry: ``build_method("dsa", dataset="digits", ipc=1)`` for the Python API and notebooks.
 
-LightningCLI selects methods by class (``model: {class_path: DSA}``); this registry names the same classes.
+LightningCLI selects methods by class (``model: {class_path: DSA}``); this registry names the same classes. Every
+method is registered by the time this module is usable: importing it imports its package first, and
+``lightning_sdc/methods/__init__.py`` imports every method module.
 """
 
 from __future__ import annotations
@@ -24,13 +26,9 @@ def register_method(*aliases: str):  # noqa: ANN201 - decorator
 
 def build_method(name: str, **kwargs: Any) -> Any:
     """Instantiate the method registered as ``name`` (case-insensitive)."""
-    import lightning_sdc.methods  # noqa: F401 - registers every method
-
     return METHODS.build(name, **kwargs)
 
 
 def list_methods() -> list[str]:
     """Registered method names."""
-    import lightning_sdc.methods  # noqa: F401
-
     return METHODS.names()
