@@ -2,8 +2,9 @@
 
 ``python -m tests.signal_child MARKER TARGET N ARGS...`` runs ``lightning-sdc ARGS...`` with the callable
 ``TARGET`` (``module:Class.method`` or ``module:function``) wrapped: its ``N``-th call (1-based) writes ``MARKER``
-and then sleeps in short naps (up to 300 s) instead of returning, so a test can signal the command in the middle
-of a unit of work knowing the units before it are finished. A run that finds ``MARKER`` already written (the
+and then sleeps in short naps (up to 300 s, or until a signal that :func:`lightning_sdc.signals.hold` holds, as the
+``fit`` loop does, has arrived), so a test can signal the command in the middle of a unit of work knowing the units
+before it are finished. A run that finds ``MARKER`` already written (the
 resumed run) does not park. ``N = 0``: never park (a resumed run checked for its result).
 """
 
@@ -32,8 +33,10 @@ def _wrap(target: str, nth: int, marker: Path) -> None:
         calls[0] += 1
         if calls[0] == nth and not marker.exists():
             marker.write_text(str(nth))
+            from lightning_sdc import signals
+
             deadline = time.monotonic() + 300.0
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and signals.received() is None:  # held (a fit update): go on
                 time.sleep(0.02)
         return func(*args, **kwargs)
 
