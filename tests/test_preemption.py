@@ -149,12 +149,13 @@ def test_signal_in_process_raises_preempted_with_status_and_restores_handlers(tm
     assert signal.getsignal(signal.SIGUSR1) == before  # handlers put back
 
 
-def test_signal_with_checkpointing_disabled_still_exits_non_zero(tmp_path: Path) -> None:
-    cb = PreemptionCheckpoint(every_n_minutes=None, dirpath=str(tmp_path))
+def test_signal_with_checkpointing_disabled_still_exits_non_zero(tmp_path: Path, capsys) -> None:
+    cb = PreemptionCheckpoint(every_n_minutes=None, dirpath=str(tmp_path), resume="Run the same command to continue.")
     with pytest.raises(Preempted) as err:
         quiet_trainer(4, [cb, SignalAt(1, signal.SIGTERM)], default_root_dir=tmp_path / "root").fit(gm(), digits())
     assert err.value.code == 143 and err.value.path is None
     assert not any(p.name != "root" for p in tmp_path.iterdir())
+    assert "exit status 143. Run the same command to continue." in capsys.readouterr().err  # a driver's own hint
 
 
 def test_periodic_last_checkpoint_by_steps_and_by_time(tmp_path: Path, monkeypatch) -> None:

@@ -83,6 +83,8 @@ class PreemptionCheckpoint(pl.Callback):
         dirpath: where ``last.ckpt`` goes (default: the run's checkpoint directory,
             :func:`lightning_sdc.runs.checkpoint_dir`, the one ``ModelCheckpoint`` uses).
         signals: the signals that stop ``fit`` with a checkpoint (names such as ``"SIGTERM"``).
+        resume: what the stop message tells the user to run to continue (a driver that resumes by itself, such
+            as ``compare``, says "Run the same command to continue.").
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class PreemptionCheckpoint(pl.Callback):
         every_n_steps: int | None = None,
         dirpath: str | None = None,
         signals: Sequence[str] = ("SIGTERM", "SIGUSR1", "SIGINT"),
+        resume: str = "Run the same command with --ckpt_path last to continue.",
     ) -> None:
         if every_n_minutes is not None and (isinstance(every_n_minutes, bool)
                                             or not isinstance(every_n_minutes, (int, float))
@@ -101,6 +104,7 @@ class PreemptionCheckpoint(pl.Callback):
             raise ValueError(f"every_n_steps must be an integer >= 1 or None, got {every_n_steps!r}")
         self.every_n_minutes, self.every_n_steps, self.dirpath = every_n_minutes, every_n_steps, dirpath
         self.signals = tuple(_signal_number(s) for s in signals)
+        self.resume = str(resume)
         self.received: int | None = None
         self.last_path: Path | None = None
         self.saves = 0
@@ -250,7 +254,7 @@ class PreemptionCheckpoint(pl.Callback):
         saved = f"checkpoint {path} written" if path else "no checkpoint (checkpointing is disabled)"
         then = "the job was requeued" if requeued else f"exit status {128 + signum}"
         print(f"lightning-sdc: {name} received; stopped after update {trainer.global_step}; {saved}; {then}. "
-              "Run the same command with --ckpt_path last to continue.", file=sys.stderr, flush=True)
+              f"{self.resume}", file=sys.stderr, flush=True)
 
     @staticmethod
     def _requeue(trainer: pl.Trainer, signum: int) -> bool:
