@@ -90,11 +90,11 @@ def test_empty_test_split_and_out_of_range_labels_are_errors(digits):
         evaluate_synset((s.images, bad), digits, num_models=1, epochs=0, num_classes=10)
 
 
-@pytest.mark.parametrize("limit", [1.0, 2])
-def test_periodic_evaluation_is_the_engine_on_the_loops_rows(digits, limit):
+def test_periodic_evaluation_is_the_engine_on_the_loops_rows(digits):
     """``fit``'s validation is one engine call: networks ``(seed, 7919, step, i)`` trained on the set and tested on
-    the rows the validation loop passes (all of them, or ``limit_val_batches=2`` batches of 64), equal to
-    :func:`evaluate_table` on those rows; the sanity check evaluates too, at step 0."""
+    the rows the validation loop passes (``limit_val_batches=2`` batches of 64; the whole split:
+    ``tests/test_evaluate_ddp.py``), equal to :func:`evaluate_table` on those rows; the sanity check (one batch)
+    evaluates too, at step 0."""
     from lightning_sdc.data import RealDataModule
     from lightning_sdc.evaluation import evaluate_table
     from lightning_sdc.methods.gradient import DC
@@ -109,12 +109,12 @@ def test_periodic_evaluation_is_the_engine_on_the_loops_rows(digits, limit):
     model = DC("digits", 1, arch_kwargs=SMALL, batch_real=16, seed=3, eval_num_models=2, eval_epochs=2)
     pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                enable_model_summary=False, check_val_every_n_epoch=None, val_check_interval=1, max_epochs=-1,
-               limit_val_batches=limit, num_sanity_val_steps=1, callbacks=[Record()],
+               limit_val_batches=2, num_sanity_val_steps=1, callbacks=[Record()],
                ).fit(model, RealDataModule("digits", test_batch_size=64))
     assert [s for s, _, _ in seen] == [0, 1]  # the sanity check (one batch) and the step-1 validation
     kw = model.eval_kwargs()
     kw["arch_kwargs"] = {kw.pop("arch"): kw["arch_kwargs"]}
-    for (step, accs, synset), rows in zip(seen, (64, 359 if limit == 1.0 else 128)):
+    for (step, accs, synset), rows in zip(seen, (64, 128)):
         test = (digits.test_images[:rows], digits.test_labels[:rows])
         (want,), _ = evaluate_table(synset, test, ["ConvNet"], **kw, key=(3, 7919, step))
         assert accs == want.accuracies and len(set(accs)) == 2
