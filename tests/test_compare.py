@@ -217,6 +217,10 @@ def test_compare_end_to_end_digits(tmp_path, monkeypatch):
     runs[0].unlink()
     compare_command(**args)
     assert len(calls) == 1 and runs[0].exists()
+    whole = json.loads(runs[1].read_text())
+    runs[1].write_text(runs[1].read_text()[:40])  # a run file cut short: computed again, to the same numbers
+    assert compare_command(**args) == md and len(calls) == 2
+    assert json.loads(runs[1].read_text())["accuracies"] == whole["accuracies"]
 
     summary = write_summary([out / "t.json"], tmp_path / "all.md", "# Title\n")
     text = summary.read_text()

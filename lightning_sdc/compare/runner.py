@@ -259,7 +259,8 @@ def distil(spec: RunSpec, run_dir: Path) -> tuple[Any, list[int]]:
     ckpt_dir = run_dir / "checkpoints"
     snapshots = SetSnapshots(points, run_dir)
     cli.trainer.callbacks.insert(0, snapshots)
-    cli.trainer.callbacks.append(PreemptionCheckpoint(dirpath=str(ckpt_dir), signals=("SIGTERM", "SIGUSR1", "SIGINT")))
+    cli.trainer.callbacks.append(PreemptionCheckpoint(dirpath=str(ckpt_dir), signals=("SIGTERM", "SIGUSR1", "SIGINT"),
+                                                      resume="Run the same command to continue."))
     last = ckpt_dir / LAST
     segments = read_segments(run_dir)
     segment = {"commit": source_commit(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "from_step": None}
@@ -359,8 +360,14 @@ def execute_baseline(spec: RunSpec, full_epochs: int, out_dir: Path) -> dict[str
     return out
 
 
-def load_result(path: Path) -> RunResult:
-    return RunResult(**json.loads(path.read_text()))
+def load_result(path: Path) -> RunResult | None:
+    """The finished run cached in ``path``, or ``None`` (with a line saying so) when the file is not one: a run
+    cut short while writing it, or edited, is computed again from its run directory."""
+    try:
+        return RunResult(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        print(f"{path}: not a finished-run file ({type(exc).__name__}: {exc}); computing the run again", flush=True)
+        return None
 
 
 def run_all(specs: Sequence[RunSpec], out_dir: str | Path, log: Any = print) -> list[RunResult]:
@@ -370,8 +377,9 @@ def run_all(specs: Sequence[RunSpec], out_dir: str | Path, log: Any = print) -> 
     results = []
     for i, spec in enumerate(specs, 1):
         path = out_dir / f"{spec.slug}.json"
-        if path.exists():
-            results.append(load_result(path))
+        cached = load_result(path) if path.exists() else None
+        if cached is not None:
+            results.append(cached)
             log(f"[skip {i}/{len(specs)}] {spec.key}={spec.value} seed {spec.seed}: {path.name}")
             continue
         log(f"[run {i}/{len(specs)}] {spec.key}={spec.value} seed {spec.seed}")
