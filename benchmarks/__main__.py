@@ -17,7 +17,7 @@ from lightning_sdc.io import atomic_write_text
 TARGETS = {"sdc_overhead_DC": "<= 1.05", "sdc_overhead_MTT": "<= 1.05", "gm_floor": "<= 1.25",
            "tm_floor": "<= 1.25", "tm_memory_constant": "<= 1.15", "ddp_scaling": ">= 1.6", "ddp_scaling_mnist5k": ">= 1.6", "bf16_cosine_DC": ">= 0.99",
            "bf16_cosine_MTT": ">= 0.99", "gm_vs_reference_ipc1": ">= 2", "gm_vs_reference_ipc10": ">= 2",
-           "gm_compiled_rel_diff": "<= 1e-3", "gm_vs_reference_ipc1_cpu": ">= 2", "gm_vs_reference_ipc10_cpu": ">= 2", "gm_bf16_speedup": ">= 2", "gm_bf16_cosine": ">= 0.99",
+           "gm_vs_reference_ipc1_cpu": ">= 2", "gm_vs_reference_ipc10_cpu": ">= 2", "gm_bf16_speedup": ">= 2", "gm_bf16_cosine": ">= 0.99",
            "tm_vs_reference_unrolled": ">= 1.2", "tm_vs_reference_constant": ">= 1.2", "eval_vs_reference_ipc1": ">= 2",
            "eval_vs_reference_ipc10": ">= 2", "eval_cpu_ratio_ipc1": ">= 2",
            "eval_cpu_ratio_ipc10": ">= 2", "eval_paired_max_diff": "<= 0.5", "eval_accuracy_gap": "<= 1", "tm_memory_constant_cifar": "<= 1.15"}
