@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -239,7 +239,5 @@ def keep_freed_memory() -> bool:
     return _KEPT
 
 
-TrainLoss = Callable[[nn.Module, Tensor, Tensor], Tensor]
-
 __all__ = ["ENGINES", "EngineName", "GradientEngine", "VmapEngine", "CompiledEngine", "select_engine",
-           "pays_to_compile", "forward_flops", "keep_freed_memory", "ce_loss", "TrainLoss"]
+           "pays_to_compile", "forward_flops", "keep_freed_memory", "ce_loss"]
