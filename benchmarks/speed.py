@@ -195,8 +195,8 @@ def gm_step_flops(ipc: int, batch_real: int = 256) -> float:
     skips), the same per image of the inner-loop epochs after every update but an iteration's last, and the
     synthetic side (forward, ``create_graph`` backward and its backward ≈ 6 forwards per image)."""
     from lightning_sdc.methods.gm import get_loops
-    from lightning_sdc.methods.gm.engine import forward_flops
     from lightning_sdc.models import build_network
+    from lightning_sdc.models.base import forward_flops
 
     net = build_network("ConvNet", 1, 10, (28, 28))
     fwd = forward_flops(net, (1, 28, 28))
@@ -312,8 +312,9 @@ def eval_test_pass(repeats: int = 3) -> dict[str, float]:
     achieved GFLOP/s (forward FLOPs from ``torch.utils.flop_counter``): the reference's (per-image conversion,
     batches of 256, autograd recording, loss and NumPy accuracy), the eager engine's and the compiled engine's
     (:func:`~lightning_sdc.evaluation.protocol.test_accuracy`)."""
-    from lightning_sdc.evaluation.protocol import _compiled_engine, network_flop, test_accuracy
+    from lightning_sdc.evaluation.protocol import _compiled_engine, test_accuracy
     from lightning_sdc.models import build_network
+    from lightning_sdc.models.base import forward_flops
 
     spec, (x, y), per_image = _fashion_test()
     net = build_network("ConvNet", 1, 10, (28, 28), generator=torch.Generator().manual_seed(0))
@@ -321,7 +322,7 @@ def eval_test_pass(repeats: int = 3) -> dict[str, float]:
     loader = torch.utils.data.DataLoader(per_image, batch_size=256, shuffle=False)
     passes = {"reference": lambda: reference._train_epoch(loader, net, None),
               "eager": lambda: test_accuracy(net, x, y), "compiled": lambda: test_accuracy(net, x, y, compiled=engine)}
-    flop = network_flop(net, (1, 28, 28)) * x.shape[0]
+    flop = forward_flops(net, (1, 28, 28)) * x.shape[0]
     out = {}
     for name, fn in passes.items():
         fn()

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from lightning_sdc.data.registry import dataset_info
-from lightning_sdc.methods.gm.engine import forward_flops
 from lightning_sdc.models import build_network
+from lightning_sdc.models.base import forward_flops
 
 #: test-split sizes of the paper's data sets (torchvision's splits); others count 10,000
 TEST_IMAGES = {"mnist": 10_000, "fashionmnist": 10_000, "svhn": 26_032, "cifar10": 10_000, "cifar100": 10_000,

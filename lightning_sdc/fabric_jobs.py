@@ -93,7 +93,7 @@ def launch(trainer: FabricTrainerOptions | Mapping[str, Any] | None, function: C
 
     ``fabric`` gives each process its ``global_rank``, ``world_size``, ``device`` and ``barrier``; with more than
     one process the default ``torch.distributed`` group is initialised, so the collectives of
-    :mod:`lightning_sdc.evaluation.sharding` work. Returns what rank 0's ``function`` returns (``ddp_spawn``: in
+    :mod:`lightning_sdc.evaluation.protocol` work. Returns what rank 0's ``function`` returns (``ddp_spawn``: in
     the launching process; ``ddp``: every process gets its own return value).
     """
     from lightning_fabric import Fabric

@@ -14,11 +14,11 @@ from lightning_sdc.methods.gm.engine import (
     CompiledEngine,
     GradientEngine,
     VmapEngine,
-    forward_flops,
     pays_to_compile,
     select_engine,
 )
 from lightning_sdc.models import build_network
+from lightning_sdc.models.base import forward_flops
 from lightning_sdc.models.compiled import use_persistent_cache
 
 from .gm_helpers import SMALL, fit

@@ -2,7 +2,7 @@
 
 fp16 (GradScaler) and bf16 autocast on CUDA for one GM (DC) and one TM (MTT) method agree with fp32, the
 synthetic set stays fp32, and the unrolled meta-gradient's peak CUDA memory grows with ``syn_steps`` while
-the constant-memory mode's does not grow as fast; ``vectorize: true`` GM equals the class loop on CUDA; experts
+the constant-memory mode's does not grow as fast; ``engine: vmap`` GM equals the eager class loop on CUDA; experts
 train on the GPU through ``run_experts`` and resume. ``python -m benchmarks.gpu_check`` runs these and more.
 """
 
@@ -73,19 +73,19 @@ def test_cuda_peak_memory_unrolled_vs_constant(experts: Path) -> None:
 
 
 def test_cuda_vectorized_gm_equals_the_class_loop() -> None:
-    """``vectorize: true`` (one vmap over classes) on CUDA: one DC and one DSA update equal the per-class loop
+    """``engine: vmap`` (one vmap over classes) on CUDA: one DC and one DSA update equal the per-class loop
     up to a small fraction of the change (CUDA kernels round differently from CPU's, not the algorithm)."""
     from lightning_sdc.methods.gradient import DSA
     from tests.gm_helpers import assert_same_updates
 
     for cls in (DC, DSA):
         runs = {}
-        for vectorize in (False, True):
+        for engine in ("eager", "vmap"):
             model, cb = gm_model(cls, ipc=2, batch_real=32, sdc_lambda=0.1, outer_loop=1, inner_loop=1,
-                                 vectorize=vectorize), Start()
+                                 engine=engine), Start()
             make_trainer(1, accelerator="cuda", devices=1, callbacks=[cb]).fit(model, gm_datamodule())
-            runs[vectorize] = (cb.x, model.synset.images.detach())
-        assert_same_updates(runs[True][1], runs[False][1], runs[False][0], 1e-3, cls.__name__)
+            runs[engine] = (cb.x, model.synset.images.detach())
+        assert_same_updates(runs["vmap"][1], runs["eager"][1], runs["eager"][0], 1e-3, cls.__name__)
 
 
 def test_cuda_experts_run_trains_resumes_and_loads_on_cpu(tmp_path: Path) -> None:

@@ -76,8 +76,12 @@ def _eval_set(digits):
 def test_stacked_training_equals_one_at_a_time(digits):
     """Three networks trained stacked (vmap, one optimiser) end where three one-at-a-time runs end: shuffled
     batches and per-network DSA draws from each network's generator, lr decay, momentum and weight decay."""
-    from lightning_sdc.evaluation.batched import train_networks
-    from lightning_sdc.evaluation.protocol import make_train_augment, seeded_generator, train_network
+    from lightning_sdc.evaluation.protocol import (
+        make_train_augment,
+        seeded_generator,
+        train_network,
+        train_networks,
+    )
 
     images, labels = _eval_set(digits)
     aug = make_train_augment("dsa", dataset="digits")

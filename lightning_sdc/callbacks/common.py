@@ -1,5 +1,5 @@
 """Helpers the callbacks share: the log directory, writing metrics to every logger, the evaluated set, DDP
-splits (:func:`~lightning_sdc.evaluation.sharding.rank_share`, re-exported here)."""
+splits (:func:`~lightning_sdc.evaluation.protocol.rank_share`, re-exported here)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from lightning_sdc.evaluation.sharding import rank_share
+from lightning_sdc.evaluation.protocol import rank_share
 
 __all__ = ["check_every", "evaluated_set", "image_writers", "log_metrics", "output_dir", "rank_share"]
 

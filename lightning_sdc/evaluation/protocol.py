@@ -43,10 +43,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
-from torch.utils.flop_counter import FlopCounterMode
 
 from lightning_sdc import models as networks
 from lightning_sdc.data import DATASETS
+from lightning_sdc.models.base import forward_flops
 from lightning_sdc.models.compiled import CompiledNetwork, has_module_state, use_persistent_cache
 from lightning_sdc.synthetic import SyntheticSet, label_range_problem
 from lightning_sdc.training import TRAIN_AUGMENTS as EVAL_AUGMENTS  # noqa: F401  (re-exported)
@@ -252,13 +252,6 @@ def _compiled_engine(net: nn.Module, train: tuple[Tensor, Tensor], test: Tensor,
     return _ENGINES[key]
 
 
-def network_flop(net: nn.Module, image_shape: Sequence[int]) -> int:
-    """FLOPs of one forward of ``net`` on one image (``torch.utils.flop_counter``, on the meta device)."""
-    with torch.device("meta"), FlopCounterMode(display=False) as counter:
-        copy.deepcopy(net).to("meta").eval()(torch.zeros(1, *image_shape))
-    return counter.get_total_flops()
-
-
 # ---------------------------------------------------------------------------------------------- the engine
 @dataclass
 class Protocol:
@@ -296,7 +289,7 @@ class Protocol:
         if self.compiled is None:
             n = self.images.shape[0]
             rows = 3 * n * (self.epochs + 1) + self.test_images.shape[0]  # backward ≈ 2 forwards
-            if networks * rows * network_flop(net, self.images.shape[1:]) < COMPILE_MIN_FLOP:
+            if networks * rows * forward_flops(net, self.images.shape[1:]) < COMPILE_MIN_FLOP:
                 return None
         return _compiled_engine(net, (self.images, self.targets), self.test_images, self.batch_size)
 

@@ -1,4 +1,4 @@
-"""The network registry and what every architecture shares: input-shape rules and parameter counting.
+"""The network registry and what every architecture shares: input-shape rules, parameter and FLOP counting.
 
 Architectures register themselves here (``convnet.py``, ``classic.py``, ``resnet.py``); ``build_network`` in
 ``lightning_sdc.models`` looks them up. Names follow the references' ``get_network`` (DC ``utils.py:124``,
@@ -7,10 +7,13 @@ MTT ``utils.py:get_network``); aliases add the DD-Ranking spellings (``ConvNet-3
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from lightning_sdc.registry import Registry
 
@@ -34,6 +37,14 @@ def register(name: str, *aliases: str) -> Callable[[Callable[..., nn.Module]], C
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """Number of scalar parameters of ``module`` (shared parameters counted once, as ``named_parameters``)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def forward_flops(net: nn.Module, image_shape: Sequence[int]) -> int:
+    """FLOPs of one image's forward through ``net`` (``torch.utils.flop_counter``: 2 per multiply-add of its
+    convolutions and matrix products), counted on a ``meta`` copy: nothing is computed."""
+    with torch.device("meta"), FlopCounterMode(display=False) as counter:
+        copy.deepcopy(net).to("meta").eval()(torch.zeros(1, *image_shape))
+    return counter.get_total_flops()
 
 
 def shape_str(channels: int, im_size: Sequence[int]) -> str:

@@ -38,6 +38,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_sdc.methods.gm.grads import batched_class_gradients, stack_batches
+from lightning_sdc.models.base import forward_flops
 from lightning_sdc.models.compiled import CompiledNetwork, has_module_state, use_persistent_cache
 
 EngineName = Literal["auto", "eager", "vmap", "compiled"]
@@ -144,30 +145,6 @@ ENGINE_CLASSES: dict[str, type[GradientEngine]] = {"eager": GradientEngine, "vma
                                                    "compiled": CompiledEngine}
 
 
-def forward_flops(net: nn.Module, image_shape: Sequence[int]) -> float:
-    """Multiply-adds × 2 of one image's forward through ``net``'s convolutions and linear layers."""
-    total = 0.0
-
-    def count(m: nn.Module, inputs: tuple, out: Tensor) -> None:
-        nonlocal total
-        if isinstance(m, nn.Conv2d):
-            total += 2.0 * out.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-        elif isinstance(m, nn.Linear):
-            total += 2.0 * out.numel() * m.in_features
-
-    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    try:
-        was = net.training
-        net.eval()
-        with torch.no_grad():
-            net(torch.zeros(1, *image_shape, device=next(net.parameters()).device))
-        net.train(was)
-    finally:
-        for h in hooks:
-            h.remove()
-    return total
-
-
 def pays_to_compile(step_images: float, flops_per_image: float, max_steps: int | None) -> tuple[bool, float]:
     """Whether a run of ``max_steps`` updates (``None``/negative: unbounded) is long enough to pay for
     compilation, and its estimated eager arithmetic time in seconds.
@@ -240,4 +217,4 @@ def keep_freed_memory() -> bool:
 
 
 __all__ = ["ENGINES", "EngineName", "GradientEngine", "VmapEngine", "CompiledEngine", "select_engine",
-           "pays_to_compile", "forward_flops", "keep_freed_memory", "ce_loss"]
+           "pays_to_compile", "keep_freed_memory", "ce_loss"]
