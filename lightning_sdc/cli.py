@@ -338,11 +338,16 @@ def _lightning_cli_class(given: Sequence[tuple[str, Any, str]] = ()) -> type:
 
 
 def _prepare(cli: Any, subcommand: str) -> None:
-    """:func:`lightning_sdc.runs.prepare_subcommand`, its errors as one-line :class:`UsageError`."""
+    """:func:`lightning_sdc.runs.prepare_subcommand`, its errors as one-line :class:`UsageError`; one
+    ``PreemptionCheckpoint`` per run (the CLI's default comes last: one the user configured replaces it)."""
+    from lightning_sdc.callbacks import PreemptionCheckpoint
     from lightning_sdc.runs import prepare_subcommand
 
+    own = [cb for cb in cli.trainer.callbacks if isinstance(cb, PreemptionCheckpoint)]
+    for extra in own[1:]:
+        cli.trainer.callbacks.remove(extra)
     try:
-        prepare_subcommand(cli, subcommand)
+        prepare_subcommand(cli, subcommand, lock=bool(own))
     except (ValueError, RuntimeError, OSError) as exc:
         raise UsageError(str(exc)) from None
 

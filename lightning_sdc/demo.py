@@ -110,8 +110,8 @@ def _demo(path: Path, run_config: str, steps: int | None, num_models: int | None
           sdc_lambda: float | None, seed: int, outdir: Path) -> list[str]:
     """:func:`demo_command` after its arguments are checked."""
     from lightning_sdc.cli import UsageError, build_in_memory_cli
-    from lightning_sdc.coresets.random_subset import random_coreset
     from lightning_sdc.evaluation import evaluate_synset
+    from lightning_sdc.synthetic import random_coreset
 
     first = build_in_memory_cli([TRAINER, path], seed)  # the config's own settings (nothing is run)
     parsed = first.model

@@ -190,9 +190,9 @@ def run_random(cell: Cell, grid: Grid, seed: int, cli: Any) -> dict[str, Any]:
     """The Random row: ``cell.ipc`` real images per class (``random_coreset`` with ``seed``) evaluated with the
     protocol of ``cli``'s parsed (not trained) model, on the dataset its DataModule would load — without
     building that DataModule's expert buffer."""
-    from lightning_sdc.coresets.random_subset import random_coreset
     from lightning_sdc.data import load_dataset
     from lightning_sdc.evaluation import evaluate_synset
+    from lightning_sdc.synthetic import random_coreset
 
     dm = cli.datamodule
     spec = load_dataset(dm.dataset, dm.root, download=dm.download, zca=dm.zca, **dm.dataset_kwargs)

@@ -420,20 +420,16 @@ def check_run_dir(trainer: Any, config: Any, resuming: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------------ the CLI hook
-def prepare_subcommand(cli: Any, subcommand: str) -> None:
+def prepare_subcommand(cli: Any, subcommand: str, lock: bool = True) -> None:
     """What ``lightning-sdc fit|validate|test`` does before the Trainer runs (called from the CLI's
     ``before_<subcommand>``): resolve ``--ckpt_path last``, check the checkpoint (class paths, same settings),
-    refuse ``validate``/``test`` without one, and lock the run directory of ``fit``."""
+    refuse ``validate``/``test`` without one, and lock the run directory of ``fit`` (``lock``: the run keeps a
+    ``PreemptionCheckpoint``, which releases the lock when ``fit`` ends)."""
     from pytorch_lightning.utilities import rank_zero_info
-
-    from lightning_sdc.callbacks.preemption import PreemptionCheckpoint
 
     config = cli.config_init[subcommand]
     ckpt = config.get("ckpt_path")
     trainer = cli.trainer
-    own = [cb for cb in trainer.callbacks if isinstance(cb, PreemptionCheckpoint)]
-    for extra in own[1:]:  # the CLI's default comes last: a PreemptionCheckpoint the user configured replaces it
-        trainer.callbacks.remove(extra)
     if subcommand == "fit":
         check_trainer_settings(trainer)
     if subcommand in ("validate", "test") and not ckpt:
@@ -484,7 +480,7 @@ def prepare_subcommand(cli: Any, subcommand: str) -> None:
         rank_zero_info(f"resuming {config['ckpt_path']} with changed settings: {', '.join(changed)}")
     if subcommand == "fit":
         check_run_dir(trainer, cli.config[subcommand], resuming=bool(config.get("ckpt_path")))
-    if subcommand == "fit" and own:  # refused now, not after the data are set up
+    if subcommand == "fit" and lock:  # refused now, not after the data are set up
         path = lock_path(trainer)  # on every rank: trainer.log_dir broadcasts once the process group exists
         if trainer.is_global_zero:
             lock_run_dir(path)  # PreemptionCheckpoint releases it when fit ends

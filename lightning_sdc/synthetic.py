@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_sdc.data import ClassIndexedImages
 from lightning_sdc.io import atomic_torch_save, atomic_write, safe_torch_load
 
 LABEL_MODES = ("hard", "soft", "learned")
@@ -329,3 +330,20 @@ class SyntheticSet(nn.Module):
             f"dataset={self.dataset!r}, num_classes={self.num_classes}, ipc={self.ipc}, "
             f"image_shape={self.image_shape}, label_mode={self.label_mode!r}{lr}"
         )
+
+
+def random_coreset(spec: Any, ipc: int, seed: int = 0) -> SyntheticSet:
+    """The Random baseline (rows "Random" of the paper's Tables 1 and 2): a :class:`SyntheticSet` of ``ipc``
+    distinct real training images of each class of ``spec`` (a DatasetSpec), drawn with a generator seeded by
+    ``seed``; evaluated with the same protocol as any set."""
+    real = ClassIndexedImages(spec.train_images, spec.train_labels, spec.num_classes)
+    for c in range(spec.num_classes):
+        if not isinstance(ipc, int) or ipc < 1 or ipc > real.count(c):
+            raise ValueError(f"ipc={ipc!r} is not allowed for class {c} of {spec.name!r}: it has {real.count(c)} images")
+    synset = SyntheticSet.blank(
+        num_classes=spec.num_classes, ipc=ipc, image_shape=spec.image_shape, dataset=spec.name,
+        mean=spec.mean, std=spec.std, class_names=spec.class_names,
+        zca_state=spec.zca.to_dict() if getattr(spec, "zca", None) is not None else None,
+    )
+    g = torch.Generator().manual_seed(int(seed))
+    return synset.init_from_real(real, g)

@@ -155,8 +155,8 @@ def test_one_seed_gives_the_same_evaluation_networks(digits, monkeypatch):
     """Two different sets evaluated with one seed: network i starts from the same weights and the same generator
     state (batch order and augmentation draws); another seed changes them."""
     import lightning_sdc.models as models
-    from lightning_sdc.coresets.random_subset import random_coreset
     from lightning_sdc.evaluation import evaluate_synset, protocol
+    from lightning_sdc.synthetic import random_coreset
 
     inits, states = [], []
     build, train = models.build_network, protocol.train_network

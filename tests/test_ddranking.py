@@ -79,7 +79,7 @@ def test_full_data_accuracy_is_cached(tmp_path, monkeypatch):
 
 def test_label_robust_metrics_random_set_has_zero_ior(digits, tmp_path):
     """The random subset drawn with the seed the set was drawn with *is* the set: same networks, IOR exactly 0."""
-    from lightning_sdc.coresets.random_subset import random_coreset
+    from lightning_sdc.synthetic import random_coreset
 
     synset = random_coreset(digits, 1, seed=7)
     res = ddr.label_robust_metrics(
@@ -92,8 +92,8 @@ def test_label_robust_metrics_random_set_has_zero_ior(digits, tmp_path):
 
 
 def test_evaluate_command_metrics(digits, tmp_path, monkeypatch):
-    from lightning_sdc.coresets.random_subset import random_coreset
     from lightning_sdc.evaluation.command import evaluate_command
+    from lightning_sdc.synthetic import random_coreset
 
     with pytest.raises(ValueError, match="metric 'acc' is not allowed"):  # before the set is read
         evaluate_command(str(tmp_path / "missing.pt"), metrics=["acc"])

@@ -13,11 +13,10 @@ import pytest
 import torch
 
 from lightning_sdc.cli import run
-from lightning_sdc.coresets.random_subset import random_coreset
 from lightning_sdc.evaluation import EvalResult
 from lightning_sdc.evaluation import command as cmd
 from lightning_sdc.evaluation.set_files import EXPECTED, SetFileError, load_set
-from lightning_sdc.synthetic import SyntheticSet
+from lightning_sdc.synthetic import SyntheticSet, random_coreset
 
 TINY = {"width": 4, "depth": 1}
 PROTOCOL = {"method": "DSA", "arch": "ConvNet", "arch_kwargs": TINY, "num_models": 1, "epochs": 1, "lr": None,

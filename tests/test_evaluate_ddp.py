@@ -21,11 +21,11 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_sdc.cli import main, run
-from lightning_sdc.coresets.random_subset import random_coreset
 from lightning_sdc.evaluation import evaluate_synset, evaluate_table, seeded_generator, train_network
 from lightning_sdc.evaluation import protocol as protocol_module
 from lightning_sdc.evaluation import test_accuracy as accuracy_of  # (not collected as a test)
 from lightning_sdc.evaluation.protocol import eval_jobs, gather_results, rank_share
+from lightning_sdc.synthetic import random_coreset
 
 #: evaluate_synset settings of the sharded-protocol test: 3 models on 2 ranks (uneven shares: 0, 2 | 1)
 KW = {"arch": "ConvNet", "num_models": 3, "epochs": 3, "augment": "none", "batch_size": 256, "seed": 5,

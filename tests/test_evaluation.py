@@ -2,9 +2,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from lightning_sdc.coresets.random_subset import random_coreset
 from lightning_sdc.evaluation import evaluate_archs, evaluate_synset, results_markdown, write_results
-from lightning_sdc.synthetic import SyntheticSet
+from lightning_sdc.synthetic import SyntheticSet, random_coreset
 
 SMALL = {"width": 32, "depth": 2}
 

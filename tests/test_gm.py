@@ -198,8 +198,8 @@ EVAL = dict(arch="ConvNet", num_models=5, epochs=100, augment="none", arch_kwarg
 
 @pytest.fixture(scope="module")
 def random_baseline():
-    from lightning_sdc.coresets.random_subset import random_coreset
     from lightning_sdc.data import load_dataset
+    from lightning_sdc.synthetic import random_coreset
 
     spec = load_dataset("digits")
     return spec, evaluate_synset(random_coreset(spec, 1, seed=0), spec, **EVAL)

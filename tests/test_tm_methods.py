@@ -259,8 +259,8 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_demo(method: str, workdir: Path, monkeypatch: pytest.MonkeyPatch, *extra: str):
     from lightning_sdc.cli import build_cli
-    from lightning_sdc.coresets.random_subset import random_coreset
     from lightning_sdc.evaluation.protocol import evaluate_synset
+    from lightning_sdc.synthetic import random_coreset
 
     monkeypatch.chdir(workdir)
     args = ["--config", str(REPO / "configs" / "trainer" / "cpu.yaml"),

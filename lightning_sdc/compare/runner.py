@@ -335,10 +335,10 @@ def execute_baseline(spec: RunSpec, full_epochs: int, out_dir: Path) -> dict[str
     (:func:`lightning_sdc.evaluation.ddranking.full_data_accuracy`, trained once per setting into
     ``<out>/full_data``)."""
     from lightning_sdc.cli import build_in_memory_cli
-    from lightning_sdc.coresets.random_subset import random_coreset
     from lightning_sdc.data import load_dataset
     from lightning_sdc.evaluation import evaluate_synset
     from lightning_sdc.evaluation.ddranking import full_data_accuracy
+    from lightning_sdc.synthetic import random_coreset
 
     base = baseline_spec(spec, full_epochs)
     path = out_dir / f"random_seed{spec.seed}_{base.fingerprint()}.json"

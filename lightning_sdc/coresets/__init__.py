@@ -11,7 +11,7 @@ from lightning_sdc.coresets.herding import (
     herding_per_class,
     herding_select,
 )
-from lightning_sdc.coresets.random_subset import random_coreset
+from lightning_sdc.synthetic import random_coreset
 
 __all__ = [
     "CORESET_METHODS",

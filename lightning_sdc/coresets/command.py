@@ -11,11 +11,10 @@ import torch
 
 from lightning_sdc.coresets.forgetting import KEEP, forgetting_coreset
 from lightning_sdc.coresets.herding import RULES, herding_coreset
-from lightning_sdc.coresets.random_subset import random_coreset
 from lightning_sdc.difficulty.forgetting import NEVER_LEARNED
 from lightning_sdc.io import atomic_write_text
 from lightning_sdc.progress import bare_flags, phase, progress, quiet_mode
-from lightning_sdc.synthetic import SyntheticSet
+from lightning_sdc.synthetic import SyntheticSet, random_coreset
 
 CORESET_METHODS = ("random", "herding", "forgetting")
 

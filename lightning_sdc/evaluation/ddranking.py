@@ -217,8 +217,8 @@ def label_robust_metrics(
     of ``train`` (drawn with ``random_seed``), the same networks (generator ``(seed, i)``) and protocol for both,
     against the cached full-data accuracy (``full_epochs`` epochs, lr 0.01); ``compiled`` as
     :func:`~lightning_sdc.evaluation.evaluate_synset`."""
-    from lightning_sdc.coresets.random_subset import random_coreset
     from lightning_sdc.evaluation.protocol import _unpack_synset
+    from lightning_sdc.synthetic import random_coreset
 
     check_weight(weight)
     images, targets, set_lr, _ = _unpack_synset(synset)
