@@ -41,7 +41,7 @@ SUBCOMMANDS = {
     "theory": "lightning_sdc.theory.cli:theory_command",
     "demo": "lightning_sdc.demo:demo_command",
     "reproduce": "lightning_sdc.experiments:reproduce_command",
-    "gradn-curve": "lightning_sdc.difficulty.curve:gradn_curve_command",
+    "gradn-curve": "lightning_sdc.gradn_curve:gradn_curve_command",
     "compare": "lightning_sdc.compare.command:compare_command",
     "configs": "lightning_sdc.cli:configs_command",
 }

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from lightning_sdc import gradn_curve as curve
 from lightning_sdc.cli import UsageError
 from lightning_sdc.cli import run as cli_run
-from lightning_sdc.difficulty import curve
 
 DIGITS_DSA = curve.CONFIGS / "demo" / "digits_dsa_ipc1.yaml"
 

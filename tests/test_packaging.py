@@ -60,8 +60,8 @@ def test_configs_are_package_data_and_the_checkout_path_still_works() -> None:
 def test_drivers_resolve_configs_inside_the_package(tmp_path, monkeypatch) -> None:
     """demo, reproduce and gradn-curve name packaged configs, never paths relative to the source tree."""
     from lightning_sdc import demo, experiments
+    from lightning_sdc import gradn_curve as curve
     from lightning_sdc.cli import resolve_config
-    from lightning_sdc.difficulty import curve
 
     monkeypatch.chdir(tmp_path)  # no configs/ here
     for name in (demo.CONFIG, demo.TRAINER, curve.DEFAULT_CONFIG):

@@ -1,6 +1,6 @@
 """The GraDN curve of a distillation run with and without SDC (the paper's Figure 1a for GM, 1c for TM).
 
-``lightning-sdc gradn-curve`` (``python -m lightning_sdc.difficulty.curve``) runs one method config twice from
+``lightning-sdc gradn-curve`` (``python -m lightning_sdc.gradn_curve``) runs one method config twice from
 the same seed — λ = 0 and λ = ``--sdc_lambda`` (eq. 11 for GM, eq. 12 for TM) — with a :class:`~lightning_sdc.callbacks.GraDNTracker`
 attached, and writes
 
@@ -270,7 +270,7 @@ def gradn_curve_command(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m lightning_sdc.difficulty.curve [options]`` = ``lightning-sdc gradn-curve [options]``."""
+    """``python -m lightning_sdc.gradn_curve [options]`` = ``lightning-sdc gradn-curve [options]``."""
     from lightning_sdc.cli import main as cli_main
 
     cli_main(["gradn-curve", *(sys.argv[1:] if argv is None else argv)])
