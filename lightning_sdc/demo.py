@@ -16,40 +16,18 @@ trainer/cpu --config demo/mnist5k_dsa_ipc1``. ``python -m lightning_sdc.demo [op
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import sys
 import time
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from lightning_sdc.progress import quiet_lightning
+
 #: the default config (a packaged config name, see :func:`lightning_sdc.cli.resolve_config`)
 CONFIG = "demo/mnist5k_dsa_ipc1"
 TRAINER = "trainer/cpu"
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Within the block, silence Lightning's banner lines, tips and warnings (the demo prints its own table);
-    the loggers' levels and the warning filters are restored afterwards."""
-    import lightning_fabric  # noqa: F401  (their import sets the loggers' levels: override after it)
-    import pytorch_lightning  # noqa: F401
-
-    names = ("lightning.pytorch", "pytorch_lightning", "lightning.fabric", "lightning_fabric")
-    levels = {name: logging.getLogger(name).level for name in names}
-    with warnings.catch_warnings():
-        for name in names:
-            logging.getLogger(name).setLevel(logging.ERROR)
-        warnings.filterwarnings("ignore", module="pytorch_lightning")
-        warnings.filterwarnings("ignore", module="lightning_fabric")
-        try:
-            yield
-        finally:
-            for name, level in levels.items():
-                logging.getLogger(name).setLevel(level)
 
 
 def distil(config: Path, sdc_lambda: float, steps: int, seed: int, out: Path | None):
@@ -102,7 +80,7 @@ def demo_command(
     from lightning_sdc.io import prepare_output_dir
 
     outdir = prepare_output_dir(out, "--out")  # before any run
-    with _quiet():
+    with quiet_lightning():
         return _demo(path, run_config, steps, num_models, epochs, sdc_lambda, seed, outdir)
 
 

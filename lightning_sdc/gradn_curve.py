@@ -204,11 +204,11 @@ def gradn_curve(
         raise UsageError(f"--source {source!r}: allowed: {', '.join(SOURCES)}")
     if grad_method not in METHODS:
         raise UsageError(f"--grad_method {grad_method!r}: allowed: {', '.join(METHODS)}")
-    from lightning_sdc.demo import _quiet
+    from lightning_sdc.progress import quiet_lightning
 
     workdir_path, out_path = prepare_output_dir(workdir, "--workdir"), Path(out)
     prepare_output_dir(out_path.parent, "--out (its directory)")  # both before any run
-    with _quiet():
+    with quiet_lightning():
         runs = {
             name: track_run(
                 path, lam, steps=steps, every=every, networks=num_networks, source=source, ema=ema,

@@ -33,8 +33,10 @@ threading a callback through every signature::
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -43,6 +45,27 @@ from tqdm.auto import tqdm
 ENV_QUIET = "LIGHTNING_SDC_QUIET"
 
 _quiet = False
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Within the block, silence Lightning's banner lines, tips and warnings (the demo prints its own table);
+    the loggers' levels and the warning filters are restored afterwards."""
+    import lightning_fabric  # noqa: F401  (their import sets the loggers' levels: override after it)
+    import pytorch_lightning  # noqa: F401
+
+    names = ("lightning.pytorch", "pytorch_lightning", "lightning.fabric", "lightning_fabric")
+    levels = {name: logging.getLogger(name).level for name in names}
+    with warnings.catch_warnings():
+        for name in names:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module="pytorch_lightning")
+        warnings.filterwarnings("ignore", module="lightning_fabric")
+        try:
+            yield
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
 
 
 def set_quiet(quiet: bool) -> None:
@@ -165,6 +188,7 @@ __all__ = [
     "progress",
     "progress_enabled",
     "quiet_mode",
+    "quiet_lightning",
     "set_quiet",
     "trainer_progress_enabled",
 ]
