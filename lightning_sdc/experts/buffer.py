@@ -342,17 +342,21 @@ class ExpertBuffer:
         path = self._files[expert_id]
         traj, meta = read_expert(path)
         if self._metas:
-            ref_id = next(iter(self._metas))
-            bad = _differences(shared_meta(meta), shared_meta(self._metas[ref_id]))
-            if bad:
-                raise ValueError(
-                    f"{path}: metadata {bad} differ from the buffer's first expert "
-                    f"({self._files.get(ref_id, self.source)}): "
-                    + "; ".join(f"{k}={meta.get(k)!r} vs {self._metas[ref_id].get(k)!r}" for k in bad)
-                )
+            self._check_shared_meta(path, meta)
         self._trajectories[expert_id] = traj
         self._metas[expert_id] = meta
         return traj
+
+    def _check_shared_meta(self, path: Path, meta: dict[str, Any]) -> None:
+        """``ValueError`` naming ``path`` and each key whose shared metadata differ from the first loaded expert's."""
+        ref_id = next(iter(self._metas))
+        bad = _differences(shared_meta(meta), shared_meta(self._metas[ref_id]))
+        if bad:
+            raise ValueError(
+                f"{path}: metadata {bad} differ from the buffer's first expert "
+                f"({self._files.get(ref_id, self.source)}): "
+                + "; ".join(f"{k}={meta.get(k)!r} vs {self._metas[ref_id].get(k)!r}" for k in bad)
+            )
 
     @property
     def expert_ids(self) -> list[int]:
@@ -411,16 +415,9 @@ class ExpertBuffer:
         so a buffer of many GB is checked without holding it. Raises ``ValueError`` naming the file (and the
         first bad epoch) before a run samples it.
         """
-        ref_id = next(iter(self._metas))
         for expert_id, path in self._files.items():
             traj, meta = read_expert(path)
-            bad = _differences(shared_meta(meta), shared_meta(self._metas[ref_id]))
-            if bad:
-                raise ValueError(
-                    f"{path}: metadata {bad} differ from the buffer's first expert "
-                    f"({self._files.get(ref_id, self.source)}): "
-                    + "; ".join(f"{k}={meta.get(k)!r} vs {self._metas[ref_id].get(k)!r}" for k in bad)
-                )
+            self._check_shared_meta(path, meta)
             for start in range(0, traj.shape[0], rows_per_read):
                 block = traj[start:start + rows_per_read]
                 finite = torch.isfinite(block).all(dim=1)
