@@ -310,6 +310,13 @@ def cached_mismatch(cell: Cell, grid: Grid, seeds: Sequence[int], runs: list[dic
     return None
 
 
+def set_budget(grid: Grid, max_steps: int | None, eval_num_models: int | None, eval_epochs: int | None) -> None:
+    """The command line's budget replaces the grid's where given (``None``: the grid's own)."""
+    for name, value in (("max_steps", max_steps), ("eval_num_models", eval_num_models), ("eval_epochs", eval_epochs)):
+        if value is not None:
+            setattr(grid, name, value)
+
+
 def run_grid(name: str, seeds: Sequence[int] = (0,), out: str | Path = "results",
              trainer_config: str | Path | None = None, max_steps: int | None = None,
              eval_num_models: int | None = None, only: Sequence[str] | None = None,
@@ -320,12 +327,7 @@ def run_grid(name: str, seeds: Sequence[int] = (0,), out: str | Path = "results"
     grid = GRIDS[name]
     given = [f"--{k} {v}" for k, v in (("max_steps", max_steps), ("num_models", eval_num_models),
                                       ("epochs", eval_epochs)) if v is not None]
-    if max_steps is not None:
-        grid.max_steps = max_steps
-    if eval_num_models is not None:
-        grid.eval_num_models = eval_num_models
-    if eval_epochs is not None:
-        grid.eval_epochs = eval_epochs
+    set_budget(grid, max_steps, eval_num_models, eval_epochs)
     out = prepare_output_dir(out, "--out")  # before any cell runs
     cache = out / grid.name
     trainer_config = trainer_config or grid.trainer_config
@@ -407,9 +409,7 @@ def reproduce_command(
         if trainer == "trainer/gpu" and not torch.cuda.is_available():
             print(f"no CUDA device here: planning {grid} with trainer/cpu (times are this CPU's)")
             trainer = "trainer/cpu"
-        for name, value in (("max_steps", max_steps), ("eval_num_models", num_models), ("eval_epochs", epochs)):
-            if value is not None:
-                setattr(g, name, value)
+        set_budget(g, max_steps, num_models, epochs)
         print("\n".join(plan(g, seeds or [0], trainer, only)))
         return []
     md = run_grid(grid, seeds or [0], out, trainer_config, max_steps, num_models, only, epochs)
