@@ -44,6 +44,15 @@ class RunCost:
         return self.update_flops * self.updates + self.eval_flops * self.eval_points
 
 
+def evaluation_points(trainer: Any) -> list[int]:
+    """The updates before the last at which the config's periodic evaluation would score the set
+    (``val_check_interval``, counted in updates), ascending."""
+    every, last = trainer.val_check_interval, int(trainer.max_steps)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        return []
+    return list(range(every, last, every))
+
+
 def gm_run_cost(model: Any, max_steps: int, eval_points: int) -> RunCost:
     """The arithmetic of a GM method ``model`` (built, not set up: no data is read) run for ``max_steps`` updates
     with ``eval_points`` evaluations under its own protocol (``model.eval_kwargs()``)."""

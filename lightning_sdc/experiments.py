@@ -33,7 +33,7 @@ import torch
 
 from lightning_sdc.cli import CONFIG_DIR as CONFIGS
 from lightning_sdc.cli import UsageError, list_options, resolve_config
-from lightning_sdc.cost import RunCost, estimate_lines, gm_run_cost, measured_rate
+from lightning_sdc.cost import RunCost, estimate_lines, evaluation_points, gm_run_cost, measured_rate
 from lightning_sdc.io import atomic_write_text, prepare_output_dir
 
 #: the method name of a Random-baseline cell (no distillation; evaluated with its config's protocol)
@@ -274,8 +274,7 @@ def plan(grid: Grid, seeds: Sequence[int], trainer_config: str | Path, only: Seq
             lines.append(f"  {cell.key}: {trainer.max_steps} updates (no estimate: trajectory matching)")
             continue
         h = model.hparams
-        points = 1 + len(range(trainer.val_check_interval, trainer.max_steps, trainer.val_check_interval)
-                         if isinstance(trainer.val_check_interval, int) else ())
+        points = 1 + len(evaluation_points(trainer))
         device = trainer.strategy.root_device
         key = (h.arch, repr(h.arch_kwargs), h.dataset, h.batch_real, str(device))
         if key not in rates:

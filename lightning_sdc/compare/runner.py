@@ -42,6 +42,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from lightning_sdc.cost import evaluation_points
 from lightning_sdc.io import atomic_write_text
 
 #: a CLI key: dotted identifiers (``model.init_args.sdc_lambda``, ``trainer.max_steps``)
@@ -219,15 +220,6 @@ class SetSnapshots(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, *args: Any) -> None:
         self._write(trainer, pl_module)
-
-
-def evaluation_points(trainer: pl.Trainer) -> list[int]:
-    """The updates before the last at which the config's periodic evaluation would score the set
-    (``val_check_interval``, counted in updates), ascending."""
-    every, last = trainer.val_check_interval, int(trainer.max_steps)
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        return []
-    return list(range(every, last, every))
 
 
 def _segments_path(run_dir: Path) -> Path:
