@@ -9,9 +9,11 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger
 
@@ -315,7 +317,12 @@ def test_plot_gradn_curves_draws_two_runs(tmp_path, full_run):
 def test_image_logger_writes_pngs_without_an_image_logger(full_run):
     images = sorted(p.name for p in (full_run.log_dir / "images").glob("*.png"))
     assert images == ["synthetic_step000002.png", "synthetic_step000004.png"]
-    assert (full_run.log_dir / "synthetic_final.png").read_bytes()[:4] == b"\x89PNG"
+    synset = full_run.model.synset
+    with Image.open(full_run.log_dir / "synthetic_final.png") as png:
+        width, height = png.size
+    # one row per class of ipc images, each upscaled to >= 64 px, the class names in a margin at the left
+    tile = -(-64 // synset.image_shape[1]) * synset.image_shape[1] + 2
+    assert height == synset.num_classes * tile + 2 and width > synset.ipc * tile
 
 
 def test_exporter_writes_both_formats(full_run):
@@ -337,7 +344,7 @@ class _FakeTensorBoard(Logger):
         self.images = []
         self.metrics = []
         writer = SimpleNamespace(
-            add_image=lambda tag, img, global_step: self.images.append((tag, img, global_step))
+            add_image=lambda tag, img, global_step, dataformats: self.images.append((tag, img, global_step, dataformats))
         )
         self._experiment = writer
 
@@ -367,13 +374,16 @@ class _FakeTensorBoard(Logger):
 def test_image_logger_sends_grids_to_tensorboard_like_loggers(tmp_path):
     logger = _FakeTensorBoard(tmp_path)
     model = ToyMethod()
-    _trainer(tmp_path, 3, [SyntheticImageLogger(every_n_steps=1, final=False)], logger=logger).fit(
-        model, datamodule=_dm()
-    )
-    assert [s for _, _, s in logger.images] == [1, 2, 3]
-    tag, grid, _ = logger.images[-1]
-    assert tag == "synthetic/images" and grid.dim() == 3 and grid.shape[0] == 3  # make_grid gives 3 channels
-    assert 0.0 <= float(grid.min()) and float(grid.max()) <= 1.0
+    _trainer(tmp_path, 3, [SyntheticImageLogger(every_n_steps=1, final=False), SyntheticSetExporter()],
+             logger=logger).fit(model, datamodule=_dm())
+    # every update from the logger, the final set once more from the exporter (what `fit` always adds)
+    assert [s for _, _, s, _ in logger.images] == [1, 2, 3, 3]
+    tag, grid, _, layout = logger.images[-1]
+    synset = model.synset
+    h = synset.image_shape[1]
+    scale = -(-64 // h)  # each image upscaled to >= 64 px
+    assert tag == "synthetic/images" and layout == "HWC" and grid.dtype == np.uint8 and grid.shape[2] == 3
+    assert grid.shape[0] == synset.num_classes * (h * scale + 2) + 2  # one row per class
     assert not list(tmp_path.rglob("synthetic_step*.png"))
 
 

@@ -1,13 +1,15 @@
 """Showing and exporting the synthetic set: ``SyntheticImageLogger`` and ``SyntheticSetExporter``.
 
-* ``SyntheticImageLogger``: every ``every_n_steps`` updates, the set's image grid (pixels: inverse ZCA, then
-  un-normalised, one row per class as :meth:`SyntheticSet.save_grid`) goes to every logger that takes images
-  (TensorBoard's ``add_image``); when no logger does, it is written as a PNG
-  under ``<log dir>/images/``. At the end of ``fit`` a final PNG is written.
-* ``SyntheticSetExporter``: at the end of ``fit`` the set is written in this package's format
-  (:meth:`SyntheticSet.save`, which ``lightning-sdc evaluate`` reads) and in the ``images_<suffix>.pt`` /
-  ``labels_<suffix>.pt`` / ``lr_<suffix>.pt`` layout of MTT/DATM and DD-Ranking
-  (:meth:`SyntheticSet.export_tm`).
+Both draw the set with :func:`lightning_sdc.figures.grid_image` (pixels: inverse ZCA, then un-normalised; one row
+per class, class names at the row starts, upscaled) and send it to every logger that takes images
+(TensorBoard's ``add_image``, tag ``synthetic/images``).
+
+* ``SyntheticImageLogger``: every ``every_n_steps`` updates the grid goes to the image loggers; when there is
+  none, it is written as a PNG under ``<log dir>/images/``. At the end of ``fit`` a final PNG is written.
+* ``SyntheticSetExporter`` (which ``lightning-sdc fit`` always adds): at the end of ``fit`` the set is written in
+  this package's format (:meth:`SyntheticSet.save`, which ``lightning-sdc evaluate`` reads) with its PNG grid,
+  and in the ``images_<suffix>.pt`` / ``labels_<suffix>.pt`` / ``lr_<suffix>.pt`` layout of MTT/DATM and
+  DD-Ranking (:meth:`SyntheticSet.export_tm`); the final grid goes to the image loggers.
 
 Both take the method's evaluated set (``eval_synset()``: FTD's EMA, the set itself otherwise) and never write
 a set holding NaN/inf: they warn and write nothing instead (the last good files stay). The exporter writes every
@@ -24,16 +26,34 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_sdc.callbacks.common import check_every, evaluated_set, image_writers, output_dir
+from lightning_sdc.figures import grid_image, save_grid
 
 FORMATS = ("lightning_sdc", "tm")
+TAG = "synthetic/images"
 
 
-def _grid_nrow(synset: Any, nrow: int | None) -> int:
-    return nrow or (synset.ipc if synset.ipc > 1 else min(synset.num_classes, 10))
+def finite_set(trainer: pl.Trainer, pl_module: pl.LightningModule, who: str) -> Any:
+    """The evaluated set, or ``None`` (with a warning naming ``who`` and the step) when it holds NaN/inf."""
+    synset = evaluated_set(pl_module)
+    if synset.is_finite():
+        return synset
+    rank_zero_warn(f"{who}: the synthetic set is not finite at step {trainer.global_step}; nothing written")
+    return None
+
+
+def log_grid(trainer: pl.Trainer, synset: Any, tag: str = TAG) -> bool:
+    """Send the set's grid (HWC uint8) to every image logger of ``trainer``; whether there was one."""
+    writers = image_writers(trainer)
+    if writers:
+        grid = np.asarray(grid_image([("", synset.pixels())], synset.class_names))
+        for w in writers:
+            w.add_image(tag, grid, global_step=int(trainer.global_step), dataformats="HWC")
+    return bool(writers)
 
 
 class SyntheticImageLogger(pl.Callback):
@@ -41,55 +61,30 @@ class SyntheticImageLogger(pl.Callback):
 
     Args:
         every_n_steps: logging period in synthetic-set updates.
-        nrow: images per grid row (default: IPC, or up to 10 classes when IPC is 1).
         dirpath: where PNG files go (default: the log directory; step grids under ``images/``).
         tag: the image tag for TensorBoard.
         final: write ``synthetic_final.png`` at the end of ``fit``.
     """
 
-    def __init__(
-        self,
-        every_n_steps: int = 100,
-        nrow: int | None = None,
-        dirpath: str | None = None,
-        tag: str = "synthetic/images",
-        final: bool = True,
-    ) -> None:
-        check_every("every_n_steps", every_n_steps)
-        if nrow is not None:
-            check_every("nrow", nrow)
-        self.every_n_steps, self.nrow, self.dirpath, self.tag, self.final = (
-            every_n_steps,
-            nrow,
-            dirpath,
-            tag,
-            bool(final),
-        )
+    def __init__(self, every_n_steps: int = 100, dirpath: str | None = None, tag: str = TAG,
+                 final: bool = True) -> None:
+        self.every_n_steps = check_every("every_n_steps", every_n_steps)
+        self.dirpath, self.tag, self.final = dirpath, tag, bool(final)
         self.written: list[Path] = []
+
+    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str | None) -> None:
+        out = output_dir(trainer, self.dirpath)  # collective under DDP: every rank calls it
+        if not trainer.is_global_zero or (synset := finite_set(trainer, pl_module, type(self).__name__)) is None:
+            return
+        if name is None:  # a periodic grid: to the image loggers, else a PNG
+            if log_grid(trainer, synset, self.tag):
+                return
+            name = f"images/synthetic_step{int(trainer.global_step):06d}.png"
+        self.written.append(save_grid(out / name, [("", synset.pixels())], synset.class_names))
 
     def log_images(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Send the current grid to the image loggers, or write it as a PNG when there are none."""
-        from torchvision.utils import make_grid
-
-        out = output_dir(trainer, self.dirpath)  # collective under DDP: every rank calls it
-        if not trainer.is_global_zero:
-            return
-        synset = evaluated_set(pl_module)
-        step = int(trainer.global_step)
-        if not synset.is_finite():
-            rank_zero_warn(
-                f"SyntheticImageLogger: the synthetic set is not finite at step {step}; no image logged"
-            )
-            return
-        writers = image_writers(trainer)
-        if writers:
-            grid = make_grid(synset.pixels(), nrow=_grid_nrow(synset, self.nrow), padding=1)
-            for w in writers:
-                w.add_image(self.tag, grid, global_step=step)
-        else:
-            self.written.append(
-                synset.save_grid(out / "images" / f"synthetic_step{step:06d}.png", nrow=self.nrow)
-            )
+        self._write(trainer, pl_module, None)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -98,16 +93,8 @@ class SyntheticImageLogger(pl.Callback):
             self.log_images(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.final:
-            return
-        out = output_dir(trainer, self.dirpath)
-        if not trainer.is_global_zero:
-            return
-        synset = evaluated_set(pl_module)
-        if not synset.is_finite():
-            rank_zero_warn("SyntheticImageLogger: the final synthetic set is not finite; no PNG written")
-            return
-        self.written.append(synset.save_grid(out / "synthetic_final.png", nrow=self.nrow))
+        if self.final:
+            self._write(trainer, pl_module, "synthetic_final.png")
 
 
 def write_all_or_nothing(out: Path, write: Callable[[Path], list[Path]]) -> list[Path]:
@@ -176,16 +163,10 @@ class SyntheticSetExporter(pl.Callback):
             if self.dirpath is not None
             else output_dir(trainer) / "synthetic"
         )
-        if not trainer.is_global_zero:
-            return []
-        synset = evaluated_set(pl_module)
-        if not synset.is_finite():
-            rank_zero_warn(
-                f"SyntheticSetExporter: the synthetic set is not finite at step {trainer.global_step}; "
-                "nothing written"
-            )
+        if not trainer.is_global_zero or (synset := finite_set(trainer, pl_module, type(self).__name__)) is None:
             return []
         self.paths = write_all_or_nothing(out, lambda d: self._write(synset, d))
+        log_grid(trainer, synset)
         return self.paths
 
     def _write(self, synset: Any, directory: Path) -> list[Path]:
@@ -194,9 +175,9 @@ class SyntheticSetExporter(pl.Callback):
             paths.extend(synset.export_tm(directory, self.tm_suffix))
         if "lightning_sdc" in self.formats:
             pt = directory / f"{self.filename}.pt"
-            paths.append(synset.save(pt, png=self.png))
+            paths.append(synset.save(pt))
             if self.png:
-                paths.append(pt.with_suffix(".png"))
+                paths.append(save_grid(pt.with_suffix(".png"), [("", synset.pixels())], synset.class_names))
         return paths
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
