@@ -28,7 +28,7 @@ def use_file_backend() -> None:
 
 def theory_command(
     figure: str,
-    out: str = "docs/figures",
+    out: str = "runs/theory",
     alphas: int | None = None,
     repeats: int | None = None,
     d: int | None = None,
@@ -45,7 +45,8 @@ def theory_command(
     Args:
         figure: which figure: ``4a`` (error vs alpha per f), ``4b`` (hard minus easy error over (alpha, f)),
             ``4c`` (better strategy), ``15`` (probe angles 0, 10, 20 degrees).
-        out: output directory for ``fig<figure>.png`` and its ``.npz`` cache.
+        out: output directory for ``fig<figure>.png`` and its ``.npz`` cache (``make figures`` passes
+            ``docs/figures``).
         alphas: number of log-spaced alpha values of the theory lines (or of the 4b/4c plane); default per
             figure (60 for 4a, 40 for 15, 61 for the 4b/4c plane).
         repeats: simulation repeats per dot (curves only; default 50 for 4a, 100 for 15).
@@ -81,6 +82,8 @@ def theory_command(
     use_file_backend()
     with quiet_mode(quiet), progress(total=work_units(settings), desc=f"fig{figure}", unit="pt") as bar:
         paths = make_figure(figure, out, settings, progress=bar.update)
+    for p in paths:
+        print(f"wrote {p}")
     return [str(p) for p in paths]
 
 

@@ -17,43 +17,28 @@ from .perfect import solve_perfect
 from .validation import check_alpha, check_angle, check_fraction, check_mode
 
 
-def perfect_curve(alphas: Sequence[float], f: float, mode: str) -> np.ndarray:
-    """Test errors ``eps(alpha)`` of the perfect-probe theory along ``alphas`` (any order).
-
-    Solved in increasing alpha, each solve starting from the previous solution (see ``solve_perfect``).
-    """
+def _sweep(alphas: Sequence[float], solve: Any) -> list:
+    """``solve(alpha, previous)`` along ``alphas`` (any order), solved in increasing alpha, each solve warm-started
+    from the previous solution; the solutions in the order of ``alphas``."""
     alphas = np.asarray(alphas, dtype=float)
-    eps = np.empty_like(alphas)
+    out: list = [None] * len(alphas)
     prev = None
     for i in np.argsort(alphas):
-        prev = solve_perfect(float(alphas[i]), f, mode, initial=prev)
-        eps[i] = prev.eps
-    return eps
+        out[i] = prev = solve(float(alphas[i]), prev)
+    return out
+
+
+def perfect_curve(alphas: Sequence[float], f: float, mode: str) -> np.ndarray:
+    """Test errors ``eps(alpha)`` of the perfect-probe theory along ``alphas`` (see ``solve_perfect``)."""
+    return np.array([p.eps for p in _sweep(alphas, lambda a, prev: solve_perfect(a, f, mode, initial=prev))])
 
 
 def imperfect_curve(
     alphas: Sequence[float], f: float, mode: str, angle_deg: float
 ) -> list[ImperfectSolution]:
-    """Imperfect-probe solutions along ``alphas`` (solved in increasing alpha, each warm-started from the
-    previous one; :func:`solve_imperfect` falls back to angle continuation when a warm start fails)."""
-    alphas = np.asarray(alphas, dtype=float)
-    out: list[ImperfectSolution | None] = [None] * len(alphas)
-    prev = None
-    for i in np.argsort(alphas):
-        prev = solve_imperfect(float(alphas[i]), f, mode, angle_deg, initial=prev)
-        out[i] = prev
-    return out  # type: ignore[return-value]
-
-
-def _error_curve(alphas: np.ndarray, f: float, mode: str, angle_deg: float) -> list:
-    """Solutions (perfect or imperfect probe) along increasing ``alphas``, each warm-started."""
-    if angle_deg == 0.0:
-        out, prev = [], None
-        for a in alphas:
-            prev = solve_perfect(float(a), f, mode, initial=prev)
-            out.append(prev)
-        return out
-    return imperfect_curve(alphas, f, mode, angle_deg)
+    """Imperfect-probe solutions along ``alphas`` (:func:`solve_imperfect` falls back to angle continuation when
+    a warm start fails)."""
+    return _sweep(alphas, lambda a, prev: solve_imperfect(a, f, mode, angle_deg, initial=prev))
 
 
 def _solve_near(alpha: float, f: float, mode: str, angle_deg: float, near: Any) -> Any:
@@ -85,7 +70,7 @@ def crossover_alpha(
     if f == 1.0 or mode_a == mode_b:
         raise ValueError(f"no crossover: with f={f}, modes {mode_a!r} and {mode_b!r} give the same error")
     grid = np.geomspace(lo, hi, 25)
-    sols_a, sols_b = (_error_curve(grid, f, m, angle_deg) for m in (mode_a, mode_b))
+    sols_a, sols_b = (_sweep(grid, lambda a, prev, m=m: _solve_near(a, f, m, angle_deg, prev)) for m in (mode_a, mode_b))
     diff = np.array([b.eps - a.eps for a, b in zip(sols_a, sols_b)])
     change = np.nonzero(np.sign(diff[:-1]) != np.sign(diff[1:]))[0]
     if change.size == 0:

@@ -66,30 +66,14 @@ class PlaneSettings:
 def default_settings(figure: str, quick: bool = False) -> CurveSettings | PlaneSettings:
     """Settings used for the committed figures (or tiny ones with ``quick``, for tests and the notebook)."""
     if figure in ("4b", "4c"):
-        if quick:
-            return PlaneSettings(
-                alpha_min=0.3, alpha_max=30.0, n_alpha=6, f_min=0.2, f_max=0.8, n_f=4, crossover_fs=()
-            )
-        return PlaneSettings()
+        quick_plane = dict(alpha_min=0.3, alpha_max=30.0, n_alpha=6, f_min=0.2, f_max=0.8, n_f=4, crossover_fs=())
+        return PlaneSettings(**quick_plane) if quick else PlaneSettings()
     # paper App. 4: d = 200 for the perfect probe, d = 50 for the imperfect one, 100 repeats (4a: 50 here)
-    base = (
-        CurveSettings()
-        if figure == "4a"
-        else CurveSettings(
-            angles=(0.0, 10.0, 20.0), n_alpha=40, sim_alphas=(0.5, 1.0, 2.0, 4.0, 8.0), d=50, repeats=100
-        )
-    )
+    base = CurveSettings() if figure == "4a" else CurveSettings(
+        angles=(0.0, 10.0, 20.0), n_alpha=40, sim_alphas=(0.5, 1.0, 2.0, 4.0, 8.0), d=50, repeats=100)
     if quick:
-        base = replace(
-            base,
-            alpha_min=0.5,
-            alpha_max=10.0,
-            n_alpha=5,
-            fs=(1.0, 0.4),
-            sim_alphas=(1.0, 4.0),
-            d=min(base.d, 50),
-            repeats=4,
-        )
+        base = replace(base, alpha_min=0.5, alpha_max=10.0, n_alpha=5, fs=(1.0, 0.4), sim_alphas=(1.0, 4.0),
+                       d=min(base.d, 50), repeats=4)
         if figure == "15":
             base = replace(base, angles=(0.0, 20.0), modes=("hard",))
     return base
@@ -136,19 +120,9 @@ def compute_curves(s: CurveSettings, progress: Progress = None) -> dict[str, np.
                     sim_eps[ia, im, jf, k], sim_sem[ia, im, jf, k] = r.eps, r.eps_sem
                     if progress is not None:
                         progress(1)
-    return {
-        "alpha": alphas,
-        "f": np.asarray(s.fs),
-        "angle": np.asarray(s.angles),
-        "modes": np.asarray(s.modes),
-        "eps": eps,
-        "rho": rho,
-        "sim_alpha": sims,
-        "sim_eps": sim_eps,
-        "sim_sem": sim_sem,
-        "d": np.asarray(s.d),
-        "repeats": np.asarray(s.repeats),
-    }
+    return {"alpha": alphas, "f": np.asarray(s.fs), "angle": np.asarray(s.angles), "modes": np.asarray(s.modes),
+            "eps": eps, "rho": rho, "sim_alpha": sims, "sim_eps": sim_eps, "sim_sem": sim_sem, "d": np.asarray(s.d),
+            "repeats": np.asarray(s.repeats)}
 
 
 def compute_plane(s: PlaneSettings, progress: Progress = None) -> dict[str, np.ndarray]:
@@ -165,14 +139,8 @@ def compute_plane(s: PlaneSettings, progress: Progress = None) -> dict[str, np.n
         cross.append(crossover_alpha(f))
         if progress is not None:
             progress(1)
-    return {
-        "alpha": alphas,
-        "f": fs,
-        "eps_hard": out["hard"],
-        "eps_easy": out["easy"],
-        "crossover_f": np.asarray(s.crossover_fs, dtype=float),
-        "crossover_alpha": np.asarray(cross),
-    }
+    return {"alpha": alphas, "f": fs, "eps_hard": out["hard"], "eps_easy": out["easy"],
+            "crossover_f": np.asarray(s.crossover_fs, dtype=float), "crossover_alpha": np.asarray(cross)}
 
 
 def figure_data(
@@ -201,27 +169,22 @@ def work_units(settings: CurveSettings | PlaneSettings) -> int:
     return _curve_count(settings)
 
 
+def _f_color(f: float, fs: np.ndarray) -> Any:
+    """The viridis colour of kept fraction ``f`` among ``fs`` (f = 1 darkest)."""
+    return plt.get_cmap("viridis")(0.85 * (1 - f) / max(1e-9, 1 - fs.min()) if fs.min() < 1 else 0.0)
+
+
 def _draw_curves(ax: Any, data: dict[str, np.ndarray], ia: int) -> None:
-    cmap = plt.get_cmap("viridis")
     fs, modes = data["f"], [str(m) for m in data["modes"]]
     for jf, f in enumerate(fs):
-        color = cmap(0.85 * (1 - f) / max(1e-9, 1 - fs.min()) if fs.min() < 1 else 0.0)
+        color = _f_color(f, fs)
         for im, mode in enumerate(modes):
             if f == 1.0 and im > 0:
                 continue
             line, marker, fill = _STYLE.get(mode, ("-", "o", "full")) if f < 1.0 else ("-", "o", "full")
             ax.plot(data["alpha"], data["eps"][ia, im, jf], line, color=color, lw=1.6)
-            ax.errorbar(
-                data["sim_alpha"],
-                data["sim_eps"][ia, im, jf],
-                yerr=data["sim_sem"][ia, im, jf],
-                fmt=marker,
-                color=color,
-                mfc=color if fill == "full" else "white",
-                ms=4.5,
-                capsize=0,
-                lw=1.0,
-            )
+            ax.errorbar(data["sim_alpha"], data["sim_eps"][ia, im, jf], yerr=data["sim_sem"][ia, im, jf], fmt=marker,
+                        color=color, mfc=color if fill == "full" else "white", ms=4.5, capsize=0, lw=1.0)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(r"$\alpha_{\mathrm{syn}}$ (kept examples per dimension)")
@@ -229,18 +192,7 @@ def _draw_curves(ax: Any, data: dict[str, np.ndarray], ia: int) -> None:
 
 
 def _curve_legend(ax: Any, data: dict[str, np.ndarray]) -> None:
-    cmap = plt.get_cmap("viridis")
-    fs = data["f"]
-    handles = [
-        Line2D(
-            [],
-            [],
-            color=cmap(0.85 * (1 - f) / max(1e-9, 1 - fs.min()) if fs.min() < 1 else 0.0),
-            lw=2,
-            label=f"f = {f:g}",
-        )
-        for f in fs
-    ]
+    handles = [Line2D([], [], color=_f_color(f, data["f"]), lw=2, label=f"f = {f:g}") for f in data["f"]]
     handles += [
         Line2D([], [], color="k", ls="-", marker="o", label="keep hard"),
         Line2D([], [], color="k", ls="--", marker="s", mfc="white", label="keep easy"),
@@ -291,17 +243,9 @@ def plot_fig4b(data: dict[str, np.ndarray]) -> Any:
     fig, ax = plt.subplots(figsize=(5.2, 4.2))
     # each sign gets the full half of the colour map (the easy advantage at small alpha is ~10x larger)
     lo, hi = min(float(diff.min()), -1e-6), max(float(diff.max()), 1e-6)
-    mesh = ax.pcolormesh(
-        data["alpha"],
-        data["f"],
-        diff,
-        shading="gouraud",
-        cmap="RdBu",
-        norm=TwoSlopeNorm(vcenter=0.0, vmin=lo, vmax=hi),
-    )
-    fig.colorbar(
-        mesh, ax=ax, label=r"$\varepsilon_{\mathrm{hard}} - \varepsilon_{\mathrm{easy}}$ (> 0: easy better)"
-    )
+    mesh = ax.pcolormesh(data["alpha"], data["f"], diff, shading="gouraud", cmap="RdBu",
+                         norm=TwoSlopeNorm(vcenter=0.0, vmin=lo, vmax=hi))
+    fig.colorbar(mesh, ax=ax, label=r"$\varepsilon_{\mathrm{hard}} - \varepsilon_{\mathrm{easy}}$ (> 0: easy better)")
     _plane_axes(ax, data)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("(b) hard minus easy test error (blue: keep easy better); black: zero", fontsize=9)
@@ -316,27 +260,8 @@ def plot_fig4c(data: dict[str, np.ndarray]) -> Any:
     big = 2 * float(np.max(np.abs(diff))) + 1.0
     ax.contourf(data["alpha"], data["f"], diff, levels=[-big, 0.0, big], colors=["#d6604d", "#4393c3"])
     _plane_axes(ax, data)
-    ax.text(
-        0.05,
-        0.5,
-        "keep EASY\nbetter",
-        transform=ax.transAxes,
-        color="white",
-        fontsize=11,
-        weight="bold",
-        va="center",
-    )
-    ax.text(
-        0.95,
-        0.5,
-        "keep HARD\nbetter",
-        transform=ax.transAxes,
-        color="white",
-        fontsize=11,
-        weight="bold",
-        va="center",
-        ha="right",
-    )
+    for x, text, ha in ((0.05, "keep EASY\nbetter", "left"), (0.95, "keep HARD\nbetter", "right")):
+        ax.text(x, 0.5, text, transform=ax.transAxes, color="white", fontsize=11, weight="bold", va="center", ha=ha)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("(c) better distillation strategy (perfect probe)", fontsize=9)
     fig.tight_layout()

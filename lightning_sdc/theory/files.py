@@ -1,50 +1,35 @@
-"""Atomic files for the figures: ``.npz`` caches keyed by their parameters, and PNGs.
-
-``lightning_sdc.io.atomic_write`` is not used here because importing ``lightning_sdc.io`` imports torch and
-``lightning_sdc.theory`` must run with numpy/scipy/matplotlib alone (design note); the helper below follows
-the same protocol (temporary file in the destination directory, fsync, ``os.replace``).
-"""
+"""Atomic files for the figures: ``.npz`` caches keyed by their parameters, and PNGs
+(:func:`lightning_sdc.io.atomic_write`, which imports no torch)."""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lightning_sdc.io import atomic_write
+
 _PARAMS_KEY = "__params__"
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
-    """Call ``write(binary_file)`` on a temporary file next to ``path``, then rename it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions open() would
-    try:
-        with os.fdopen(fd, "wb") as fh:
+def _to_file(write: Callable[[Any], None]) -> Callable[[str], None]:
+    """``write(binary_file)`` as the ``write(tmp_path)`` of :func:`atomic_write`."""
+    def call(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
             write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+
+    return call
 
 
 def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], params: dict[str, Any]) -> Path:
     """Write ``arrays`` and the JSON of ``params`` (the cache key) to an ``.npz`` file atomically."""
     payload = {k: np.asarray(v) for k, v in arrays.items()}
     payload[_PARAMS_KEY] = np.array(json.dumps(params, sort_keys=True))
-    return atomic_write(path, lambda fh: np.savez(fh, **payload))
+    return atomic_write(path, _to_file(lambda fh: np.savez(fh, **payload)))
 
 
 def load_arrays(
@@ -84,4 +69,4 @@ def cached(
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150) -> Path:
     """Save a matplotlib figure as PNG atomically."""
-    return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight"))
+    return atomic_write(path, _to_file(lambda fh: fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight")))
