@@ -20,27 +20,35 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from lightning_sdc.progress import quiet_lightning
+from lightning_sdc.progress import progress, quiet_lightning, update_callback
 
 #: the default config (a packaged config name, see :func:`lightning_sdc.cli.resolve_config`)
 CONFIG = "demo/mnist5k_dsa_ipc1"
 TRAINER = "trainer/cpu"
 
 
-def distil(config: Path, sdc_lambda: float, steps: int, seed: int, out: Path | None):
-    """Run ``config`` through LightningCLI (as ``lightning-sdc fit`` would); return the module, data and seconds."""
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def distil(config: Path, sdc_lambda: float, steps: int, seed: int, out: Path | None, desc: str = "distil"):
+    """Run ``config`` through LightningCLI (as ``lightning-sdc fit`` would) under a bar of its updates; return the
+    module, data and seconds."""
     from lightning_sdc.cli import build_in_memory_cli
 
     cli = build_in_memory_cli([TRAINER, config], seed,
                               [f"--model.init_args.sdc_lambda={sdc_lambda}", f"--trainer.max_steps={steps}"])
     t0 = time.perf_counter()
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    with progress(total=steps, desc=desc, unit="update") as bar:
+        cli.trainer.callbacks.append(update_callback(bar))
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     seconds = time.perf_counter() - t0
     if out is not None:
-        cli.model.synset.save(out, png=True)
+        cli.model.synset.save(out)
     return cli.model, cli.datamodule.spec, seconds
 
 
@@ -62,10 +70,10 @@ def demo_command(
         epochs: training epochs of each evaluation network (default: the config's ``eval_epochs``).
         sdc_lambda: λ of the SDC row, > 0 (default: the config's).
         seed: seed of both runs, the Random row and the evaluation.
-        out: directory of the synthetic sets and PNG grids.
+        out: directory of the synthetic sets and the picture of the three sets side by side.
 
     Returns:
-        The two synthetic-set files written.
+        The files written: both synthetic sets and the picture.
     """
     from lightning_sdc.cli import UsageError, resolve_config
 
@@ -86,9 +94,11 @@ def demo_command(
 
 def _demo(path: Path, run_config: str, steps: int | None, num_models: int | None, epochs: int | None,
           sdc_lambda: float | None, seed: int, outdir: Path) -> list[str]:
-    """:func:`demo_command` after its arguments are checked."""
+    """:func:`demo_command` after its arguments are checked: five phases (distil λ = 0, evaluate Random and
+    λ = 0, distil with SDC, evaluate it), each under a bar with its ETA and ending with a line."""
     from lightning_sdc.cli import UsageError, build_in_memory_cli
     from lightning_sdc.evaluation import evaluate_synset
+    from lightning_sdc.figures import save_grid
     from lightning_sdc.synthetic import random_coreset
 
     first = build_in_memory_cli([TRAINER, path], seed)  # the config's own settings (nothing is run)
@@ -98,37 +108,41 @@ def _demo(path: Path, run_config: str, steps: int | None, num_models: int | None
         raise UsageError(f"--run_config {run_config}: its sdc_lambda is 0; give --sdc_lambda for the SDC row")
     steps = steps or int(first.trainer.max_steps)
     lam = sdc_lambda if sdc_lambda is not None else parsed.sdc_lambda
+    kw = parsed.eval_kwargs()
+    kw.update({k: v for k, v in (("num_models", num_models), ("epochs", epochs)) if v is not None})
     t_start = time.perf_counter()
-    print(f"lightning_sdc demo: {dataset}, IPC {ipc}, {steps} {method} updates per run (config {run_config}), "
-          f"{torch.get_num_threads()} CPU threads\n", flush=True)
-
+    _say(f"lightning_sdc demo: {dataset}, IPC {ipc}, {steps} {method} updates per run (config {run_config}), "
+         f"{torch.get_num_threads()} CPU threads; each set scored by {kw['num_models']} fresh {kw['arch']} "
+         f"× {kw['epochs']} epochs. Five phases, each with a bar and its ETA on a terminal.\n")
     files = [outdir / f"{method.lower()}.pt", outdir / f"{method.lower()}_sdc.pt"]
-    base, spec, t_base = distil(path, 0.0, steps, seed, files[0])
-    kw = base.eval_kwargs()
-    if num_models is not None:
-        kw["num_models"] = num_models
-    if epochs is not None:
-        kw["epochs"] = epochs
     rows = []
-    for name, synset, seconds in [
-        (f"Random ({ipc} real image{'s' if ipc > 1 else ''}/class)", random_coreset(spec, ipc, seed=seed), None),
-        (f"{method} (λ = 0)", base.synset, t_base),
-    ]:
-        res = evaluate_synset(synset, spec, **kw)
-        rows.append((name, res, seconds))
-        print(f"  {name:<34} {100 * res.mean:6.2f} ± {100 * res.std:.2f} %", flush=True)
-    sdc, _, t_sdc = distil(path, lam, steps, seed, files[1])
-    res = evaluate_synset(sdc.synset, spec, **kw)
-    rows.append((f"{method} + SDC (λ = {lam:g})", res, t_sdc))
-    print(f"  {rows[-1][0]:<34} {100 * res.mean:6.2f} ± {100 * res.std:.2f} %\n", flush=True)
 
-    print("| set | test accuracy (%) | models | distil s |\n|---|---|---|---|")
-    for name, r, t in rows:
-        print(f"| {name} | {100 * r.mean:.2f} ± {100 * r.std:.2f} | {r.num_models} | {'—' if t is None else f'{t:.0f}'} |")
-    print(f"\nEvaluation: {kw['num_models']} fresh {kw['arch']} {base.eval_arch_kwargs} per row, {kw['epochs']} "
-          f"epochs, augment={kw['augment']}, on {spec.test_images.shape[0]} test images.")
-    print(f"Synthetic sets and PNG grids: {files[0]}, {files[1]} (.png). "
-          f"Total {time.perf_counter() - t_start:.0f} s.")
+    def run(name: str, lam_: float, out: Path) -> Any:
+        model, spec, seconds = distil(path, lam_, steps, seed, out, desc=f"[{len(rows) + 1}/5] distil {name}")
+        _say(f"  distilled {name}: {steps} updates in {seconds:.0f} s")
+        return model, spec, seconds
+
+    def score(name: str, synset: Any, seconds: float | None) -> None:
+        total = kw["num_models"] * (kw["epochs"] + 1)
+        with progress(total=total, desc=f"[{len(rows) + 2}/5] evaluate {name}", unit="epoch") as bar:
+            res = evaluate_synset(synset, spec, on_epoch=bar.update, **kw)
+        rows.append((name, synset, res, seconds))
+        _say(f"  {name:<34} {100 * res.mean:6.2f} ± {100 * res.std:.2f} %  ({res.seconds:.0f} s)")
+
+    base, spec, t_base = run(f"{method} (λ = 0)", 0.0, files[0])
+    score(f"Random ({ipc} real image{'s' if ipc > 1 else ''}/class)", random_coreset(spec, ipc, seed=seed), None)
+    score(f"{method} (λ = 0)", base.synset, t_base)
+    sdc, _, t_sdc = run(f"{method} + SDC (λ = {lam:g})", lam, files[1])
+    score(f"{method} + SDC (λ = {lam:g})", sdc.synset, t_sdc)
+
+    _say("\n| set | test accuracy (%) | models | distil s |\n|---|---|---|---|")
+    for name, _, r, t in rows:
+        _say(f"| {name} | {100 * r.mean:.2f} ± {100 * r.std:.2f} | {r.num_models} | {'—' if t is None else f'{t:.0f}'} |")
+    _say(f"\nEvaluation: {kw['num_models']} fresh {kw['arch']} {base.eval_arch_kwargs} per row, {kw['epochs']} "
+         f"epochs, augment={kw['augment']}, on {spec.test_images.shape[0]} test images. "
+         f"Total {time.perf_counter() - t_start:.0f} s.")
+    panels = [(name.replace(" (", "\n("), synset.pixels()) for name, synset, _, _ in rows]
+    files.append(save_grid(outdir / "sets.png", panels, spec.class_names))
     return [str(f) for f in files]
 
 

@@ -143,6 +143,17 @@ def progress(
     )
 
 
+def update_callback(bar: tqdm) -> Any:
+    """A Lightning callback that moves ``bar`` by one after every training batch (one synthetic-set update)."""
+    import pytorch_lightning as pl
+
+    class _Updates(pl.Callback):
+        def on_train_batch_end(self, *args: Any) -> None:
+            bar.update()
+
+    return _Updates()
+
+
 _BOOL_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0", "null")
 
 
@@ -191,4 +202,5 @@ __all__ = [
     "quiet_lightning",
     "set_quiet",
     "trainer_progress_enabled",
+    "update_callback",
 ]

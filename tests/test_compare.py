@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from scipy import stats as st
 
 from lightning_sdc.cli import UsageError
@@ -183,7 +184,7 @@ def test_one_seed_gives_the_same_evaluation_networks(digits, monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------------- end to end
-def test_compare_end_to_end_digits(tmp_path, monkeypatch):
+def test_compare_end_to_end_digits(tmp_path, monkeypatch, capsys):
     """2 seeds × 3 values on digits (2 updates, 1 network × 2 epochs): the two spellings of λ = 0 give exactly
     the same accuracies (difference 0), reports are written, a rerun computes nothing, a deleted run is redone."""
     out = tmp_path / "cmp"
@@ -201,8 +202,14 @@ def test_compare_end_to_end_digits(tmp_path, monkeypatch):
     assert "DD-Ranking hard-label metrics" in md and rec["ddranking"]["0"] == rec["ddranking"]["0.0"]
     assert len(list((out / "runs").glob("random_seed*.json"))) == 2
     assert len(list((out / "full_data").glob("digits_ConvNet_e1_*.pt"))) == 1
-    for suffix in (".md", ".csv", "_runs.csv", ".png", ".json"):
-        assert (out / f"t{suffix}").stat().st_size > 0
+    printed = capsys.readouterr().out.splitlines()
+    for suffix in (".md", ".csv", "_runs.csv", ".png", ".json", "_sets.png"):
+        assert (out / f"t{suffix}").stat().st_size > 0 and f"wrote {out / f't{suffix}'}" in printed
+    # the final sets side by side: 2 seeds × 3 values of one image per class, one row per class (8×8 digits
+    # upscaled 8× to 64 px, 2 px apart) under a two-line title of seed and value
+    with Image.open(out / "t_sets.png") as sets:
+        width, height = sets.size
+    assert 20 <= height - (10 * 66 + 2) <= 80 and width >= 6 * 66
     assert len((out / "t_runs.csv").read_text().splitlines()) == 1 + 6
     runs = sorted((out / "runs").glob("sdc_lambda=*.json"))
     assert len(runs) == 6 and len(list((out / "runs").glob("*.pt"))) == 6

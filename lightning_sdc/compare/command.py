@@ -3,11 +3,12 @@
 ::
 
     lightning-sdc compare --cell configs/demo/mnist5k_dsa_ipc1.yaml --seeds 5 \
-        --vary model.init_args.sdc_lambda=0,0.01 --out results/sdc-paired
+        --vary model.init_args.sdc_lambda=0,0.01 --out runs/sdc-paired
 
 distils the cell once per (seed, value) — seeds ``first_seed … first_seed + seeds − 1`` — evaluates every final
 set with the method's protocol on the networks of its seed (the same networks for every value:
-:mod:`lightning_sdc.compare.runner`), and writes ``<out>/<name>.md`` / ``.csv`` / ``.png``: per-seed accuracies
+:mod:`lightning_sdc.compare.runner`), and writes ``<out>/<name>.md`` / ``.csv`` / ``.png`` / ``_sets.png`` (``--out``, default ``runs/compare``), printing
+``wrote <path>`` for each: per-seed accuracies
 of each value, and for each value against the first (the baseline) the paired difference, its 95 % t and
 bootstrap confidence intervals and the paired t-test p-value (:mod:`lightning_sdc.compare.stats`). Runs are
 cached one file each under ``<out>/runs/``; an interrupted comparison resumes where it stopped.
@@ -86,7 +87,7 @@ def compare_command(
     ddranking: bool = False,
     full_data_epochs: int = 30,
     ddranking_weight: float = 0.5,
-    out: str = "results/compare",
+    out: str = "runs/compare",
     name: str | None = None,
     bootstrap: int = 10000,
     confidence: float = 0.95,
@@ -147,14 +148,16 @@ def compare_command(
             print(f"[ddranking] seed {spec.seed}: random subset + full data", flush=True)
             baselines[spec.seed] = execute_baseline(spec, full_data_epochs, out_dir / "runs")
 
-    from lightning_sdc.compare.report import Study, write_report
+    from lightning_sdc.compare.report import Study, sets_figure, write_report
 
     study = Study(name=name, cell=cell, key=key, values=values, results=results, overrides=list(specs[0].overrides),
                   bootstrap=bootstrap, confidence=confidence, baselines=baselines, ddranking_weight=ddranking_weight)
     md = write_report(study, out_dir)
+    sets_figure(study, out_dir / "runs", out_dir / f"{name}_sets.png")
     print(md)
-    written = [out_dir / f"{name}{suffix}" for suffix in (".md", ".csv", "_runs.csv", ".json", ".png")]
-    print(f"wrote {', '.join(map(str, written))}; runs and final sets in {out_dir / 'runs'}", flush=True)
+    for suffix in (".md", ".csv", "_runs.csv", ".json", ".png", "_sets.png"):
+        print(f"wrote {out_dir / f'{name}{suffix}'}")
+    print(f"wrote {out_dir / 'runs'}/ (one file and final set per run)", flush=True)
     return md
 
 

@@ -4,7 +4,8 @@ Per study ``<name>``: ``<name>.md`` (settings, per-seed accuracies and GraDN, ea
 the paired statistics of :mod:`lightning_sdc.compare.stats`), ``<name>.csv`` (one row per value),
 ``<name>_runs.csv`` (one row per run), ``<name>.json`` (the same numbers, read by :func:`write_summary`) and
 ``<name>.png`` (left: each seed's accuracy across the values, one line per seed; right: each seed's paired
-difference against the baseline, the mean and its t and bootstrap intervals).
+difference against the baseline, the mean and its t and bootstrap intervals) and ``<name>_sets.png`` (for each
+seed the final sets of every value side by side, labelled with the value: :func:`sets_figure`).
 
 Accuracies are in % and the per-set accuracy is the mean over its evaluation networks; the statistics take the
 seed as the unit (the networks of one set are not independent samples of the set's quality).
@@ -262,6 +263,18 @@ def plot(study: Study, path: str | Path) -> Path:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     finally:
         plt.close(fig)
+
+
+def sets_figure(study: Study, runs_dir: str | Path, path: str | Path) -> Path:
+    """The final sets of every run side by side (:func:`lightning_sdc.figures.save_grid`): seed by seed, the
+    values of the varied key in order, each panel titled with its seed and value; one row per class."""
+    from lightning_sdc.figures import save_grid
+    from lightning_sdc.synthetic import SyntheticSet
+
+    sets = {(s, v): SyntheticSet.load(Path(runs_dir) / study.run(s, v).synset)
+            for s in study.seeds() for v in study.values}
+    panels = [(f"seed {s}\n{_leaf(study.key)} = {v}", synset.pixels()) for (s, v), synset in sets.items()]
+    return save_grid(path, panels, next(iter(sets.values())).class_names)
 
 
 def record(study: Study) -> dict[str, Any]:

@@ -44,6 +44,7 @@ import torch
 
 from lightning_sdc.cost import evaluation_points
 from lightning_sdc.io import atomic_write_text
+from lightning_sdc.progress import progress, quiet_lightning, update_callback
 
 #: a CLI key: dotted identifiers (``model.init_args.sdc_lambda``, ``trainer.max_steps``)
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -258,7 +259,9 @@ def distil(spec: RunSpec, run_dir: Path) -> tuple[Any, list[int]]:
     segment = {"commit": source_commit(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "from_step": None}
     t0 = time.perf_counter()
     try:
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(last) if last.exists() else None)
+        with progress(total=cli.trainer.max_steps, desc=f"{spec.slug}: distil", unit="update") as bar:
+            cli.trainer.callbacks.append(update_callback(bar))
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(last) if last.exists() else None)
     finally:
         if snapshots.start_step is not None and cli.trainer.global_step > snapshots.start_step:
             segment.update(from_step=snapshots.start_step, to_step=int(cli.trainer.global_step),
@@ -277,7 +280,8 @@ def _score(path: Path, synset: Any, test: tuple[torch.Tensor, torch.Tensor], kw:
             return json.loads(path.read_text())
         except ValueError:
             path.unlink()  # a torn cache file: score again
-    res = evaluate_synset(synset, test, **kw)
+    with progress(total=kw["num_models"] * (kw["epochs"] + 1), desc=f"evaluate {path.stem}", unit="epoch") as bar:
+        res = evaluate_synset(synset, test, on_epoch=bar.update, **kw)
     out = {"accuracies": [float(a) for a in res.accuracies], "lr": res.lr, "seconds": res.seconds}
     atomic_write_text(json.dumps(out), path)
     return out
@@ -375,7 +379,8 @@ def run_all(specs: Sequence[RunSpec], out_dir: str | Path, log: Any = print) -> 
             log(f"[skip {i}/{len(specs)}] {spec.key}={spec.value} seed {spec.seed}: {path.name}")
             continue
         log(f"[run {i}/{len(specs)}] {spec.key}={spec.value} seed {spec.seed}")
-        r = execute(spec, out_dir)
+        with quiet_lightning():
+            r = execute(spec, out_dir)
         log(f"    {100 * sum(r.accuracies) / len(r.accuracies):.2f} % over {len(r.accuracies)} networks, "
             f"{r.steps} steps, distil {r.distill_seconds:.0f} s, eval {r.eval_seconds:.0f} s"
             + ("" if r.gradn is None else f", GraDN {r.gradn:.4g}"))
