@@ -1,14 +1,14 @@
 """Reproduction harness: run a named grid of paper cells with and without SDC, resumable cell by cell.
 
 ``lightning-sdc reproduce --grid fmnist-cpu`` (``make reproduce GRID=fmnist-cpu``, ``python -m
-lightning_sdc.experiments --grid fmnist-cpu``) runs every cell
-of the grid — method × dataset × IPC × {baseline (λ = 0), SDC (the config's λ)} — for each seed: it distils
-through the same LightningCLI path as ``lightning-sdc fit`` (the cell's packaged config plus the
-trainer preset), then trains ``eval_num_models`` fresh networks on the final synthetic set with the method's own
-evaluation protocol. Each finished cell is cached as ``results/<grid>/<cell>.json`` (written atomically) and
-skipped on the next run; ``results/<grid>.md`` / ``.csv`` are rewritten after every cell with mean ± std over
-all evaluation models of all seeds, the number of models, the iterations actually run, wall time, the machine
-and the paper's number.
+lightning_sdc.experiments --grid fmnist-cpu``) runs every cell of the grid — method × dataset × IPC × {baseline
+(λ = 0), SDC (the config's λ)} — for each seed: it distils through the same LightningCLI path as ``lightning-sdc
+fit`` (the cell's packaged config plus the trainer preset), then trains ``eval_num_models`` fresh networks on the
+final synthetic set with the method's own evaluation protocol, each phase under a progress bar. Each finished cell
+is cached as ``<out>/<grid>/<cell>.json`` (``--out``, default ``runs/reproduce``; written atomically) and skipped
+on the next run; ``<out>/<grid>.md`` / ``.csv`` are rewritten after every cell with mean ± std over all evaluation
+models of all seeds, the number of models, the iterations actually run, wall time, the machine and the paper's
+number.
 
 The reported accuracy is that of the *final* synthetic set (the paper's GM protocol; the paper's TM numbers
 are the maximum over evaluation points, which this harness does not search — stated in the table).
@@ -35,6 +35,7 @@ from lightning_sdc.cli import CONFIG_DIR as CONFIGS
 from lightning_sdc.cli import UsageError, list_options, resolve_config
 from lightning_sdc.cost import RunCost, estimate_lines, evaluation_points, gm_run_cost, measured_rate
 from lightning_sdc.io import atomic_write_text, prepare_output_dir
+from lightning_sdc.progress import progress, quiet_lightning, update_callback
 
 #: the method name of a Random-baseline cell (no distillation; evaluated with its config's protocol)
 RANDOM = "random"
@@ -186,38 +187,33 @@ def _eval_kwargs(model: Any, grid: Grid) -> dict[str, Any]:
     return kw
 
 
-def run_random(cell: Cell, grid: Grid, seed: int, cli: Any) -> dict[str, Any]:
-    """The Random row: ``cell.ipc`` real images per class (``random_coreset`` with ``seed``) evaluated with the
-    protocol of ``cli``'s parsed (not trained) model, on the dataset its DataModule would load — without
-    building that DataModule's expert buffer."""
+def run_cell(cell: Cell, grid: Grid, seed: int, trainer_config: Path) -> dict[str, Any]:
+    """Distil ``cell`` with ``seed`` through the LightningCLI path and evaluate the final set, each phase under a
+    bar. A ``random`` cell distils nothing: ``cell.ipc`` real images per class (``random_coreset`` with ``seed``)
+    are evaluated with the protocol of the parsed model, on the dataset its DataModule would load (without
+    building that DataModule's expert buffer)."""
+    from lightning_sdc.cli import build_in_memory_cli
     from lightning_sdc.data import load_dataset
     from lightning_sdc.evaluation import evaluate_synset
     from lightning_sdc.synthetic import random_coreset
 
-    dm = cli.datamodule
-    spec = load_dataset(dm.dataset, dm.root, download=dm.download, zca=dm.zca, **dm.dataset_kwargs)
-    res = evaluate_synset(random_coreset(spec, cell.ipc, seed=seed), (spec.test_images, spec.test_labels),
-                          **_eval_kwargs(cli.model, grid))
-    return {"seed": seed, "accuracies": res.accuracies, "steps": 0, "sdc_lambda": 0.0, "distill_seconds": 0.0,
-            "eval_seconds": res.seconds, "eval_epochs": res.epochs}
-
-
-def run_cell(cell: Cell, grid: Grid, seed: int, trainer_config: Path) -> dict[str, Any]:
-    """Distil ``cell`` with ``seed`` through the LightningCLI path and evaluate the final set (a ``random``
-    cell: :func:`run_random`)."""
-    from lightning_sdc.cli import build_in_memory_cli
-    from lightning_sdc.evaluation import evaluate_synset
-
     if not cell.config.exists():
         raise FileNotFoundError(f"cell {cell.key}: config {cell.config} does not exist")
     cli = build_in_memory_cli([trainer_config, cell.config], seed, cell_overrides(cell, grid))
-    if cell.method == RANDOM:
-        return run_random(cell, grid, seed, cli)
-    model, dm = cli.model, cli.datamodule
+    model, dm, kw = cli.model, cli.datamodule, _eval_kwargs(cli.model, grid)
     t0 = time.perf_counter()
-    cli.trainer.fit(model, datamodule=dm)
+    if cell.method == RANDOM:
+        spec = load_dataset(dm.dataset, dm.root, download=dm.download, zca=dm.zca, **dm.dataset_kwargs)
+        synset = random_coreset(spec, cell.ipc, seed=seed)
+    else:
+        with progress(total=cli.trainer.max_steps, desc=f"{cell.key} seed {seed}: distil", unit="update") as bar:
+            cli.trainer.callbacks.append(update_callback(bar))
+            cli.trainer.fit(model, datamodule=dm)
+        spec, synset = dm.spec, model.eval_synset()
     distill_s = time.perf_counter() - t0
-    res = evaluate_synset(model.eval_synset(), (dm.spec.test_images, dm.spec.test_labels), **_eval_kwargs(model, grid))
+    with progress(total=kw["num_models"] * (kw["epochs"] + 1), desc=f"{cell.key} seed {seed}: evaluate",
+                  unit="epoch") as bar:
+        res = evaluate_synset(synset, (spec.test_images, spec.test_labels), on_epoch=bar.update, **kw)
     return {"seed": seed, "accuracies": res.accuracies, "steps": int(cli.trainer.global_step),
             "sdc_lambda": float(model.hparams.sdc_lambda), "distill_seconds": distill_s,
             "eval_seconds": res.seconds, "eval_epochs": res.epochs}
@@ -316,7 +312,7 @@ def set_budget(grid: Grid, max_steps: int | None, eval_num_models: int | None, e
             setattr(grid, name, value)
 
 
-def run_grid(name: str, seeds: Sequence[int] = (0,), out: str | Path = "results",
+def run_grid(name: str, seeds: Sequence[int] = (0,), out: str | Path = "runs/reproduce",
              trainer_config: str | Path | None = None, max_steps: int | None = None,
              eval_num_models: int | None = None, only: Sequence[str] | None = None,
              eval_epochs: int | None = None) -> Path:
@@ -332,6 +328,12 @@ def run_grid(name: str, seeds: Sequence[int] = (0,), out: str | Path = "results"
     trainer_config = trainer_config or grid.trainer_config
     print("\n".join(plan(grid, seeds, trainer_config, only)), flush=True)
     done: dict[str, list[dict[str, Any]]] = {}
+
+    def write_tables() -> tuple[str, Path]:
+        md, csv = summarise(grid, done, given)
+        atomic_write_text(csv, out / f"{grid.name}.csv")
+        return md, atomic_write_text(md, out / f"{grid.name}.md")
+
     for cell in grid.cells:
         if only and cell.key not in only:
             continue
@@ -351,23 +353,20 @@ def run_grid(name: str, seeds: Sequence[int] = (0,), out: str | Path = "results"
         runs = []
         for seed in seeds:
             print(f"[run] {cell.key} seed {seed}", flush=True)
-            runs.append(run_cell(cell, grid, seed, resolve_config(trainer_config)))
+            with quiet_lightning():
+                runs.append(run_cell(cell, grid, seed, resolve_config(trainer_config)))
         atomic_write_text(json.dumps({"cell": asdict(cell), "runs": runs}, indent=1), path)
         done[cell.key] = runs
-        md, csv = summarise(grid, done, given)
-        atomic_write_text(md, out / f"{grid.name}.md")
-        atomic_write_text(csv, out / f"{grid.name}.csv")
-    md, csv = summarise(grid, done, given)
-    atomic_write_text(md, out / f"{grid.name}.md")
-    atomic_write_text(csv, out / f"{grid.name}.csv")
-    print(md)
-    return out / f"{grid.name}.md"
+        write_tables()
+    md, md_path = write_tables()
+    print(f"{md}\nper-cell results: {cache}/")
+    return md_path
 
 
 def reproduce_command(
     grid: str = "fmnist-cpu",
     seeds: list[int] | None = None,
-    out: str = "results",
+    out: str = "runs/reproduce",
     trainer_config: str | None = None,
     max_steps: int | None = None,
     num_models: int | None = None,
@@ -375,12 +374,13 @@ def reproduce_command(
     only: list[str] | None = None,
     dry_run: bool = False,
 ) -> list[str]:
-    """Run (or resume) a reproduction grid of paper cells with and without SDC; write results/<grid>.md and .csv.
+    """Run (or resume) a reproduction grid of paper cells with and without SDC; write <out>/<grid>.md and .csv.
 
     Args:
         grid: the grid to run (``fmnist-cpu``, ``tm-digits``, ``table1-gpu``, ``table2``).
         seeds: seeds of every cell, a plain list (``--seeds 0 1 2``; default: 0).
-        out: directory of the tables and of the per-cell cache ``<out>/<grid>/``.
+        out: directory of the tables and of the per-cell cache ``<out>/<grid>/`` (``results`` holds the committed
+            tables).
         trainer_config: the trainer preset (a file or a packaged name: ``trainer/cpu``, ``trainer/gpu``, …;
             default: the grid's own, ``trainer/gpu`` for ``table1-gpu``).
         max_steps: override the grid's synthetic-set updates per cell.

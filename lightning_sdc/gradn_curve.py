@@ -8,10 +8,11 @@ attached, and writes
   and its EMA (``steps_base``, ``gradn_base``, ``ema_base``, …), plus, for GM methods, the per-step mean
   gradient norm of the synthetic class batches at the matching networks (``sdc/grad_norm_mean``, what the SDC
   term multiplies: ``inloop_steps_*``, ``inloop_*``), λ and the settings;
-* ``<out>.png``: both curves, raw (thin) and EMA-smoothed (bold), the gap shaded
+* ``<out>.png``: both curves, raw (faint) and EMA-smoothed (bold), the gap shaded, all three named in the title
   (:func:`~lightning_sdc.callbacks.plot_gradn_curves`);
+* ``<workdir>/summary.txt``: the start and end values of each curve (also printed), with the tracker's CSVs;
 
-and prints the start and end values of each curve.
+by default all under ``runs/gradn_curve/``; the command prints ``wrote <path>`` for each file.
 
 The tracker's ensemble (``--source``, ``--num_networks``) is fixed for the whole run, so the curve follows the synthetic set:
 ``init`` = freshly initialised networks (what GM matches at), ``experts`` = expert snapshots (TM),
@@ -37,6 +38,7 @@ from lightning_sdc.callbacks.gradn import SOURCES, GraDNTracker, curve_summary, 
 from lightning_sdc.cli import CONFIG_DIR as CONFIGS
 from lightning_sdc.difficulty.grad_norms import METHODS
 from lightning_sdc.io import atomic_write, atomic_write_text, prepare_output_dir
+from lightning_sdc.progress import progress, quiet_lightning, update_callback
 
 #: the default config (a packaged config name)
 DEFAULT_CONFIG = "demo/mnist5k_dsa_ipc1"
@@ -101,7 +103,9 @@ def track_run(
         enable_model_summary=False, callbacks=[tracker, inloop],
     )  # fmt: skip
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    with progress(total=steps, desc=f"{type(module).__name__} λ={sdc_lambda:g}", unit="update") as bar:
+        trainer.callbacks.append(update_callback(bar))
+        trainer.fit(module, datamodule=datamodule)
     seconds = time.perf_counter() - t0
     return {
         "method": type(module).__name__,
@@ -140,7 +144,8 @@ def save_curves(
             runs["sdc"]["gradn"].tolist(),
         ),
     }
-    title = f"{settings['config_name']}: mean GraDN, {settings['networks']} {runs['base']['source']} networks"
+    title = (f"{settings['config_name']}: mean GraDN, {settings['networks']} {runs['base']['source']} networks\n"
+             f"faint: measured every {settings['every']} updates; bold: EMA (β = {ema:g}); grey band: the gap")
     png = plot_gradn_curves(curves, out.with_suffix(".png"), ema=ema, title=title)
     return {"npz": npz, "png": png}
 
@@ -172,7 +177,7 @@ def _portable(path: Path) -> str:
         return str(path)
 
 
-def gradn_curve(
+def gradn_curve_command(
     run_config: str = DEFAULT_CONFIG,
     steps: int = 200,
     sdc_lambda: float = 1.0,
@@ -184,11 +189,29 @@ def gradn_curve(
     grad_method: str = "auto",
     seed: int = 0,
     accelerator: str = "cpu",
-    out: str = "docs/figures/gradn_curve",
+    out: str = "runs/gradn_curve/gradn_curve",
     workdir: str = "runs/gradn_curve",
-) -> dict[str, Any]:
-    """Check, run both distillations and write the figure; returns the runs, the output paths and the settings
-    (arguments: :func:`gradn_curve_command`)."""
+) -> list[str]:
+    """GraDN of the synthetic set during distillation, with and without SDC (Figure 1a/1c): writes .npz and .png.
+
+    Args:
+        run_config: the distillation config (a file or a packaged name; default ``demo/mnist5k_dsa_ipc1``).
+        steps: synthetic-set updates per run.
+        sdc_lambda: λ of the SDC run (> 0; the other run has λ = 0).
+        every: measure every N updates.
+        num_networks: size of the tracker's ensemble.
+        source: the tracker's ensemble: auto | init | experts | trained.
+        train_epochs: epochs of each network for ``source=trained``.
+        ema: EMA coefficient of the smoothed curve.
+        grad_method: per-sample gradients: auto | vmap | loop.
+        seed: seed of both runs and of the tracker.
+        accelerator: Lightning accelerator.
+        out: output stem: ``<out>.npz`` and ``<out>.png`` (``docs/figures/gradn_curve`` is the committed figure).
+        workdir: where the tracker CSVs and ``summary.txt`` go.
+
+    Returns:
+        The ``.npz``, ``.png`` and ``summary.txt`` written.
+    """
     from lightning_sdc.cli import UsageError, resolve_config
 
     path = resolve_config(run_config, "--run_config")
@@ -204,8 +227,6 @@ def gradn_curve(
         raise UsageError(f"--source {source!r}: allowed: {', '.join(SOURCES)}")
     if grad_method not in METHODS:
         raise UsageError(f"--grad_method {grad_method!r}: allowed: {', '.join(METHODS)}")
-    from lightning_sdc.progress import quiet_lightning
-
     workdir_path, out_path = prepare_output_dir(workdir, "--workdir"), Path(out)
     prepare_output_dir(out_path.parent, "--out (its directory)")  # both before any run
     with quiet_lightning():
@@ -224,49 +245,9 @@ def gradn_curve(
     }  # fmt: skip
     paths = save_curves(runs, out_path, settings, ema)
     lines = summary_lines(runs, sdc_lambda, ema)
-    atomic_write_text("\n".join(lines) + "\n", workdir_path / "summary.txt")
+    paths["summary"] = atomic_write_text("\n".join(lines) + "\n", workdir_path / "summary.txt")
     print("\n".join(lines))
-    return {"runs": runs, "paths": paths, "settings": settings}
-
-
-def gradn_curve_command(
-    run_config: str = DEFAULT_CONFIG,
-    steps: int = 200,
-    sdc_lambda: float = 1.0,
-    every: int = 10,
-    num_networks: int = 4,
-    source: str = "auto",
-    train_epochs: int = 3,
-    ema: float = 0.9,
-    grad_method: str = "auto",
-    seed: int = 0,
-    accelerator: str = "cpu",
-    out: str = "docs/figures/gradn_curve",
-    workdir: str = "runs/gradn_curve",
-) -> list[str]:
-    """GraDN of the synthetic set during distillation, with and without SDC (Figure 1a/1c): writes .npz and .png.
-
-    Args:
-        run_config: the distillation config (a file or a packaged name; default ``demo/mnist5k_dsa_ipc1``).
-        steps: synthetic-set updates per run.
-        sdc_lambda: λ of the SDC run (> 0; the other run has λ = 0).
-        every: measure every N updates.
-        num_networks: size of the tracker's ensemble.
-        source: the tracker's ensemble: auto | init | experts | trained.
-        train_epochs: epochs of each network for ``source=trained``.
-        ema: EMA coefficient of the smoothed curve.
-        grad_method: per-sample gradients: auto | vmap | loop.
-        seed: seed of both runs and of the tracker.
-        accelerator: Lightning accelerator.
-        out: output stem: ``<out>.npz`` and ``<out>.png``.
-        workdir: where the tracker CSVs and ``summary.txt`` go.
-
-    Returns:
-        The ``.npz`` and ``.png`` written.
-    """
-    result = gradn_curve(run_config, steps, sdc_lambda, every, num_networks, source, train_epochs, ema, grad_method,
-                         seed, accelerator, out, workdir)
-    return [str(result["paths"]["npz"]), str(result["paths"]["png"])]
+    return [str(p) for p in paths.values()]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

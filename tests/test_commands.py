@@ -1,5 +1,8 @@
 """Every command a user reads runs as written.
 
+* the quickstart at the top of README.md (its first fenced block), verbatim and in order through the installed
+  console script in one fresh directory, ``evaluate`` on the path ``fit`` printed (tiny settings appended to
+  ``demo``, ``fit`` and ``evaluate``; the ``make`` lines checked with ``make -n``);
 * every command in the fenced ``bash`` blocks of README.md and docs/*.md, in order, in one temporary directory,
   with tiny settings appended (:data:`TINY`) and Lightning's default logger and progress bar on; the commands that
   cannot run here are listed in :data:`NOT_RUN` with the reason and checked as far as possible (``--print_config``,
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import shlex
 import shutil
@@ -35,6 +39,7 @@ BIN = Path(sys.executable).parent
 NOT_RUN = {
     "make test": "the test suite itself (`make -n test` checks the target)",
     "make install": "creates .venv and installs from the package index (`make -n install` checks the target)",
+    "source .venv/bin/activate": "a shell built-in: the quickstart test checks the environment it activates",
     "sudo apt-get install dataset-fashion-mnist": "a system package (root, network); the IDX reader is tested in "
     "tests/test_data.py and the Fashion-MNIST commands run when the files are present",
     "lightning-sdc fit --config trainer/gpu --config mtt/cifar10_ipc10 --trainer.precision bf16-mixed": "a GPU and "
@@ -72,8 +77,7 @@ TINY = {
     "theory": ["--quick", "true"],
     "experts": ["--num_experts", "2", "--epochs", "1", "--progress", "false"],
     "compare": ["--seeds", "2", "--num_models", "1", "--epochs", "1", "--gradn_networks", "0", "--test_size", "100",
-                "--overrides", "trainer.max_steps=2", "model.init_args.batch_real=16", "--bootstrap", "100",
-                "--out", "results/compare"],
+                "--overrides", "trainer.max_steps=2", "model.init_args.batch_real=16", "--bootstrap", "100"],
     "configs": [],
     "--help": [],
 }
@@ -209,7 +213,51 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 SLOW_WORDS = ("fashionmnist",)
 BLOCKS = [pytest.param(doc, i, id=f"{doc.name}-block{i}",
                        marks=[pytest.mark.slow] if any(w in block for w in SLOW_WORDS) else [])
-          for doc in DOCS for i, block in enumerate(doc_blocks(doc))]
+          for doc in DOCS for i, block in enumerate(doc_blocks(doc)) if (doc.name, i) != ("README.md", 0)]
+
+#: the quickstart's steps, in order (the first two words of each command)
+QUICKSTART = ["make install", "source .venv/bin/activate", "lightning-sdc demo", "lightning-sdc fit",
+              "lightning-sdc evaluate", "make test"]
+QUICKSTART_TINY = {"demo": TINY["demo"], "evaluate": TINY["evaluate"],
+                   "fit": ["--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+                           "--model.init_args.eval_num_models", "1", "--model.init_args.eval_epochs", "1"]}
+
+
+def quickstart() -> str:
+    return doc_blocks(ROOT / "README.md")[0]
+
+
+def test_readme_opens_with_a_quickstart_of_at_most_12_lines() -> None:
+    text, block = (ROOT / "README.md").read_text(), quickstart()
+    assert text.index(block) < text.index("\n## ") and len(block.strip().splitlines()) <= 12
+    assert [" ".join(t[:2]) for t in block_commands(block)] == QUICKSTART
+    assert "| command | what it writes | where" in text[:text.index("\n## ")]  # the table right below it
+
+
+def test_readme_quickstart_runs_verbatim(tmp_path: Path) -> None:
+    """Each quickstart command as written, in one fresh directory, through the installed ``lightning-sdc`` (what
+    ``source .venv/bin/activate`` puts first on PATH); ``evaluate`` scores the path that ``fit`` printed."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    printed: dict[str, list[Path]] = {}
+    for tokens in block_commands(quickstart()):
+        if tokens[0] == "make":
+            out = subprocess.run(["make", "-n", *tokens[1:]], cwd=ROOT, capture_output=True, text=True)
+            assert out.returncode == 0, out.stderr
+            continue
+        if tokens[0] == "source":  # the environment running these tests is the one `make install` makes
+            assert tokens[1] == ".venv/bin/activate" and "VENV ?= .venv" in (ROOT / "Makefile").read_text()
+            assert (BIN / "activate").is_file() and (BIN / "lightning-sdc").is_file()
+            continue
+        out = subprocess.run([*tokens, *QUICKSTART_TINY[tokens[1]]], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        wrote = [tmp_path / line.removeprefix("wrote ") for line in out.stdout.splitlines() if line.startswith("wrote ")]
+        assert all(p.exists() for p in wrote), out.stdout[-2000:]
+        printed[tokens[1]] = [p.resolve() for p in wrote]
+        if tokens[1] == "evaluate":  # the README's path is the set `fit` wrote and said it wrote
+            assert (tmp_path / tokens[2]).resolve() in printed["fit"], (tokens[2], printed["fit"])
+            assert "±" in out.stdout
+    assert {p.name for p in printed["demo"]} == {"dsa.pt", "dsa_sdc.pt", "sets.png"}
 
 
 def test_the_docs_have_commands() -> None:

@@ -20,12 +20,13 @@ def tiny(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("curve")
     kwargs = dict(run_config=str(DIGITS_DSA), steps=3, every=1, num_networks=2, sdc_lambda=1.0,
                   out=str(tmp / "fig" / "gradn_curve"), workdir=str(tmp / "work"))
-    return tmp, curve.gradn_curve(**kwargs)
+    return tmp, curve.gradn_curve_command(**kwargs)
 
 
 def test_curve_driver_writes_both_curves_and_the_plot(tiny):
-    tmp, result = tiny
+    tmp, written = tiny
     png, npz = tmp / "fig" / "gradn_curve.png", tmp / "fig" / "gradn_curve.npz"
+    assert written == [str(npz), str(png), str(tmp / "work" / "summary.txt")]
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = np.load(npz)
     for run in curve.RUNS:
@@ -42,7 +43,7 @@ def test_curve_driver_writes_both_curves_and_the_plot(tiny):
     assert data["gradn_base"][0] == pytest.approx(data["gradn_sdc"][0], rel=1e-6)
     assert not np.allclose(data["gradn_base"][1:], data["gradn_sdc"][1:], rtol=1e-7, atol=0)
     assert (tmp / "work" / "base" / "gradn.csv").is_file() and (tmp / "work" / "summary.txt").is_file()
-    assert result["runs"]["base"]["method"] == "DSA"
+    assert (tmp / "work" / "summary.txt").read_text().startswith("DSA λ=0: GraDN step 0")
 
 
 @pytest.mark.parametrize(
