@@ -120,3 +120,21 @@ def prepare_output_dir(path: str | os.PathLike, what: str = "out") -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise ValueError(f"{what}={str(path)!r} is not writable")
     return path
+
+
+def prepare_output_file(path: str | os.PathLike, what: str = "out") -> Path:
+    """Check, before any compute, that the file ``path`` can be written: not a directory, not under a file, its
+    directory created now and writable (a read-only filesystem included). One-line errors naming ``what``."""
+    path = Path(path)
+    under = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    problem = "is a directory" if path.is_dir() else (f"lies under the file {str(under)!r}" if under else None)
+    try:
+        if problem is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        problem = f"cannot be created: {exc.strerror or exc}"
+    if problem is None and not os.access(path if path.exists() else path.parent, os.W_OK):
+        problem = "is not writable"
+    if problem:
+        raise ValueError(f"{what}={str(path)!r} {problem}; allowed: a file path in a writable directory")
+    return path

@@ -53,24 +53,57 @@ def label_range_problem(labels: Tensor, num_classes: int) -> str | None:
     return f"label {low if low < 0 else high} is out of range; allowed: 0 … {num_classes - 1} ({num_classes} classes)"
 
 
-def check_set(synset: SyntheticSet, source: str, *, ipc: int | None = None) -> None:
-    """Refuse a set no evaluation should train on with a :class:`SetFileError` naming ``source``.
+#: the image dtypes a set file may hold
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+#: largest |pixel| a set may hold, in the dataset's normalised (or ZCA-whitened) space: real images lie within
+#: about ±10 there; values beyond are pixels saved in 0…255 or a diverged set
+IMAGE_BOUND = 1e3
 
-    Checks: finite images, labels and lr; ``len(images) == num_classes × ipc`` (``ipc`` as recorded in the file,
-    else ``len(images) // num_classes``) so every class has its block; hard labels within ``[0, num_classes)``.
+
+def _kind(t: Any) -> str:
+    return f"shape {tuple(t.shape)} and dtype {t.dtype}" if isinstance(t, Tensor) else f"type {type(t).__name__}"
+
+
+def check_set(images: Any, labels: Any, num_classes: int, source: str, *, ipc: Any = None, lr: Any = None) -> None:
+    """Refuse, with a one-line :class:`SetFileError` naming ``source``, a set (its raw tensors, before any cast)
+    no evaluation should train on.
+
+    Images: a ``(N, C, H, W)`` tensor of a floating dtype (:data:`FLOAT_DTYPES`; not integer, not complex), finite,
+    ``|x| <=`` :data:`IMAGE_BOUND`; ``N = num_classes × ipc`` (``ipc`` as recorded, else ``N // num_classes``).
+    Labels: ``(N,)`` integer classes in class-major order (``ipc`` rows of class 0, then of class 1, …: the layout
+    :meth:`SyntheticSet.blank`, DC and MTT write) or ``(N, num_classes)`` float logits, finite. ``lr``: finite.
     """
-    n, k = int(synset.images.shape[0]), int(synset.num_classes)
-    for what, t in (("images", synset.images), ("labels", synset.labels), ("lr", synset.syn_lr)):
-        if t is not None and t.is_floating_point() and not bool(torch.isfinite(t.detach()).all()):
+    if not isinstance(images, Tensor) or images.dim() != 4 or images.dtype not in FLOAT_DTYPES:
+        raise SetFileError(f"{source}: images of {_kind(images)}; allowed: an (N, C, H, W) tensor of float16, "
+                           "bfloat16, float32 or float64")
+    n, k = int(images.shape[0]), int(num_classes)
+    hard = isinstance(labels, Tensor) and labels.shape == (n,) and not (labels.is_floating_point() or
+                                                                       labels.is_complex() or labels.dtype == torch.bool)
+    if not hard and not (isinstance(labels, Tensor) and labels.shape == (n, k) and labels.dtype in FLOAT_DTYPES):
+        raise SetFileError(f"{source}: labels of {_kind(labels)} for {n} images; allowed: ({n},) integer classes or "
+                           f"({n}, {k}) float logits")
+    for what, t in (("images", images), ("labels", labels), ("lr", lr)):
+        if isinstance(t, Tensor) and t.is_floating_point() and not bool(torch.isfinite(t.detach()).all()):
             bad = int((~torch.isfinite(t.detach())).sum())
             raise SetFileError(f"{source}: {bad} non-finite (NaN/inf) value(s) in the {what}; refusing to evaluate it")
+    top = float(images.detach().abs().max()) if n else 0.0
+    if top > IMAGE_BOUND:
+        raise SetFileError(f"{source}: image values reach |x| = {top:.3g}; allowed: |x| <= {IMAGE_BOUND:g} in the "
+                           "dataset's normalised space (pixels saved in 0…255, or a diverged set)")
     recorded = ipc if ipc is not None else max(1, n // k)
     if isinstance(recorded, bool) or not isinstance(recorded, int) or recorded < 1 or n != k * recorded:
         raise SetFileError(f"{source}: {n} images for {k} classes with ipc={recorded!r}: a set holds num_classes × "
                            f"ipc images (class-major), i.e. a multiple of {k}")
-    problem = label_range_problem(synset.labels, k) if synset.label_mode == "hard" else None
+    problem = label_range_problem(labels, k) if hard else None
     if problem:
         raise SetFileError(f"{source}: {problem}")
+    expected = torch.arange(k).repeat_interleave(recorded)
+    if hard and not torch.equal(labels.detach().cpu().long(), expected):
+        row = int((labels.detach().cpu().long() != expected).nonzero()[0])
+        counts = torch.bincount(labels.detach().cpu().long(), minlength=k).tolist()
+        raise SetFileError(f"{source}: labels are not class-major (row {row} has label {int(labels[row])}, expected "
+                           f"{int(expected[row])}; rows per class {counts}); allowed: {recorded} rows of class 0, "
+                           f"then {recorded} of class 1, …")
 
 
 class SyntheticSet(nn.Module):
@@ -269,38 +302,27 @@ class SyntheticSet(nn.Module):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "<dict>") -> SyntheticSet:
-        """Rebuild from :meth:`to_dict` output; a missing key names the file."""
+        """Rebuild from :meth:`to_dict` output, checked first (:func:`check_set`); a problem names ``source``."""
         if not isinstance(d, dict) or d.get("format") != "lightning_sdc.SyntheticSet":
-            raise ValueError(f"{source} is not a lightning_sdc synthetic set (no 'format' marker)")
+            raise SetFileError(f"{source}: not a lightning_sdc synthetic set (no 'format' marker)")
+        missing = [key for key in ("images", "labels", "num_classes", "dataset", "mean", "std", "label_mode",
+                                   "syn_lr", "learn_lr", "class_names", "zca_state") if key not in d]
+        if missing:
+            raise SetFileError(f"{source}: missing key {missing[0]!r} of a synthetic set")
+        check_set(d["images"], d["labels"], d["num_classes"], source, ipc=d.get("ipc"), lr=d["syn_lr"])
         try:
-            return cls(
-                d["images"],
-                d["labels"],
-                num_classes=d["num_classes"],
-                dataset=d["dataset"],
-                mean=d["mean"],
-                std=d["std"],
-                label_mode=d["label_mode"],
-                syn_lr=d["syn_lr"],
-                learn_lr=d["learn_lr"],
-                class_names=d["class_names"],
-                zca_state=d["zca_state"],
-                eval_protocol=d.get("eval_protocol"),  # absent in files written before it was recorded
-            )
-        except KeyError as exc:
-            raise ValueError(f"{source} is missing key {exc} of a synthetic set") from None
+            return cls(d["images"], d["labels"], num_classes=d["num_classes"], dataset=d["dataset"], mean=d["mean"],
+                       std=d["std"], label_mode=d["label_mode"], syn_lr=d["syn_lr"], learn_lr=d["learn_lr"],
+                       class_names=d["class_names"], zca_state=d["zca_state"],
+                       eval_protocol=d.get("eval_protocol"))  # absent in files written before it was recorded
+        except ValueError as exc:
+            raise SetFileError(f"{source}: {exc}") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SyntheticSet:
-        """Load a set written by :meth:`save` (``weights_only=True``; corrupt files name themselves).
-
-        The set is checked as every loaded set is (:func:`check_set`): finite values, ``num_classes × ipc``
-        images, labels within ``[0, num_classes)``; a failure names the file.
-        """
-        d = safe_torch_load(path, what="synthetic set")
-        synset = cls.from_dict(d, source=str(path))
-        check_set(synset, str(path), ipc=d.get("ipc"))
-        return synset
+        """Load a set written by :meth:`save` (``weights_only=True``; corrupt files name themselves), checked as
+        every loaded set is (:func:`check_set`): a failure names the file."""
+        return cls.from_dict(safe_torch_load(path, what="synthetic set"), source=str(path))
 
     def export_tm(self, directory: str | os.PathLike, suffix: str = "best") -> list[Path]:
         """Write ``images_<suffix>.pt``, ``labels_<suffix>.pt`` and (if any) ``lr_<suffix>.pt``.
@@ -332,6 +354,16 @@ class SyntheticSet(nn.Module):
         )
 
 
+def real_set(spec: Any, images: Tensor) -> SyntheticSet:
+    """A :class:`SyntheticSet` of real training images of ``spec`` (a DatasetSpec), class-major with as many per
+    class, keeping the dataset's normalisation and ZCA state: scored exactly like a distilled set (the Random,
+    Herding and Forgetting baselines)."""
+    k, zca = spec.num_classes, getattr(spec, "zca", None)
+    return SyntheticSet(images, torch.arange(k).repeat_interleave(images.shape[0] // k), num_classes=k,
+                        dataset=spec.name, mean=spec.mean, std=spec.std, class_names=spec.class_names,
+                        zca_state=None if zca is None else zca.to_dict())
+
+
 def random_coreset(spec: Any, ipc: int, seed: int = 0) -> SyntheticSet:
     """The Random baseline (rows "Random" of the paper's Tables 1 and 2): a :class:`SyntheticSet` of ``ipc``
     distinct real training images of each class of ``spec`` (a DatasetSpec), drawn with a generator seeded by
@@ -340,10 +372,5 @@ def random_coreset(spec: Any, ipc: int, seed: int = 0) -> SyntheticSet:
     for c in range(spec.num_classes):
         if not isinstance(ipc, int) or ipc < 1 or ipc > real.count(c):
             raise ValueError(f"ipc={ipc!r} is not allowed for class {c} of {spec.name!r}: it has {real.count(c)} images")
-    synset = SyntheticSet.blank(
-        num_classes=spec.num_classes, ipc=ipc, image_shape=spec.image_shape, dataset=spec.name,
-        mean=spec.mean, std=spec.std, class_names=spec.class_names,
-        zca_state=spec.zca.to_dict() if getattr(spec, "zca", None) is not None else None,
-    )
     g = torch.Generator().manual_seed(int(seed))
-    return synset.init_from_real(real, g)
+    return real_set(spec, torch.cat([real.first_k(c, ipc, g) for c in range(spec.num_classes)]))

@@ -101,7 +101,7 @@ def test_set_file_scored_with_its_own_network_options_and_a_progress_bar(tmp_pat
     monkeypatch.delenv("LIGHTNING_SDC_QUIET", raising=False)
     table = run(["evaluate", str(path), "--archs", "ConvNet", "ConvNetD1", "--arch_kwargs", "{ConvNet: {width: 4, "
                  "depth: 1}, ConvNetD1: {width: 2}}", "--out", str(tmp_path / "res")])
-    assert "| ConvNet |" in table and "| ConvNetD1 |" in table and "1 epochs" in table
+    assert "| ConvNet |" in table and "| ConvNetD1 |" in table and "epochs 1," in table
     assert any(name == "ConvNet" and kw.get("width") == 4 and kw.get("depth") == 1 for name, kw in built)
     assert any(name == "ConvNetD1" and kw.get("width") == 2 for name, kw in built)
     assert "evaluate ConvNet" in tty.getvalue() and "epoch" in tty.getvalue()
@@ -134,7 +134,7 @@ def test_tm_pairs_mtt_datm_and_this_librarys_export(tmp_path, digits, digits_set
         load_set(export / "images_best.pt", dataset="mnist")
     run(["evaluate", str(mtt), "--dataset", "digits"])
     c = spy.calls[-1]
-    assert (c["epochs"], c["augment"], c["batch_size"], c["lr"]) == (1000, "dsa", 256, None)
+    assert (c["epochs"], c["augment"], c["batch_size"], c["lr"]) == (1000, "dsa", 256, 0.01)
     # DATM: (N, K) logits and a learned lr -> soft targets, lr from lr_best.pt, batch 128
     datm = tmp_path / "datm"
     datm.mkdir()
@@ -164,7 +164,7 @@ def test_failing_architecture_keeps_the_finished_ones(tmp_path, digits_set, monk
                                                    r"ConvNet, ConvNetD2"):
         run(["evaluate", str(path), "--archs", "[ConvNet,", "ConvNetD1,", "ConvNetD2]", "--out", str(tmp_path / "t")])
     printed = capsys.readouterr().out
-    assert "| ConvNet |" in printed and "| ConvNetD2 |" in printed and "ConvNetD1" not in printed
+    assert "| ConvNet |" in printed and "| ConvNetD2 |" in printed and "| ConvNetD1 |" not in printed
     assert "ConvNetD2" in (tmp_path / "t.csv").read_text()
 
 
@@ -203,7 +203,8 @@ def test_bad_files_get_one_line_naming_the_file_and_the_layout(tmp_path, digits_
     torch.save(digits_set.images.detach(), pair / "images_best.pt")
     _err(pair / "images_best.pt", "missing labels file")
     torch.save(torch.arange(9), pair / "labels_best.pt")
-    assert EXPECTED in _err(pair, "for 10 images", dataset="digits")
+    _err(pair, "labels_best.pt: labels of shape (9,) and dtype torch.int64 for 10 images; allowed: (10,) integer "
+               "classes or (10, 10) float logits", dataset="digits")
     torch.save(digits_set.labels.clone(), pair / "labels_best.pt")
     _err(pair, "pass --dataset NAME")  # a pair records no dataset
     torch.save(digits_set.images.detach(), pair / "images_zca_best.pt")
@@ -267,3 +268,159 @@ def test_methods_record_their_protocol_in_the_saved_set(tmp_path, digits):
     assert loaded.protocol["method"] == "DC" and loaded.protocol["arch_kwargs"] == TINY
     assert loaded.protocol["epochs"] == model.eval_protocol()["epochs"]
     assert Path(tmp_path / "synset.pt").exists()
+
+
+# ------------------------------------------------------------------------------------------- issue #25, #24 items 7, 9
+def _lightning_sdc(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
+    """``lightning-sdc ARGS`` as a user runs it: the console script, in a child process."""
+    import subprocess
+
+    exe = Path(sys.executable).with_name("lightning-sdc")
+    proc = subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=300,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _saved(tmp_path, digits_set, name, **changes):
+    d = {**digits_set.to_dict(), **changes}
+    torch.save(d, tmp_path / name)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize(("change", "names"), [
+    ({"images": "int8"}, ("dtype torch.int8", "allowed: an (N, C, H, W) tensor of float16, bfloat16, float32")),
+    ({"images": "complex"}, ("dtype torch.complex64", "float16, bfloat16, float32 or float64")),
+    ({"images": "x1e30"}, ("|x| = 1e+30", "allowed: |x| <= 1000 in the dataset's normalised space")),
+    ({"labels": "zeros"}, ("not class-major", "row 1 has label 0, expected 1", "rows per class [10, 0,")),
+    ({"eval_protocol": {"num_models": 0}}, ("recorded eval_protocol num_models=0", "allowed: an integer >= 1")),
+    ({"eval_protocol": {"epochs": -5}}, ("recorded eval_protocol epochs=-5", "allowed: an integer >= 0")),
+])
+def test_bad_set_files_are_refused_in_one_line_before_compute(tmp_path, digits_set, change, names):
+    """Issue #25 items 1-2: through the console script, exit status 1, one error line naming the file."""
+    d = digits_set.to_dict()
+    value = next(iter(change.values()))
+    conv = {"int8": lambda: d["images"].to(torch.int8), "complex": lambda: d["images"].to(torch.complex64),
+            "x1e30": lambda: torch.full((10, 1, 8, 8), 1e30), "zeros": lambda: torch.zeros(10, dtype=torch.long)}
+    key = next(iter(change))
+    path = _saved(tmp_path, digits_set, "bad.pt", **{key: conv[value]() if isinstance(value, str) else value})
+    code, out, err = _lightning_sdc("evaluate", str(path))
+    lines = [ln for ln in err.splitlines() if "error" in ln]
+    assert code == 1 and out == "" and len(lines) == 1 and f"{path}:" in lines[0], err
+    assert all(n in lines[0] for n in names), lines[0]
+
+
+def test_duplicate_archs_and_unwritable_out_are_refused_before_training(tmp_path, digits_set, monkeypatch):
+    path = digits_set.save(tmp_path / "synset.pt")
+    spy = Spy()
+    monkeypatch.setattr(cmd, "evaluate_table", spy)
+    with pytest.raises(ValueError, match=r"names ConvNet more than once; allowed: each architecture once"):
+        run(["evaluate", str(path), "--archs", "ConvNet", "convnet"])
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match=r"--out='.*afile/res\.md' lies under the file '.*afile'"):
+        run(["evaluate", str(path), "--out", str(tmp_path / "afile" / "res")])
+    (tmp_path / "table.md").mkdir()
+    with pytest.raises(ValueError, match=r"--out='.*table\.md' is a directory"):
+        run(["evaluate", str(path), "--out", str(tmp_path / "table")])
+    with pytest.raises(ValueError, match=r"--out='.*afile/sets' cannot be created"):
+        run(["coreset", "--method", "random", "--dataset", "digits", "--ipc", "1", "--out", str(tmp_path / "afile" /
+                                                                                            "sets")])
+    assert spy.calls == []
+
+
+def test_sigterm_keeps_the_finished_architectures_rows(tmp_path, digits_set):
+    """Issue #25 item 0/6: SIGTERM while the second architecture trains: exit 143, the first one's row on disk."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    path = digits_set.save(tmp_path / "synset.pt")
+    exe = Path(sys.executable).with_name("lightning-sdc")
+    proc = subprocess.Popen([str(exe), "evaluate", str(path), "--archs", "ConvNet", "ConvNetD1", "--epochs", "3000",
+                             "--num_models", "1", "--arch_kwargs", "{width: 4, depth: 1}", "--out",
+                             str(tmp_path / "res")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 240
+    while not (tmp_path / "res.csv").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    rows = (tmp_path / "res.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("ConvNet,") and "SIGTERM" in err
+
+
+def test_metrics_and_table_report_one_accuracy_and_the_csv_holds_both(tmp_path, digits_set, monkeypatch):
+    """#24 item 7: the metrics' set accuracy is the table's (the same networks; DD-Ranking's random subset gets the
+    set's dataset augmentation too), the CSV holds the DD-Ranking columns and the settings that ran."""
+    import csv
+
+    monkeypatch.setenv("LIGHTNING_SDC_CACHE", str(tmp_path / "cache"))
+    path = digits_set.save(tmp_path / "synset.pt")
+    table = run(["evaluate", str(path), "--epochs", "2", "--num_models", "2", "--augment", "dsa", "--metrics", "hlr",
+                 "ior", "lrs", "--full_data_epochs", "1", "--out", str(tmp_path / "res")])
+    row = next(csv.DictReader((tmp_path / "res.csv").open()))
+    acc = table.split("| ConvNet | ")[1].split(" ±")[0]
+    assert f"| ConvNet | {acc} |" in table.split("DD-Ranking metrics")[1]  # syn (%) = the table's accuracy
+    assert {"hlr_mean", "ior_std", "lrs_mean", "random_mean", "full_data"} <= set(row)
+    assert (row["num_models"], row["epochs"], row["augment"], row["test_images"], row["seed"]) == ("2", "2", "dsa",
+                                                                                                   "359", "0")
+    assert "num_models 2, epochs 2, lr 0.01, augment dsa" in (tmp_path / "res.md").read_text()
+
+
+def test_per_network_accuracies_equal_one_evaluate_table_call(tmp_path, digits, digits_set, monkeypatch):
+    """The command trains each architecture in turn (to keep finished rows): the same networks as one call."""
+    from lightning_sdc.evaluation import evaluate_table
+
+    path = digits_set.save(tmp_path / "synset.pt")
+    got = []
+    monkeypatch.setattr(cmd, "evaluate_table", lambda *a, **k: got.append(evaluate_table(*a, **k)) or got[-1])
+    run(["evaluate", str(path), "--archs", "ConvNet", "ConvNetD1", "--epochs", "2", "--num_models", "2",
+         "--augment", "dsa"])
+    want, _ = evaluate_table(digits_set, digits, ["ConvNet", "ConvNetD1"], num_models=2, epochs=2, augment="dsa",
+                             lr=0.01, batch_size=256, arch_kwargs={"ConvNet": TINY, "ConvNetD1": {}})
+    assert [torch.equal(torch.tensor(r.accuracies), torch.tensor(w.accuracies)) for (r,), _ in got for w in want
+            if w.arch == r.arch] == [True, True]
+
+
+def test_content_decides_the_layout_and_foreign_sets_are_reordered(tmp_path, digits_set, capsys):
+    """#25 item 4: a complete set file named labels_x.pt is a set file; a pair with shuffled labels is reordered."""
+    path = digits_set.save(tmp_path / "labels_x.pt")
+    assert load_set(path).layout == "synset"
+    pair = tmp_path / "pair"
+    pair.mkdir()
+    order = torch.randperm(10, generator=torch.Generator().manual_seed(0))
+    torch.save(digits_set.images.detach()[order], pair / "images_s.pt")
+    torch.save(digits_set.labels[order], pair / "labels_s.pt")
+    loaded = load_set(pair / "labels_s.pt", dataset="digits")
+    assert torch.equal(loaded.synset.images, digits_set.images) and "rows reordered by class" in capsys.readouterr().err
+
+
+def test_dc_result_files_and_image_folders_are_scored(tmp_path, digits_set):
+    """#24 item 9: DC's res_*.pt (dataset from its name) and a folder of PNGs, one sub-folder per class."""
+    from torchvision.utils import save_image
+
+    res = tmp_path / "res_DC_digits_ConvNet_1ipc.pt"
+    torch.save({"data": [[digits_set.images.detach(), digits_set.labels.clone()]] * 2,
+                "accs_all_exps": {"ConvNet": [0.5, 0.6]}}, res)
+    loaded = load_set(res)
+    assert loaded.layout == "dc-res" and loaded.synset.dataset == "digits"
+    assert torch.equal(loaded.synset.images, digits_set.images)
+    code, out, err = _lightning_sdc("evaluate", str(res), "--epochs", "0", "--num_models", "1")
+    assert code == 0 and "| ConvNet |" in out and "holds 2 experiments' sets; scoring the first" in err
+    res.write_bytes(res.read_bytes()[:100])
+    code, out, err = _lightning_sdc("evaluate", str(res))
+    assert code == 1 and f"cannot read synthetic set {res}: corrupt or truncated" in err
+    folder = tmp_path / "folder"
+    for c in range(10):
+        (folder / str(c)).mkdir(parents=True)
+        save_image(digits_set.pixels()[c], folder / str(c) / "0.png")
+    loaded = load_set(folder, dataset="digits")
+    assert loaded.layout == "image-folder" and torch.equal(loaded.synset.labels, digits_set.labels)
+    assert torch.allclose(loaded.synset.pixels(), digits_set.pixels(), atol=1 / 255 + 1e-6)
+    code, out, err = _lightning_sdc("evaluate", str(folder), "--dataset", "digits", "--epochs", "0", "--num_models",
+                                    "1")
+    assert code == 0 and "| ConvNet |" in out, err
+    save_image(torch.zeros(1, 9, 9), folder / "3" / "0.png")
+    code, out, err = _lightning_sdc("evaluate", str(folder), "--dataset", "digits")
+    assert code == 1 and "3/0.png: an image of 9×9 pixels; allowed: 8×8, the size of dataset 'digits'" in err

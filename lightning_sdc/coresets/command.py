@@ -12,7 +12,7 @@ import torch
 from lightning_sdc.coresets.forgetting import KEEP, forgetting_coreset
 from lightning_sdc.coresets.herding import RULES, herding_coreset
 from lightning_sdc.difficulty.forgetting import NEVER_LEARNED
-from lightning_sdc.io import atomic_write_text
+from lightning_sdc.io import atomic_write_text, prepare_output_dir
 from lightning_sdc.progress import bare_flags, phase, progress, quiet_mode
 from lightning_sdc.synthetic import SyntheticSet, random_coreset
 
@@ -103,27 +103,17 @@ def coreset_command(
     from lightning_sdc.data import load_dataset
     from lightning_sdc.evaluation import evaluate_synset, write_results
 
-    if method not in CORESET_METHODS:
-        raise ValueError(f"method={method!r} is not allowed; allowed: {', '.join(CORESET_METHODS)}")
-    for name, value, allowed in (
-        ("rule", rule, RULES),
-        ("keep", keep, KEEP),
-        ("never_learned", never_learned, NEVER_LEARNED),
-    ):
+    for name, value, allowed in (("method", method, CORESET_METHODS), ("rule", rule, RULES), ("keep", keep, KEEP),
+                                 ("never_learned", never_learned, NEVER_LEARNED)):
         if value not in allowed:
             raise ValueError(f"{name}={value!r} is not allowed; allowed: {', '.join(allowed)}")
+    prepare_output_dir(out, "--out")  # before the selection and evaluation it would hold
     dev = torch.device(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
     spec = load_dataset(dataset, root=root)
-    train = {
-        "arch": arch,
-        "arch_kwargs": arch_kwargs,
-        "epochs": epochs,
-        "lr": lr,
-        "batch_size": batch_size,
-        "augment": augment,
-    }
+    train = {"arch": arch, "arch_kwargs": arch_kwargs, "epochs": epochs, "lr": lr, "batch_size": batch_size,
+             "augment": augment}
     options: dict[str, Any] = {}
     if method == "herding":
         options = {"rule": rule, **train}
@@ -139,18 +129,9 @@ def coreset_command(
     if evaluate:
         with quiet_mode(quiet), progress(total=eval_num_models * (eval_epochs + 1), desc=f"evaluate {eval_arch}",
                                          unit="epoch") as bar:
-            res = evaluate_synset(
-                synset.to(dev),
-                spec,
-                arch=eval_arch,
-                num_models=eval_num_models,
-                epochs=eval_epochs,
-                augment=eval_augment,
-                seed=seed,
-                device=dev,
-                arch_kwargs=eval_arch_kwargs,
-                on_epoch=bar.update,
-            )
+            res = evaluate_synset(synset.to(dev), spec, arch=eval_arch, num_models=eval_num_models, epochs=eval_epochs,
+                                  augment=eval_augment, seed=seed, device=dev, arch_kwargs=eval_arch_kwargs,
+                                  on_epoch=bar.update)
         title = f"{method} coreset: {spec.name}, IPC {ipc}"
         write_results([res], stem.parent / (stem.name + "_eval"), title)
         summary.update(accuracy_mean=res.mean, accuracy_std=res.std, accuracies=res.accuracies)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_sdc.synthetic import SyntheticSet
+from lightning_sdc.synthetic import SyntheticSet, real_set
 
 
 def check_ipc(spec: Any, ipc: Any) -> int:
@@ -32,7 +32,7 @@ def coreset_from_rows(spec: Any, rows: Tensor, ipc: int) -> SyntheticSet:
     """A :class:`SyntheticSet` holding ``spec.train_images[rows]``; ``rows`` is class-major (``ipc`` per
     class).
 
-    The set keeps the dataset's normalisation and ZCA state, so it is evaluated exactly like a distilled set.
+    The set keeps the dataset's normalisation and ZCA state (:func:`~lightning_sdc.synthetic.real_set`).
     """
     rows = rows.detach().cpu().long()
     if rows.shape != (spec.num_classes * ipc,):
@@ -41,19 +41,7 @@ def coreset_from_rows(spec: Any, rows: Tensor, ipc: int) -> SyntheticSet:
     got = spec.train_labels.cpu()[rows]
     if not torch.equal(got, expected):
         raise ValueError("rows must be class-major: ipc rows of class 0, then ipc rows of class 1, …")
-    synset = SyntheticSet.blank(
-        num_classes=spec.num_classes,
-        ipc=ipc,
-        image_shape=spec.image_shape,
-        dataset=spec.name,
-        mean=spec.mean,
-        std=spec.std,
-        class_names=spec.class_names,
-        zca_state=spec.zca.to_dict() if getattr(spec, "zca", None) is not None else None,
-    )
-    with torch.no_grad():
-        synset.images.copy_(spec.train_images[rows])
-    return synset
+    return real_set(spec, spec.train_images[rows])
 
 
 @torch.no_grad()

@@ -7,13 +7,16 @@ A Lightning Fabric job (:mod:`lightning_sdc.fabric_jobs`): ``--trainer.devices/n
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from lightning_sdc.evaluation.protocol import EVAL_AUGMENTS, EvalResult, eval_jobs, evaluate_table, rank_share
+from lightning_sdc import signals
+from lightning_sdc.evaluation.protocol import EvalResult, evaluate_table, rank_share, unique_archs
 from lightning_sdc.evaluation.tables import results_markdown, write_results
 from lightning_sdc.fabric_jobs import FabricTrainerOptions, launch, trainer_options
 from lightning_sdc.progress import bare_flags
@@ -91,21 +94,19 @@ def evaluate_command(
         finished ones are printed and written, and an :class:`EvaluationError` naming the failure is raised.
     """
     from lightning_sdc.data import ZCAWhitening, load_dataset
-    from lightning_sdc.evaluation.set_files import load_set
+    from lightning_sdc.evaluation.set_files import check_settings, load_set
+    from lightning_sdc.io import prepare_output_file
 
     if metrics:
-        from lightning_sdc.evaluation.ddranking import check_metrics, evaluate_metrics
+        from lightning_sdc.evaluation.ddranking import check_metrics, evaluate_metrics, metrics_markdown
 
         metrics = check_metrics(metrics)
-    if num_models is not None and (isinstance(num_models, bool) or num_models < 1):
-        raise ValueError(f"num_models={num_models!r} is not allowed; allowed: an integer >= 1")
-    if epochs is not None and (isinstance(epochs, bool) or epochs < 0):
-        raise ValueError(f"epochs={epochs!r} is not allowed; allowed: an integer >= 0")
-    if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
-        raise ValueError(f"batch_size={batch_size!r} is not allowed; allowed: an integer >= 1")
-    if augment is not None and augment not in EVAL_AUGMENTS:
-        raise ValueError(f"augment={augment!r} is not allowed; allowed: {', '.join(EVAL_AUGMENTS)}")
+    given = {"num_models": num_models, "epochs": epochs, "lr": lr, "batch_size": batch_size, "augment": augment}
+    check_settings({k: v for k, v in given.items() if v is not None})
     opts = job_options(device, trainer)  # a bad process layout fails here, before any load or launch
+    if out:  # before any training: a table nobody can write is lost work
+        for suffix in (".md", ".csv"):
+            prepare_output_file(Path(out).with_suffix(suffix), "--out")
 
     loaded = load_set(path, dataset=dataset, zca=zca, root=root)
     synset, protocol = loaded.synset, loaded.protocol
@@ -125,35 +126,34 @@ def evaluate_command(
     if synset.zca_state is not None:
         test_images = ZCAWhitening.from_dict(synset.zca_state).transform(test_images)
 
-    kw = {
-        "num_models": num_models if num_models is not None else int(protocol["num_models"]),
-        "epochs": epochs if epochs is not None else int(protocol["epochs"]),
-        "lr": lr if lr is not None else protocol["lr"],
-        "augment": augment or protocol["augment"],
-        "batch_size": batch_size if batch_size is not None else int(protocol["batch_size"]),
-        "dsa_strategy": protocol.get("dsa_strategy"),
-        "seed": seed,
-        "compiled": compiled,
-    }
-    outcome = launch(opts, _evaluate_job, synset, (test_images, spec.test_labels), archs, per_arch, kw, quiet)
+    set_lr = None if synset.syn_lr is None else float(synset.syn_lr.detach())
+    kw = {k: v if v is not None else protocol[k] for k, v in given.items()}
+    kw.update(lr=kw["lr"] if kw["lr"] is not None else (set_lr if set_lr is not None else 0.01),
+              dsa_strategy=protocol.get("dsa_strategy"), seed=seed, compiled=compiled)
+    ran = {"test_images": int(test_images.shape[0]), "augment": kw["augment"], "batch_size": kw["batch_size"],
+           "seed": seed}  # the settings every row ran with, beside its models, epochs and lr
+    title = (f"{loaded.name}: {synset.dataset}, IPC {synset.ipc}; archs {', '.join(archs)}; num_models "
+             f"{kw['num_models']}, epochs {kw['epochs']}, lr {kw['lr']:g}, augment {kw['augment']}, batch "
+             f"{kw['batch_size']}, seed {seed}, {ran['test_images']} test images"
+             + (f"; method {protocol['method']}" if protocol.get("method") else ""))
+    outcome = launch(opts, _evaluate_job, synset, (test_images, spec.test_labels), archs, per_arch, kw, quiet,
+                     out, title, ran)
     if outcome is None:  # a process other than rank 0 of a `--trainer.strategy ddp` job: rank 0 reports
         return ""
     results, failures = outcome
-    kw["device"] = outcome_device = _device_of(opts)
-    synset = synset.to(outcome_device)
-    title = (f"{loaded.name}: {synset.dataset}, IPC {synset.ipc}, {kw['epochs']} epochs, augment {kw['augment']}, "
-             f"batch {kw['batch_size']}" + (f", method {protocol['method']}" if protocol.get("method") else ""))
+    kw["device"] = _device_of(opts)
     table = results_markdown(results, title)
-    if metrics and results:
-        table += "".join(  # per architecture: each with its own network options
-            "\n" + evaluate_metrics(synset, spec, (test_images, spec.test_labels), [r.arch], metrics,
-                                    full_epochs=full_data_epochs, arch_kwargs=per_arch[r.arch], **kw)
-            for r in results
-        )
+    if metrics and results:  # the metrics' set accuracy is the table's: the same networks
+        scores = evaluate_metrics(synset.to(kw["device"]), spec, (test_images, spec.test_labels), results, per_arch,
+                                  full_epochs=full_data_epochs, **kw)
+        table += "\n" + metrics_markdown(scores, metrics, "DD-Ranking metrics")
+        for r, m in zip(results, scores):
+            r.extra.update(m.columns(metrics))
     if results:
         print(table)
         if out:
-            write_results(results, out, title)
+            with signals.hold():
+                print(f"wrote {', '.join(str(p) for p in write_results(results, out, title))}")
     if failures:
         names = "; ".join(f"{a}: {e}" for a, e in failures)
         done = ", ".join(r.arch for r in results) or "none"
@@ -201,17 +201,30 @@ def _evaluate_job(
     per_arch: Mapping[str, Mapping[str, Any]],
     kw: Mapping[str, Any],
     quiet: bool,
+    out: str | None,
+    title: str,
+    ran: dict[str, Any],
 ) -> tuple[list[EvalResult], list[tuple[str, str]]] | None:
-    """One process of an evaluation: its share of the ``(arch, model)`` jobs, then the gathered table
-    (:func:`~lightning_sdc.evaluation.protocol.evaluate_table`); ``(results, failures)`` on rank 0, else ``None``."""
+    """One process of an evaluation: its share of each architecture's ``(arch, model)`` jobs in turn
+    (:func:`~lightning_sdc.evaluation.protocol.evaluate_table`; network ``i`` is the same whichever process trains
+    it), gathered; rank 0 writes the finished rows to ``out`` after each architecture (under
+    :func:`~lightning_sdc.signals.hold`, so a stop signal keeps them) and returns ``(results, failures)``."""
     from lightning_sdc.progress import progress, quiet_mode
 
     rank, world = fabric.global_rank, fabric.world_size
-    total = len(rank_share(eval_jobs(archs, kw["num_models"]), rank, world)) * (kw["epochs"] + 1)
+    total = len(archs) * len(rank_share(range(kw["num_models"]), rank, world)) * (kw["epochs"] + 1)
+    results: list[EvalResult] = []
+    failures: list[tuple[str, str]] = []
+    synset = synset.to(fabric.device)
     with quiet_mode(quiet or rank != 0), progress(total=total, desc=f"evaluate {', '.join(archs)}", unit="epoch") as bar:
-        results, failures = evaluate_table(synset.to(fabric.device), test, archs, **kw, device=fabric.device,
-                                           arch_kwargs=per_arch, on_epoch=bar.update, distributed=True,
-                                           keep_going=True)
+        for arch in archs:
+            done, failed = evaluate_table(synset, test, [arch], **kw, device=fabric.device, arch_kwargs=per_arch,
+                                          on_epoch=bar.update, distributed=True, keep_going=True)
+            results += [dataclasses.replace(r, extra={**ran, **r.extra}) for r in done]
+            failures += failed
+            if rank == 0 and out and done:
+                with signals.hold():
+                    write_results(results, out, title)
     return (results, failures) if rank == 0 else None
 
 
@@ -222,11 +235,12 @@ def resolve_arch_kwargs(
 
     ``arch_kwargs`` keyed by architecture names (``{ConvNet: {width: 32}}``) gives each its own (others none);
     flat options (``{width: 32}``) go to every architecture; ``None`` gives the set's evaluation network the
-    set's recorded options and the others none. Unknown names raise ``KeyError`` listing the allowed ones.
+    set's recorded options and the others none. Unknown names raise ``KeyError`` listing the allowed ones, a
+    repeated one ``ValueError``.
     """
     from lightning_sdc.models import NETWORKS
 
-    canon = [NETWORKS.canonical(a) for a in archs]  # KeyError naming the allowed architectures
+    canon = unique_archs(archs)  # KeyError naming the allowed architectures, ValueError for one named twice
     if arch_kwargs is not None and not isinstance(arch_kwargs, Mapping):
         raise ValueError(f"arch_kwargs={arch_kwargs!r} is not allowed; allowed: a mapping of network options, e.g. "
                          "'{width: 32}' or '{ConvNet: {width: 32}}'")
@@ -276,8 +290,8 @@ def validate_archs(synset: Any, per_arch: Mapping[str, Mapping[str, Any]]) -> No
 
 
 def prepare_args(argv: Sequence[str]) -> list[str]:
-    """Let ``--archs`` take a plain list: ``--archs ConvNet ResNet18 LeNet`` and ``--archs [ConvNet, LeNet]`` (split
-    by the shell) become ``--archs [ConvNet,ResNet18,LeNet]`` for jsonargparse. The list ends at the next option
+    """Let ``--archs`` and ``--metrics`` take a plain list: ``--archs ConvNet ResNet18 LeNet`` and ``--archs
+    [ConvNet, LeNet]`` (split by the shell) become ``--archs [ConvNet,ResNet18,LeNet]`` for jsonargparse. The list ends at the next option
     or at an existing file or directory (the set's path may follow the list). A bare ``--quiet`` is
     ``--quiet=true``."""
     out: list[str] = []
@@ -285,7 +299,7 @@ def prepare_args(argv: Sequence[str]) -> list[str]:
     i = 0
     while i < len(args):
         arg = args[i]
-        if arg != "--archs":
+        if arg not in ("--archs", "--metrics"):
             out.append(arg)
             i += 1
             continue

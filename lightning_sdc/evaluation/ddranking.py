@@ -34,6 +34,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -189,6 +190,13 @@ class LabelRobustResult:
         t = torch.tensor(vals, dtype=torch.float64) * scale
         return float(t.mean()), float(t.std(unbiased=False)) if t.numel() > 1 else 0.0
 
+    def columns(self, metrics: Sequence[str]) -> dict[str, str]:
+        """CSV columns: the random subset's and full data's accuracies (%), each metric's mean and std."""
+        out = {"random_mean": f"{100 * sum(self.random) / len(self.random):.4f}", "full_data": f"{100 * self.full:.4f}"}
+        for m in check_metrics(metrics):
+            out[f"{m}_mean"], out[f"{m}_std"] = (f"{v:.4f}" for v in self.metric(m))
+        return out
+
 
 def label_robust_metrics(
     synset: Any,
@@ -212,44 +220,31 @@ def label_robust_metrics(
     weight: float = DEFAULT_WEIGHT,
     cache_dir: str | Path | None = None,
     compiled: bool | None = None,
+    syn: Sequence[float] | None = None,
 ) -> LabelRobustResult:
     """HLR / IOR / LRS of ``synset``: ``num_models`` rounds on the set and on ``ipc`` random real images per class
-    of ``train`` (drawn with ``random_seed``), the same networks (generator ``(seed, i)``) and protocol for both,
-    against the cached full-data accuracy (``full_epochs`` epochs, lr 0.01); ``compiled`` as
-    :func:`~lightning_sdc.evaluation.evaluate_synset`."""
+    of ``train`` (drawn with ``random_seed``), the same networks (generator ``(seed, i)``) and protocol for both
+    (the augmentation of ``dataset``), against the cached full-data accuracy (``full_epochs`` epochs, lr 0.01);
+    ``compiled`` as :func:`~lightning_sdc.evaluation.evaluate_synset`. ``syn``: the set's accuracies when this
+    protocol measured them already (``evaluate``'s table: one accuracy per set), else they are trained here."""
     from lightning_sdc.evaluation.protocol import _unpack_synset
     from lightning_sdc.synthetic import random_coreset
 
     check_weight(weight)
-    images, targets, set_lr, _ = _unpack_synset(synset)
+    _, targets, set_lr, _ = _unpack_synset(synset)
     if targets.dim() != 1:
         raise ValueError("HLR/IOR here are DD-Ranking's hard-label metrics; this set has soft labels")
     lr = lr if lr is not None else (set_lr if set_lr is not None else 0.01)
     kw = dict(arch=arch, num_models=num_models, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment,
               dsa_strategy=dsa_strategy, seed=seed, device=device, arch_kwargs=arch_kwargs, compiled=compiled)
-    syn = evaluate_synset((images, targets), test, **kw).accuracies
-    real = _RealSplit(dataset, train)
-    rdm = evaluate_synset(random_coreset(real, ipc, seed=random_seed).detached()[:2], test, **kw).accuracies
+    syn = list(syn) if syn is not None else evaluate_synset(synset, test, **kw).accuracies
+    real = SimpleNamespace(name=dataset, train_images=train[0], train_labels=train[1], mean=None, std=None,
+                           num_classes=int(train[1].max()) + 1, class_names=None)
+    rdm = evaluate_synset(random_coreset(real, ipc, seed=random_seed), test, **kw).accuracies
     full = full_data_accuracy(train, test, dataset=dataset, arch=arch, arch_kwargs=arch_kwargs,
                               epochs=full_epochs, batch_size=batch_size, augment=augment, dsa_strategy=dsa_strategy,
                               seed=seed, device=device, cache_dir=cache_dir)
-    return LabelRobustResult(arch=arch, syn=list(syn), random=list(rdm), full=full, weight=weight)
-
-
-@dataclass
-class _RealSplit:
-    """The fields :func:`random_coreset` reads, for a training split given as tensors (e.g. ZCA-transformed)."""
-
-    name: str
-    train: tuple[torch.Tensor, torch.Tensor]
-
-    def __post_init__(self) -> None:
-        self.train_images, self.train_labels = self.train
-        self.num_classes = int(self.train_labels.max()) + 1
-        self.image_shape = tuple(self.train_images.shape[1:])
-        self.mean, self.std = (0.0,) * self.image_shape[0], (1.0,) * self.image_shape[0]
-        self.class_names = None
-        self.zca = None
+    return LabelRobustResult(arch=arch, syn=syn, random=list(rdm), full=full, weight=weight)
 
 
 def metrics_markdown(results: Sequence[LabelRobustResult], metrics: Sequence[str], title: str | None = None) -> str:
@@ -265,25 +260,25 @@ def metrics_markdown(results: Sequence[LabelRobustResult], metrics: Sequence[str
         lines.append(f"| {r.arch} | {syn.mean():.2f} | {rdm.mean():.2f} | {100 * r.full:.2f} | " + " | ".join(cells) + " |")
     w = results[0].weight if results else DEFAULT_WEIGHT
     lines += ["", f"DD-Ranking label-robust metrics (w = {w:g}); {len(results[0].syn) if results else 0} rounds; "
-              "full-data accuracy trained once and cached."]
+              "syn = the networks of the accuracy table; full-data accuracy trained once and cached."]
     return "\n".join(lines) + "\n"
 
 
-def evaluate_metrics(synset: Any, spec: Any, test: tuple[torch.Tensor, torch.Tensor], archs: Sequence[str],
-                     metrics: Sequence[str], *, full_epochs: int = 30, weight: float = DEFAULT_WEIGHT,
-                     cache_dir: str | Path | None = None, **eval_kw: Any) -> str:
-    """``lightning-sdc evaluate --metrics``: :func:`label_robust_metrics` for each architecture of a saved set on
+def evaluate_metrics(synset: Any, spec: Any, test: tuple[torch.Tensor, torch.Tensor], results: Sequence[Any],
+                     arch_kwargs: dict[str, dict[str, Any]], *, full_epochs: int = 30,
+                     weight: float = DEFAULT_WEIGHT, cache_dir: str | Path | None = None,
+                     **eval_kw: Any) -> list[LabelRobustResult]:
+    """``lightning-sdc evaluate --metrics``: :func:`label_robust_metrics` for each architecture's
+    :class:`~lightning_sdc.evaluation.EvalResult` of a saved set (its accuracies are the metrics' ``syn``), on
     ``spec``'s training split (ZCA-transformed as the set when it carries a ZCA state) and ``test``."""
-    metrics = check_metrics(metrics)
     train_images = spec.train_images
     if getattr(synset, "zca_state", None) is not None:
         from lightning_sdc.data import ZCAWhitening
 
         train_images = ZCAWhitening.from_dict(synset.zca_state).transform(train_images)
-    results = [label_robust_metrics(synset, (train_images, spec.train_labels), test, dataset=spec.name, ipc=synset.ipc,
-                                    arch=a, full_epochs=full_epochs, weight=weight, cache_dir=cache_dir, **eval_kw)
-               for a in archs]
-    return metrics_markdown(results, metrics, "DD-Ranking metrics")
+    return [label_robust_metrics(synset, (train_images, spec.train_labels), test, dataset=spec.name, ipc=synset.ipc,
+                                 arch=r.arch, full_epochs=full_epochs, weight=weight, cache_dir=cache_dir,
+                                 arch_kwargs=arch_kwargs[r.arch], syn=r.accuracies, **eval_kw) for r in results]
 
 
 __all__ = [

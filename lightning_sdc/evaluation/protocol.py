@@ -102,6 +102,17 @@ def eval_jobs(archs: Sequence[str], num_models: int | Sequence[int]) -> list[tup
     return [(a, i) for a in archs for i in indices]
 
 
+def unique_archs(archs: Sequence[str]) -> list[str]:
+    """The canonical names of ``archs``; ``KeyError`` naming the allowed ones for an unknown name, ``ValueError``
+    for a network named twice (its networks would be the same ones, counted as independent)."""
+    canon = [networks.NETWORKS.canonical(a) for a in archs]
+    twice = sorted({c for c in canon if canon.count(c) > 1})
+    if twice:
+        raise ValueError(f"archs={list(archs)} names {', '.join(twice)} more than once; allowed: each architecture "
+                         "once (network i of an architecture is always the same network)")
+    return canon
+
+
 def rank_share(items: Sequence[T], rank: int, world: int) -> list[T]:
     """Items ``rank, rank + world, …`` — this rank's share of a job list (disjoint, covering, balanced)."""
     if world < 1 or not 0 <= rank < world:
@@ -468,8 +479,7 @@ def evaluate_table(
     """
     if isinstance(num_models, bool) or not isinstance(num_models, int) or num_models < 1:
         raise ValueError(f"num_models must be >= 1, got {num_models}")
-    for a in archs:
-        networks.NETWORKS.canonical(a)  # unknown names fail before any training (KeyError naming the allowed)
+    unique_archs(archs)  # unknown or repeated names fail before any training
     p = make_protocol(synset, test, **protocol)
     jobs = eval_jobs(archs, list(models) if models is not None else num_models)
     done = evaluate_jobs(p, jobs, tuple(key) if key is not None else (seed,), distributed=distributed,

@@ -31,13 +31,16 @@ def results_markdown(results: Sequence[EvalResult], title: str | None = None) ->
 
 
 def results_csv(results: Sequence[EvalResult]) -> str:
-    """CSV with one row per architecture, accuracies in percent."""
+    """CSV with one row per architecture, accuracies in percent, then the columns of each result's ``extra`` (the
+    settings it ran with, DD-Ranking's metrics)."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["arch", "mean", "std", "num_models", "epochs", "lr", "seconds", "accuracies"])
+    extra = list(dict.fromkeys(k for r in results for k in r.extra))
+    w.writerow(["arch", "mean", "std", "num_models", "epochs", "lr", "seconds", "accuracies", *extra])
     for r in results:
         w.writerow([r.arch, f"{100 * r.mean:.4f}", f"{100 * r.std:.4f}", r.num_models, r.epochs, r.lr,
-                    f"{r.seconds:.2f}", " ".join(f"{100 * a:.2f}" for a in r.accuracies)])
+                    f"{r.seconds:.2f}", " ".join(f"{100 * a:.2f}" for a in r.accuracies),
+                    *(r.extra.get(k, "") for k in extra)])
     return buf.getvalue()
 
 
