@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from lightning_sdc.augment import (
-    DSA,
     DSA_STRATEGY,
     DSA_STRATEGY_DIGITS,
     DSA_TOKENS,
@@ -90,7 +89,6 @@ def test_none_is_identity():
         assert diff_augment(x, none, generator=gen()) is x
         s = sample_dsa(none, 3, generator=gen(), siamese=True, image_size=5)
         assert apply_dsa(x, s) is x
-    assert not DSA("none").enabled
 
 
 # ------------------------------------------------------------------------------------- randomness / Siamese
@@ -152,15 +150,6 @@ def test_single_mode_draws_one_token_multi_mode_all():
     s = sample_dsa("rotate_crop", 4, generator=gen(), siamese=False, params=M_MODE, image_size=8)
     assert s.tokens == ("rotate", "crop") and s.rotate_grid is not None and s.crop_rows is not None
     assert s.cutout_mask is None and s.brightness is None
-
-
-def test_dsa_class_wraps_the_functions():
-    x = torch.randn(4, 3, 8, 8)
-    dsa = DSA("crop_flip", M_MODE)
-    s = dsa.sample(4, generator=gen(2), siamese=False, image_size=8)
-    assert torch.equal(dsa.apply(x, s), apply_dsa(x, draw("crop_flip", x, seed=2)))
-    assert torch.equal(dsa(x, generator=gen(5)), diff_augment(x, "crop_flip", generator=gen(5), params=M_MODE))
-    assert "crop_flip" in repr(dsa)
 
 
 # ----------------------------------------------------------------------------- each transform by hand

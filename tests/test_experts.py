@@ -661,7 +661,7 @@ def test_run_experts_refuses_bad_layout_before_launching(tmp_path: Path) -> None
     from lightning_sdc.experts import run_experts
 
     kw = {"num_experts": 4, "epochs": 1, "out": str(tmp_path)}
-    with pytest.raises(ValueError, match=r"shard must be an int in \[0, num_shards=2\), got 5"):
+    with pytest.raises(ValueError, match=r"shard must be an integer in \[0, num_shards=2\), got 5"):
         run_experts("digits", trainer={"accelerator": "cpu", "devices": 2, "strategy": "ddp"}, shard=5,
                     num_shards=2, **kw)
     with pytest.raises(ValueError, match=r"trainer options \['device'\] are not allowed; allowed: accelerator"):

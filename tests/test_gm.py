@@ -1,4 +1,4 @@
-"""Gradient matching (DC, DSA, DCC, DSAC) with SDC on tiny settings (issue #3)."""
+"""Gradient matching (DC, DSA, DCC, DSAC) with SDC on tiny settings."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_loops_defaults_and_bad_input():
         DC("digits", 1, dis_metric="l2")
     with pytest.raises(ValueError, match="sdc_lambda"):
         DSA("digits", 1, sdc_lambda=-1.0)
-    with pytest.raises(ValueError, match="engine='fast' is not allowed; allowed: auto, eager, vmap, compiled"):
+    with pytest.raises(ValueError, match="engine='fast' is not allowed for DSA; allowed: auto, eager, vmap, compiled"):
         DSA("digits", 1, engine="fast")
     with pytest.raises(ValueError, match="batch_real"):
         DSA("digits", 1, batch_real=0)
@@ -116,7 +116,9 @@ def test_logged_values():
     for r in rows:
         assert r["sdc/lambda"] == 0.5 and r["match/contrastive"] == 0.0
         assert 0 < r["match/loss"] < 2 * 10 * (16 + 16 + 10)  # Σ over 10 classes of Σ_rows (1 - cos) ∈ [0, 2]
-        assert r["sdc/term"] == pytest.approx(10 * r["sdc/grad_norm_mean"], rel=1e-5)  # power 1: term = Σ norms
+        assert r["sdc/grad_norm"] == pytest.approx(10 * r["sdc/grad_norm_mean"], rel=1e-5)  # power 1: Σ norms
+        assert r["sdc/term"] == pytest.approx(0.5 * r["sdc/grad_norm"], rel=1e-6)  # λ·‖g‖ as in the objective
+        assert r["train/objective"] == pytest.approx(r["match/loss"] + r["sdc/term"], rel=1e-6)
     assert [r["match/iteration"] for r in rows] == [0, 0, 1]
     assert model._net is not None and model._net_iteration == 1
 

@@ -51,8 +51,6 @@ def test_auto_compiles_long_runs_only():
                               device=CPU)) is GradientEngine
     assert type(select_engine("vmap", net, image_shape=(1, 28, 28), step_images=1, max_steps=1,
                               device=CPU)) is VmapEngine
-    with pytest.raises(ValueError, match="engine='jit' is not allowed; allowed: auto, eager, vmap, compiled"):
-        select_engine("jit", net, image_shape=(1, 28, 28), step_images=1, max_steps=1, device=CPU)
 
 
 def test_a_tiny_fit_runs_eager_and_says_so(caplog):

@@ -1,4 +1,4 @@
-"""Gradient distances of DC/DCC ``utils.py:match_loss`` against hand-computed values (issue #3)."""
+"""Gradient distances of DC/DCC ``utils.py:match_loss`` against hand-computed values."""
 
 import math
 

@@ -1,5 +1,5 @@
-"""Method options that guard or reproduce reference behaviour: GM refuses soft labels (issue 13 point 8), TESLA's
-``reference_grad_scale`` halves the image gradient exactly as the reference code does (issue 13 point 12)."""
+"""Method options that guard or reproduce reference behaviour: GM refuses soft labels, TESLA's
+``reference_grad_scale`` halves the image gradient exactly as the reference code does."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from lightning_sdc.matching import check_sdc_args, sdc_term
+from lightning_sdc.matching import sdc_term
+from lightning_sdc.methods import DC
 
 
 def test_sdc_term_is_the_global_norm():
@@ -28,7 +29,10 @@ def test_sdc_term_gradient_matches_finite_differences():
         torch.testing.assert_close(gx, fd, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("lam,power,msg", [(-0.1, 1, "sdc_lambda"), (float("nan"), 1, "sdc_lambda"), (0.1, 3, "sdc_power"), ("a", 1, "sdc_lambda")])
+@pytest.mark.parametrize("lam,power,msg", [
+    (-0.1, 1, "sdc_lambda must be a finite number >= 0, got -0.1"), (float("nan"), 1, "sdc_lambda"),
+    (float("inf"), 1, "sdc_lambda"), ("a", 1, "sdc_lambda"), (0.1, 3, "sdc_power=3 is not allowed for DC; allowed: 1, 2"),
+    (0.1, 1.0, "sdc_power=1.0 is not allowed")])
 def test_bad_sdc_args(lam, power, msg):
     with pytest.raises(ValueError, match=msg):
-        check_sdc_args(lam, power)
+        DC("digits", 1, sdc_lambda=lam, sdc_power=power)

@@ -39,9 +39,9 @@ def make(name: str, **kw):
 
 
 def trainer(steps: int, callbacks=(), **kw) -> pl.Trainer:
-    return pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, max_epochs=-1,
-                      num_sanity_val_steps=0, callbacks=list(callbacks), **kw)
+    kw = {"logger": False, "enable_checkpointing": False, **kw}
+    return pl.Trainer(max_steps=steps, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,
+                      limit_val_batches=0, max_epochs=-1, num_sanity_val_steps=0, callbacks=list(callbacks), **kw)
 
 
 class Recorder(pl.Callback):
@@ -130,6 +130,45 @@ def test_lambda_zero_reproduces_the_sdc_free_run(name: str, buffer_dir: Path, mo
     if name == "MTT":  # the comparison has teeth: λ > 0 changes the run
         _, sdc = run(name, buffer_dir, sdc_lambda=0.5)
         assert not torch.equal(sdc.after[-1]["images"], with_term.after[-1]["images"])
+
+
+def test_logged_names_are_those_of_gradient_matching_and_the_term_is_what_the_objective_adds(
+        buffer_dir: Path, tmp_path: Path) -> None:
+    rows = []
+
+    class Grab(pl.Callback):
+        def on_train_batch_end(self, tr, m, out, batch, i) -> None:
+            rows.append({k: float(v) for k, v in tr.callback_metrics.items()})
+
+    logger = pl.loggers.TensorBoardLogger(str(tmp_path), name="tb")
+    model = make("MTT", sdc_lambda=0.5)
+    trainer(2, [Grab()], logger=logger).fit(model, datamodule=make_dm(buffer_dir))
+    assert len(rows) == 2 and not {"train/loss", "tm/match_loss"} & set(rows[0])
+    for r in rows:
+        assert r["sdc/term"] == pytest.approx(0.5 * r["sdc/grad_norm"], rel=1e-6) and r["sdc/grad_norm"] > 0
+        assert r["train/objective"] == pytest.approx(r["match/loss"] + r["sdc/term"], rel=1e-6)
+    events = [p.read_bytes() for p in Path(logger.log_dir).glob("events.*")]
+    assert events and not any(b"hp_metric" in e for e in events)  # no -1 placeholder beside the hyper-parameters
+
+
+def test_a_runaway_learned_lr_is_blamed_on_lr_lr(buffer_dir: Path) -> None:
+    from lightning_sdc.methods import DivergenceError
+
+    with pytest.raises(DivergenceError, match=r"syn_lr is .*lower lr_lr=1e\+30") as err:
+        trainer(4).fit(make("MTT", lr_lr=1e30), datamodule=make_dm(buffer_dir))
+    assert "lr_img" not in str(err.value)
+
+
+def test_a_checkpoint_holding_a_nan_pixel_is_blamed_on_the_checkpoint(buffer_dir: Path, tmp_path: Path) -> None:
+    tr = trainer(1)
+    tr.fit(make("MTT"), datamodule=make_dm(buffer_dir))
+    path = tmp_path / "nan.ckpt"
+    tr.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["state_dict"]["synset.images"][0, 0, 0, 0] = float("nan")
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError, match=r"checkpoint .*nan\.ckpt holds NaN or infinite values in synset\.images"):
+        trainer(2).fit(make("MTT"), datamodule=make_dm(buffer_dir), ckpt_path=str(path))
 
 
 def test_constant_memory_module_matches_unrolled(buffer_dir: Path) -> None:

@@ -179,9 +179,9 @@ def test_bad_settings_are_refused_before_training(data):
     net, g = _net("ConvNet", 0)
     with pytest.raises(ValueError, match=r"lr must be a finite number > 0, got nan"):
         Schedule(3, float("nan"))
-    with pytest.raises(ValueError, match=r"batch_size must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"batch_size must be an integer >= 1 \(> 0\), got 0"):
         Schedule(3, 0.1, batch_size=0)
-    with pytest.raises(ValueError, match=r"epochs must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"epochs must be an integer >= 1 \(> 0\), got 0"):
         Schedule.mtt_expert(0, 0.01)
     with pytest.raises(ValueError, match="rho must be a finite number >= 0, got -1"):
         sharpness_aware(-1, 0.0)

@@ -16,7 +16,6 @@ from lightning_sdc.augment.dc import (
 )
 from lightning_sdc.augment.dsa import (
     DEFAULT_DSA_PARAMS,
-    DSA,
     DSA_ALIGN_CORNERS,
     DSASample,
     apply_dsa,
@@ -36,25 +35,8 @@ from lightning_sdc.augment.strategy import (
 )
 
 __all__ = [
-    "AUG_MODES",
-    "DC_AUG_TOKENS",
-    "DEFAULT_DSA_PARAMS",
-    "DSA",
-    "DSA_ALIGN_CORNERS",
-    "DSA_STRATEGY",
-    "DSA_STRATEGY_DIGITS",
-    "DSA_TOKENS",
-    "NO_STRATEGY",
-    "DCAugParams",
-    "DSAParams",
-    "DSASample",
-    "apply_dsa",
-    "dc_augment",
-    "dc_augment_strategy",
-    "default_dsa_strategy",
-    "diff_augment",
-    "is_digit_dataset",
-    "parse_dc_strategy",
-    "parse_strategy",
-    "sample_dsa",
+    "AUG_MODES", "DC_AUG_TOKENS", "DEFAULT_DSA_PARAMS", "DSA_ALIGN_CORNERS", "DSA_STRATEGY",
+    "DSA_STRATEGY_DIGITS", "DSA_TOKENS", "NO_STRATEGY", "DCAugParams", "DSAParams", "DSASample",
+    "apply_dsa", "dc_augment", "dc_augment_strategy", "default_dsa_strategy", "diff_augment",
+    "is_digit_dataset", "parse_dc_strategy", "parse_strategy", "sample_dsa"
 ]

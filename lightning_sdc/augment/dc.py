@@ -84,11 +84,6 @@ def parse_dc_strategy(strategy: str) -> tuple[str, ...]:
     return tokens
 
 
-def _draw(shape: tuple[int, ...], generator: torch.Generator, device: torch.device, *, normal: bool = False) -> Tensor:
-    fn = torch.randn if normal else torch.rand
-    return fn(shape, generator=generator, device=generator.device, dtype=torch.float64).to(device)
-
-
 def crop_with_fill(x: Tensor, offsets: Tensor, channel_mean: Tensor, pad: int) -> Tensor:
     """Pad ``x`` by ``pad`` pixels of value ``channel_mean[c]`` and take the H×W window at ``offsets``
     (``(m, 2)`` int64 row/column offsets into the padded image, each in ``{0, …, 2·pad}``)."""

@@ -53,7 +53,7 @@ from lightning_sdc.augment.geometry import (
     scale_theta,
     theta_grid,
 )
-from lightning_sdc.augment.strategy import DSA_STRATEGY, DSAParams, parse_strategy
+from lightning_sdc.augment.strategy import DSAParams, parse_strategy
 
 DEFAULT_DSA_PARAMS = DSAParams()
 #: ``affine_grid``/``grid_sample`` corner convention of DSA's scale and rotate (torch 1.2 behaviour).
@@ -323,47 +323,3 @@ def diff_augment(
     sample = sample_dsa(strategy, x.shape[0], generator=generator, siamese=siamese, params=params,
                         device=x.device, image_size=tuple(x.shape[-2:]))
     return apply_dsa(x, sample)
-
-
-class DSA:
-    """A DSA strategy with its parameters, for methods that augment many batches the same way.
-
-    ``dsa.sample(...)`` then ``dsa.apply(x, sample)`` for Siamese matching (one draw, real and synthetic
-    batch); ``dsa(x, generator=g)`` for per-image augmentation of one batch.
-    """
-
-    def __init__(self, strategy: str = DSA_STRATEGY, params: DSAParams = DEFAULT_DSA_PARAMS) -> None:
-        self.tokens = parse_strategy(strategy)
-        if not isinstance(params, DSAParams):
-            raise ValueError(f"params must be a DSAParams, got {type(params).__name__}")
-        self.strategy = strategy
-        self.params = params
-
-    @property
-    def enabled(self) -> bool:
-        """False for the ``'none'`` strategy (every call is the identity)."""
-        return bool(self.tokens)
-
-    def sample(
-        self,
-        batch_size: int,
-        *,
-        generator: torch.Generator,
-        siamese: bool,
-        image_size: int | tuple[int, int],
-        device: str | torch.device | None = None,
-    ) -> DSASample:
-        """:func:`sample_dsa` with this strategy and parameters."""
-        return sample_dsa(self.strategy, batch_size, generator=generator, siamese=siamese, params=self.params,
-                          device=device, image_size=image_size)
-
-    @staticmethod
-    def apply(x: Tensor, sample: DSASample) -> Tensor:
-        """:func:`apply_dsa`."""
-        return apply_dsa(x, sample)
-
-    def __call__(self, x: Tensor, *, generator: torch.Generator, siamese: bool = False) -> Tensor:
-        return diff_augment(x, self.strategy, generator=generator, siamese=siamese, params=self.params)
-
-    def __repr__(self) -> str:
-        return f"DSA(strategy={self.strategy!r}, params={self.params!r})"

@@ -26,22 +26,8 @@ from lightning_sdc.difficulty.scores import (
 from lightning_sdc.difficulty.training import train_classifier, train_ensemble
 
 __all__ = [
-    "NEVER_LEARNED",
-    "PARAM_SETS",
-    "DifficultyScores",
-    "ForgettingCounter",
-    "difficulty_command",
-    "difficulty_fractions",
-    "el2n",
-    "forgetting_counts",
-    "forward_scores",
-    "gradn",
-    "misclassification",
-    "per_sample_grad_norms",
-    "resolve_method",
-    "sample_losses",
-    "score_samples",
-    "spearman",
-    "train_classifier",
-    "train_ensemble",
+    "NEVER_LEARNED", "PARAM_SETS", "DifficultyScores", "ForgettingCounter", "difficulty_command",
+    "difficulty_fractions", "el2n", "forgetting_counts", "forward_scores", "gradn", "misclassification",
+    "per_sample_grad_norms", "resolve_method", "sample_losses", "score_samples", "spearman",
+    "train_classifier", "train_ensemble"
 ]

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from lightning_sdc.difficulty.figures import plot_figure3
-from lightning_sdc.difficulty.grad_norms import METHODS, PARAM_SETS
+from lightning_sdc.difficulty.grad_norms import GradMethod, ParamSet
 from lightning_sdc.difficulty.scores import DifficultyScores, score_samples
 from lightning_sdc.difficulty.training import train_ensemble
 from lightning_sdc.io import atomic_write_text, prepare_output_dir
 from lightning_sdc.progress import bare_flags, phase, quiet_mode
-
-SPLITS = ("test", "train")
+from lightning_sdc.training import TrainAugment
+from lightning_sdc.training.checks import check_choices, check_int
 
 
 def stratified_rows(
@@ -57,12 +57,12 @@ def difficulty_command(
     arch_kwargs: dict[str, Any] | None = None,
     lr: float = 0.01,
     batch_size: int = 256,
-    augment: str = "none",
+    augment: TrainAugment = "none",
     train_fraction: float = 1.0,
-    split: str = "test",
+    split: Literal["test", "train"] = "test",
     per_class: int | None = None,
-    params: str = "all",
-    method: str = "auto",
+    params: ParamSet = "all",
+    method: GradMethod = "auto",
     chunk_size: int = 64,
     seed: int = 0,
     device: str = "auto",
@@ -105,14 +105,8 @@ def difficulty_command(
     from lightning_sdc.models import NETWORKS
     from lightning_sdc.training import seeded_generator
 
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r} is not allowed; allowed: {', '.join(SPLITS)}")
-    if params not in PARAM_SETS:
-        raise ValueError(f"params={params!r} is not allowed; allowed: {', '.join(PARAM_SETS)}")
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is not allowed; allowed: {', '.join(METHODS)}")
-    if isinstance(models, bool) or not isinstance(models, int) or models < 1:
-        raise ValueError(f"models must be a positive integer, got {models!r}")
+    check_choices(difficulty_command, {"split": split, "params": params, "method": method, "augment": augment})
+    check_int("models", models, 1)
     # everything the scoring and the outputs need is checked before the ensemble trains
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer (samples per vmapped call), got {chunk_size!r}")

@@ -15,16 +15,18 @@ Counts of several training runs are summed (the original sums over seeds).
 
 from __future__ import annotations
 
-from typing import Any
+import typing
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from lightning_sdc.difficulty.training import train_classifier
-from lightning_sdc.training import BatchHook, make_train_augment, seeded_generator
-from lightning_sdc.training.loop import check_int
+from lightning_sdc.training import BatchHook, TrainAugment, make_train_augment, seeded_generator
+from lightning_sdc.training.checks import check_choices, check_int
 
-NEVER_LEARNED = ("max", "zero", "inf")
+NeverLearned = Literal["max", "zero", "inf"]
+NEVER_LEARNED: tuple[str, ...] = typing.get_args(NeverLearned)
 
 #: domain tag of the forgetting runs' generators
 _FORGET_KEY = 0x46475420  # "FGT "
@@ -75,12 +77,9 @@ class ForgettingCounter:
 
         return on_batch
 
-    def counts(self, never_learned: str = "max") -> Tensor:
+    def counts(self, never_learned: NeverLearned = "max") -> Tensor:
         """Forgetting events per example (float64), never-learned examples per ``never_learned``."""
-        if never_learned not in NEVER_LEARNED:
-            raise ValueError(
-                f"never_learned={never_learned!r} is not allowed; allowed: {', '.join(NEVER_LEARNED)}"
-            )
+        check_choices(forgetting_counts, {"never_learned": never_learned})
         counts = self.events.double()
         never = ~self.learned
         if never_learned == "max":
@@ -99,8 +98,8 @@ def forgetting_counts(
     arch_kwargs: dict[str, Any] | None = None,
     lr: float = 0.01,
     batch_size: int = 256,
-    augment: str = "none",
-    never_learned: str = "max",
+    augment: TrainAugment = "none",
+    never_learned: NeverLearned = "max",
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> Tensor:
@@ -113,10 +112,7 @@ def forgetting_counts(
 
     check_int("runs", runs, 1)
     check_int("epochs", epochs, 1)
-    if never_learned not in NEVER_LEARNED:
-        raise ValueError(
-            f"never_learned={never_learned!r} is not allowed; allowed: {', '.join(NEVER_LEARNED)}"
-        )
+    check_choices(forgetting_counts, {"never_learned": never_learned})
     device = torch.device(device)
     images, labels = spec.train_images.to(device), spec.train_labels.to(device)
     c, h, w = spec.image_shape

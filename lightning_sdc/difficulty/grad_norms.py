@@ -23,14 +23,21 @@ mode is restored afterwards. Parameters with ``requires_grad=False`` are left ou
 from __future__ import annotations
 
 import contextlib
+import typing
 from collections.abc import Iterator
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-PARAM_SETS = ("all", "last_layer")
-METHODS = ("auto", "vmap", "loop")
+from lightning_sdc.training.checks import check_choices
+
+ParamSet = Literal["all", "last_layer"]
+GradMethod = Literal["auto", "vmap", "loop"]
+PARAM_SETS: tuple[str, ...] = typing.get_args(ParamSet)
+GRAD_METHODS: tuple[str, ...] = typing.get_args(GradMethod)
+METHODS = GRAD_METHODS  # the name callbacks/gradn.py and gradn_curve.py import
 
 
 def sample_losses(logits: Tensor, targets: Tensor) -> Tensor:
@@ -65,14 +72,9 @@ def check_inputs(inputs: Tensor, targets: Tensor) -> None:
         raise ValueError("class-index targets must be an integer tensor; pass probabilities as [N, C]")
 
 
-def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed; allowed: {', '.join(allowed)}")
-
-
-def resolve_method(method: str, device: torch.device | str) -> str:
+def resolve_method(method: GradMethod, device: torch.device | str) -> str:
     """``"auto"`` → ``"loop"`` on CPU, ``"vmap"`` elsewhere; other values are returned after checking."""
-    _check_choice("method", method, METHODS)
+    check_choices(resolve_method, {"method": method})
     if method != "auto":
         return method
     return "loop" if torch.device(device).type == "cpu" else "vmap"
@@ -168,8 +170,8 @@ def per_sample_grad_norms(
     inputs: Tensor,
     targets: Tensor,
     *,
-    params: str = "all",
-    method: str = "auto",
+    params: ParamSet = "all",
+    method: GradMethod = "auto",
     chunk_size: int = 64,
 ) -> Tensor:
     """``‖∇_θ ℓ(f_θ(x_i), y_i)‖₂`` for every sample (see the module docstring).
@@ -185,7 +187,7 @@ def per_sample_grad_norms(
     Returns:
         ``[N]`` float32 norms, detached, on the inputs' device.
     """
-    _check_choice("params", params, PARAM_SETS)
+    check_choices(per_sample_grad_norms, {"params": params})
     check_inputs(inputs, targets)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")

@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from lightning_sdc.difficulty.grad_norms import (
+    GradMethod,
+    ParamSet,
     check_inputs,
     eval_mode,
     per_sample_grad_norms,
@@ -50,8 +52,8 @@ def gradn(
     inputs: Tensor,
     targets: Tensor,
     *,
-    params: str = "all",
-    method: str = "auto",
+    params: ParamSet = "all",
+    method: GradMethod = "auto",
     chunk_size: int = 64,
 ) -> Tensor:
     """Per-model per-sample gradient norms ``[M, N]``; ``.mean(0)`` is GraDN (eq. 7).
@@ -234,8 +236,8 @@ def score_samples(
     labels: Tensor,
     *,
     indices: Tensor | None = None,
-    params: str = "all",
-    method: str = "auto",
+    params: ParamSet = "all",
+    method: GradMethod = "auto",
     chunk_size: int = 64,
     meta: dict[str, Any] | None = None,
 ) -> DifficultyScores:

@@ -27,11 +27,12 @@ from lightning_sdc.training import (
     Augment,
     BatchHook,
     Schedule,
+    TrainAugment,
     TrainingLoop,
     make_train_augment,
     seeded_generator,
 )
-from lightning_sdc.training.loop import check_int
+from lightning_sdc.training.checks import check_int, check_number
 
 #: domain tag mixed into ensemble generators (never coincides with the evaluation's ``(seed, i)`` keys)
 _ENSEMBLE_KEY = 0x44494646  # "DIFF"
@@ -86,7 +87,7 @@ def train_ensemble(
     arch_kwargs: dict[str, Any] | None = None,
     lr: float = 0.01,
     batch_size: int = 256,
-    augment: str = "none",
+    augment: TrainAugment = "none",
     train_fraction: float = 1.0,
     seed: int = 0,
     device: str | torch.device = "cpu",
@@ -110,12 +111,8 @@ def train_ensemble(
 
     check_int("num_models", num_models, 1)
     check_int("epochs", epochs, 0)
-    if (
-        isinstance(train_fraction, bool)
-        or not isinstance(train_fraction, (int, float))
-        or not 0 < train_fraction <= 1
-    ):
-        raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction!r}")
+    if check_number("train_fraction", train_fraction) > 1:
+        raise ValueError(f"train_fraction must be a number in (0, 1], got {train_fraction!r}")
     aug = make_train_augment(augment, dataset=spec.name, arch=arch)
     device = torch.device(device)
     images, labels = spec.train_images.to(device), spec.train_labels.to(device)

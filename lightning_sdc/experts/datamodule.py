@@ -32,35 +32,15 @@ from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 from lightning_sdc.experts.buffer import ExpertBuffer
 from lightning_sdc.experts.training import train_experts
 from lightning_sdc.training import seeded_generator
+from lightning_sdc.training.checks import check_int
 
 #: domain tag mixed into the sampling generator's key, so it never coincides with another ``seeded_generator``
 _SAMPLE_KEY = 0x45585054  # "EXPT"
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
-
-
 #: train_experts arguments that the DataModule sets itself (from its own arguments)
-_OWN_TRAIN_ARGS = (
-    "dataset",
-    "arch",
-    "arch_kwargs",
-    "num_experts",
-    "epochs",
-    "out",
-    "zca",
-    "root",
-    "download",
-    "dataset_kwargs",
-    "shard",
-    "num_shards",
-    "rank",
-    "world_size",
-    "barrier",
-)
+_OWN_TRAIN_ARGS = ("dataset", "arch", "arch_kwargs", "num_experts", "epochs", "out", "zca", "root", "download",
+                   "dataset_kwargs", "shard", "num_shards", "rank", "world_size", "barrier")
 
 
 def _check_train_kwargs(train_kwargs: Mapping[str, Any]) -> None:
@@ -144,40 +124,30 @@ class ExpertTrajectoryDataModule(LightningDataModule):
         from lightning_sdc.data import dataset_info
 
         self._info = dataset_info(dataset)  # KeyError listing the allowed names, before anything else
-        _check_int("expert_epochs", expert_epochs, 1)
-        _check_int("min_start_epoch", min_start_epoch, 0)
-        _check_int("max_start_epoch", max_start_epoch, min_start_epoch + 1)
+        check_int("expert_epochs", expert_epochs, 1)
+        check_int("min_start_epoch", min_start_epoch, 0)
+        check_int("max_start_epoch", max_start_epoch, min_start_epoch + 1)
         if current_max_start_epoch is not None:
-            if (
-                isinstance(current_max_start_epoch, bool)
-                or not isinstance(current_max_start_epoch, int)
-                or not (min_start_epoch < current_max_start_epoch <= max_start_epoch)
-            ):
-                raise ValueError(
-                    f"current_max_start_epoch must be an int in ({min_start_epoch}, {max_start_epoch}] "
-                    f"(min_start_epoch, max_start_epoch], got {current_max_start_epoch!r}"
-                )
+            if check_int("current_max_start_epoch", current_max_start_epoch, min_start_epoch + 1) > max_start_epoch:
+                raise ValueError(f"current_max_start_epoch must be an integer in ({min_start_epoch}, {max_start_epoch}] "
+                                 f"(min_start_epoch, max_start_epoch], got {current_max_start_epoch!r}")
             if expansion_end_step is None:
-                raise ValueError(
-                    "current_max_start_epoch (DATM Sequential Generation) needs expansion_end_step"
-                )
-            _check_int("expansion_end_step", expansion_end_step, 1)
+                raise ValueError("current_max_start_epoch (DATM Sequential Generation) needs expansion_end_step")
+            check_int("expansion_end_step", expansion_end_step, 1)
         elif expansion_end_step is not None:
-            raise ValueError(
-                "expansion_end_step only applies with current_max_start_epoch (Sequential Generation)"
-            )
+            raise ValueError("expansion_end_step only applies with current_max_start_epoch (Sequential Generation)")
         if num_experts is not None:
-            _check_int("num_experts", num_experts, 1)
-        _check_int("train_num_experts", train_num_experts, 1)
+            check_int("num_experts", num_experts, 1)
+        check_int("train_num_experts", train_num_experts, 1)
         needed = max_start_epoch - 1 + expert_epochs
         if train_epochs is None:
             train_epochs = max_start_epoch + expert_epochs
-        elif _check_int("train_epochs", train_epochs, 1) < needed:
+        elif check_int("train_epochs", train_epochs, 1) < needed:
             raise ValueError(
                 f"train_epochs={train_epochs} is too short: the largest target snapshot is "
                 f"max_start_epoch - 1 + expert_epochs = {needed}"
             )
-        _check_int("test_batch_size", test_batch_size, 1)
+        check_int("test_batch_size", test_batch_size, 1)
         _check_train_kwargs(train_kwargs or {})
         self.save_hyperparameters()
         self.dataset = self._info.name
@@ -393,12 +363,12 @@ class ExpertTrajectoryDataModule(LightningDataModule):
                 f"checkpoint was sampled with seed {state_dict['seed']}, "
                 f"this DataModule uses seed {self.seed}"
             )
-        self._offset = _check_int("offset", int(state_dict["offset"]), 0)
+        self._offset = check_int("offset", int(state_dict["offset"]), 0)
 
     # ------------------------------------------------------------------ sampling
     def window(self, step: int) -> tuple[int, int]:
         """``(lo, hi)``: start epochs are drawn from ``{lo, …, hi − 1}`` at distillation ``step``."""
-        _check_int("step", step, 0)
+        check_int("step", step, 0)
         hi = self.max_start_epoch
         if self.current_max_start_epoch is not None:
             assert self.expansion_end_step is not None
@@ -415,7 +385,7 @@ class ExpertTrajectoryDataModule(LightningDataModule):
         """
         if self.buffer is None:
             raise RuntimeError("call setup() before sample()")
-        _check_int("rank", rank, 0)
+        check_int("rank", rank, 0)
         lo, hi = self.window(step)
         g = seeded_generator(self.seed, _SAMPLE_KEY, rank, step)
         expert_id = self._expert_ids[int(torch.randint(len(self._expert_ids), (1,), generator=g))]

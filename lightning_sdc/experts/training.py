@@ -20,7 +20,6 @@ file per expert, dealt over the ranks of a job and the jobs of an array (:func:`
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
@@ -52,6 +51,7 @@ from lightning_sdc.training import (
     seeded_generator,
 )
 from lightning_sdc.training import sharpness_aware as sharpness_aware_step
+from lightning_sdc.training.checks import check_int, check_number
 
 
 @dataclass
@@ -81,14 +81,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def _check_args(num_experts: int, epochs: int, lr: float, batch_size: int, rho: float, alpha: float) -> None:
-    if not isinstance(num_experts, int) or num_experts < 1:
-        raise ValueError(f"num_experts must be an int >= 1, got {num_experts!r}")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    for name, value in (("num_experts", num_experts), ("epochs", epochs), ("batch_size", batch_size)):
+        check_int(name, value, 1)
+    check_number("lr", lr)
     check_sam_settings(rho, alpha)
 
 
@@ -99,13 +94,13 @@ def _flat(net: nn.Module) -> Tensor:
 
 
 class ExpertTraining:
-    """One expert's training, an epoch at a time (the recipe of the module docstring).
+    """Expert ``index`` of ``spec`` (a ``DatasetSpec``, ZCA-whitened if wanted) trained an epoch at a time.
 
     :meth:`run_epoch` trains one epoch and stores its snapshot; :meth:`state_dict` / :meth:`load_state_dict`
-    capture everything the next epoch depends on (the training loop's state: parameters and buffers,
-    optimiser, generator, epoch; plus the trajectory so far), so an expert interrupted after epoch ``e`` and
-    resumed from its checkpoint ends bit for bit equal to an uninterrupted one. Arguments as
-    :func:`train_expert`.
+    capture everything the next epoch depends on, so an expert interrupted after epoch ``e`` and resumed from its
+    checkpoint ends bit for bit equal to an uninterrupted one. Arguments as :func:`train_experts`, plus
+    ``adaptive`` (ASAM's perturbation) and ``sharpness_aware`` (the GSAM step; default ``rho > 0``; ``True`` with
+    ``rho = alpha = 0`` is plain SGD bit for bit).
     """
 
     def __init__(
@@ -229,62 +224,13 @@ class ExpertTraining:
         )
 
 
-def train_expert(
-    spec: Any,
-    *,
-    arch: str = "ConvNet",
-    arch_kwargs: Mapping[str, Any] | None = None,
-    epochs: int,
-    index: int = 0,
-    lr: float = 0.01,
-    batch_size: int = 256,
-    dsa: bool = True,
-    dsa_strategy: str | None = None,
-    rho: float = 0.0,
-    alpha: float = 0.0,
-    adaptive: bool = True,
-    sharpness_aware: bool | None = None,
-    seed: int = 0,
-    device: str | torch.device = "auto",
-    log: Callable[[str], None] | None = None,
-) -> ExpertRun:
-    """Train expert ``index`` on ``spec`` (a ``DatasetSpec``, ZCA-whitened if wanted); see the module docs.
-
-    Args:
-        spec: the dataset (``train_images``/``train_labels``/``test_images``/``test_labels``/``num_classes``/
-            ``image_shape``/``name``).
-        arch, arch_kwargs: network registry name and extra ``build_network`` keywords.
-        epochs: training epochs (snapshots ``0 … epochs``).
-        index: expert index; network init, shuffling and DSA draw from ``seeded_generator(seed, index)``.
-        lr, batch_size: SGD learning rate and minibatch size (momentum and weight decay are 0).
-        dsa: DSA on every batch (per-image parameters); ``dsa_strategy`` defaults to the dataset's.
-        rho, alpha, adaptive: GSAM/ASAM parameters (FTD); used when ``sharpness_aware``.
-        sharpness_aware: use the GSAM step; default ``rho > 0``. ``True`` with ``rho = alpha = 0`` is plain
-            SGD bit for bit (tested).
-        device: ``"auto"`` | ``"cpu"`` | ``"cuda[:N]"``.
-        log: called with a progress line after every epoch.
-    """
-    run = ExpertTraining(
-        spec,
-        arch=arch,
-        arch_kwargs=arch_kwargs,
-        epochs=epochs,
-        index=index,
-        lr=lr,
-        batch_size=batch_size,
-        dsa=dsa,
-        dsa_strategy=dsa_strategy,
-        rho=rho,
-        alpha=alpha,
-        adaptive=adaptive,
-        sharpness_aware=sharpness_aware,
-        seed=seed,
-        device=device,
-    )
+def train_expert(spec: Any, *, log: Callable[[str], None] | None = None, **kwargs: Any) -> ExpertRun:
+    """Train one expert, :class:`ExpertTraining` ``(spec, **kwargs)``, to the end; ``log`` gets a line per epoch."""
+    run = ExpertTraining(spec, **kwargs)
     while not run.done:
         loss = run.run_epoch()
         if log is not None:
-            log(f"expert {index}: epoch {run.epoch}/{epochs} train loss {loss:.4f}")
+            log(f"expert {run.index}: epoch {run.epoch}/{run.epochs} train loss {loss:.4f}")
     return run.finish()
 
 
@@ -360,11 +306,9 @@ def partial_path(out: str | os.PathLike, index: int) -> Path:
 
 def shard_ids(num_experts: int, shard: int = 0, num_shards: int = 1) -> list[int]:
     """The expert ids of job ``shard`` of ``num_shards``: ``i`` with ``i % num_shards == shard``."""
-    for name, v, low in (("num_experts", num_experts, 1), ("num_shards", num_shards, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
-    if isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < num_shards:
-        raise ValueError(f"shard must be an int in [0, num_shards={num_shards}), got {shard!r}")
+    check_int("num_experts", num_experts, 1)
+    if not 0 <= check_int("shard", shard, 0) < check_int("num_shards", num_shards, 1):
+        raise ValueError(f"shard must be an integer in [0, num_shards={num_shards}), got {shard!r}")
     return list(range(shard, num_experts, num_shards))
 
 
@@ -543,12 +487,9 @@ def train_experts(
     """
     _check_args(num_experts, epochs, lr, batch_size, rho, alpha)
     ids = shard_ids(num_experts, shard, num_shards)
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world_size must be an int >= 1, got {world_size!r}")
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
-        raise ValueError(f"rank must be an int in [0, world_size={world_size}), got {rank!r}")
-    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
-        raise ValueError(f"checkpoint_every must be an int >= 0 (0: no checkpoints), got {checkpoint_every!r}")
+    if check_int("rank", rank, 0) >= check_int("world_size", world_size, 1):
+        raise ValueError(f"rank must be an integer in [0, world_size={world_size}), got {rank!r}")
+    check_int("checkpoint_every", checkpoint_every, 0)
     dev = resolve_device(device)
     spec, zca = _resolve_spec(dataset, zca, root, download, dict(dataset_kwargs or {}))
     config = expert_config(

@@ -19,12 +19,15 @@ All three are computed in fp32 (fp64 stays fp64), whatever precision the gradien
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-METRICS = ("ours", "mse", "cos")
+DisMetric = Literal["ours", "mse", "cos"]
+DIS_METRICS: tuple[str, ...] = typing.get_args(DisMetric)
 _EPS = 1e-6
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -33,9 +36,9 @@ def _hi(t: Tensor) -> Tensor:
     return t.float() if t.dtype in _LOW_PRECISION else t
 
 
-def _check(g_syn: Sequence[Tensor], g_real: Sequence[Tensor], metric: str) -> None:
-    if metric not in METRICS:
-        raise ValueError(f"dis_metric={metric!r} is not allowed; allowed: {', '.join(METRICS)}")
+def _check(g_syn: Sequence[Tensor], g_real: Sequence[Tensor], metric: DisMetric) -> None:
+    if metric not in DIS_METRICS:
+        raise ValueError(f"dis_metric={metric!r} is not allowed; allowed: {', '.join(DIS_METRICS)}")
     if len(g_syn) != len(g_real):
         raise ValueError(f"gradient lists differ in length: {len(g_syn)} synthetic vs {len(g_real)} real")
     for i, (s, r) in enumerate(zip(g_syn, g_real)):
@@ -63,7 +66,7 @@ def layerwise_distance(gs: Tensor, gr: Tensor) -> Tensor:
     return _rowwise_cosine_distance(gs, gr, 0)
 
 
-def _distance(g_syn: Sequence[Tensor], g_real: Sequence[Tensor], metric: str, lead: int) -> Tensor:
+def _distance(g_syn: Sequence[Tensor], g_real: Sequence[Tensor], metric: DisMetric, lead: int) -> Tensor:
     if metric == "ours":
         return torch.stack([_rowwise_cosine_distance(s, r, lead) for s, r in zip(g_syn, g_real)]).sum(0)
     batch = g_syn[0].shape[:lead]
@@ -74,7 +77,7 @@ def _distance(g_syn: Sequence[Tensor], g_real: Sequence[Tensor], metric: str, le
     return 1.0 - (vr * vs).sum(-1) / (vr.norm(dim=-1) * vs.norm(dim=-1) + _EPS)
 
 
-def gradient_distance(g_syn: Sequence[Tensor], g_real: Sequence[Tensor], metric: str = "ours") -> Tensor:
+def gradient_distance(g_syn: Sequence[Tensor], g_real: Sequence[Tensor], metric: DisMetric = "ours") -> Tensor:
     """``D(∇θL_syn, ∇θL_real)`` of the paper's eq. 1 with the references' metrics (module docstring).
 
     Args:
@@ -90,7 +93,7 @@ def gradient_distance(g_syn: Sequence[Tensor], g_real: Sequence[Tensor], metric:
     return _distance(g_syn, g_real, metric, 0)
 
 
-def batched_gradient_distance(g_syn: Sequence[Tensor], g_real: Sequence[Tensor], metric: str = "ours") -> Tensor:
+def batched_gradient_distance(g_syn: Sequence[Tensor], g_real: Sequence[Tensor], metric: DisMetric = "ours") -> Tensor:
     """One :func:`gradient_distance` per entry of a leading batch axis (e.g. one per class).
 
     Args:

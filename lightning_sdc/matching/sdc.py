@@ -21,19 +21,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-SDC_POWERS = (1, 2)
-
-
-def check_sdc_args(sdc_lambda: float, sdc_power: int) -> None:
-    """Validate λ ≥ 0 (finite) and ``power`` ∈ {1, 2}; raise a ``ValueError`` naming the bad value."""
-    if not isinstance(sdc_lambda, (int, float)) or isinstance(sdc_lambda, bool):
-        raise ValueError(f"sdc_lambda must be a number, got {type(sdc_lambda).__name__}: {sdc_lambda!r}")
-    if not (sdc_lambda >= 0.0) or sdc_lambda == float("inf"):
-        raise ValueError(f"sdc_lambda must be a finite number >= 0, got {sdc_lambda!r}")
-    if sdc_power not in SDC_POWERS:
-        raise ValueError(f"sdc_power must be 1 (eq. 11/12: the norm) or 2 (Algorithms 1/2: its square), got {sdc_power!r}")
-
-
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -53,7 +40,7 @@ def sdc_term(grads: Sequence[Tensor] | Tensor, power: int = 1) -> Tensor:
     Returns:
         A differentiable fp32 scalar (gradients flow to whatever ``grads`` depends on, e.g. the images).
     """
-    if power not in SDC_POWERS:
+    if power not in (1, 2):
         raise ValueError(f"sdc_power must be 1 or 2, got {power!r}")
     sq = grad_sq_norm([grads] if isinstance(grads, Tensor) else grads)
     return sq.sqrt() if power == 1 else sq

@@ -6,20 +6,7 @@ from lightning_sdc.methods.registry import METHODS, build_method, list_methods, 
 from lightning_sdc.methods.tm import DATM, FTD, MTT, TESLA, TrajectoryMatching
 
 __all__ = [
-    "DC",
-    "DCC",
-    "DSA",
-    "DSAC",
-    "GradientMatching",
-    "DATM",
-    "FTD",
-    "METHODS",
-    "MTT",
-    "TESLA",
-    "DistillationModule",
-    "DivergenceError",
-    "TrajectoryMatching",
-    "build_method",
-    "list_methods",
-    "register_method",
+    "DC", "DCC", "DSA", "DSAC", "GradientMatching", "DATM", "FTD", "METHODS", "MTT", "TESLA",
+    "DistillationModule", "DivergenceError", "TrajectoryMatching", "build_method", "list_methods",
+    "register_method"
 ]

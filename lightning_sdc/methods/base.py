@@ -1,38 +1,21 @@
 """``DistillationModule``: the Lightning skeleton every distillation method shares.
 
-One ``training_step`` is **one update of the synthetic set** (one ``optimizer.step()``), so Lightning's
-``global_step``, ``max_steps``, ``val_check_interval``, checkpoint names and the ASDC λ ramp all count the same
-unit. (DC/DSA's "iteration" is ``outer_loop`` such updates with one freshly initialised network; the GM base
-keeps that network between steps and checkpoints it, see ``methods/gradient.py``.)
-
-What lives here:
-
-* the :class:`~lightning_sdc.synthetic.SyntheticSet` (``self.synset``), shaped in ``__init__`` from the
-  dataset's static metadata so that a checkpoint loads into a fresh module, and initialised from real images
-  (or noise) in ``setup("fit")``;
-* manual optimisation with **one** optimiser whose parameter groups are the images (SGD, momentum 0.5 as both
-  reference families) and, where the method learns them, the student lr and the labels (:meth:`param_groups`);
-* the SDC coefficient ``sdc_lambda`` as a plain attribute read at every step (the ASDC callback moves it) and
-  ``sdc_power`` (1: eq. 11/12, 2: Algorithms 1/2; see :mod:`lightning_sdc.matching.sdc`);
-* randomness from generators keyed on ``(seed, step, …)`` — never the global RNG — so that resuming from a
-  checkpoint and DDP ranks reproduce the same draws (:meth:`generator`);
-* the validation loop = the evaluation engine (:mod:`lightning_sdc.evaluation.protocol`): ``eval_num_models``
-  fresh networks trained on a detached copy of the synthetic set and tested on the DataModule's validation data
-  (the real test split), accuracy mean ± std logged as ``eval/acc_mean`` / ``eval/acc_std``. Under DDP each rank
-  trains and tests its share of the networks and every rank gathers every accuracy: the same as one process.
-* divergence guard: a non-finite loss or image gradient stops the run (before the update, so the synthetic set
-  stays finite) with the step and the last checkpoint;
-* checkpoint files: :meth:`setup` replaces the Trainer's plain ``TorchCheckpointIO`` with
-  :class:`AtomicCheckpointIO` (temporary file in the destination directory + fsync + rename, loads with
-  ``weights_only=True`` whose errors name the file). Lightning's own writer stages the file in the system temp
-  directory, so on a cluster whose checkpoint directory is another filesystem its final ``move`` is a copy that a
-  pre-emption can cut short, and a truncated checkpoint fails with an error that does not name it.
+One ``training_step`` is **one update of the synthetic set** (one ``optimizer.step()``), so ``global_step``,
+``max_steps``, ``val_check_interval``, checkpoint names and the ASDC λ ramp all count the same unit. The module
+holds the :class:`~lightning_sdc.synthetic.SyntheticSet` (shaped in ``__init__`` from the dataset's metadata, so
+a checkpoint loads into a fresh module; initialised in ``setup("fit")``), one SGD optimiser over the learned
+tensors (:meth:`~DistillationModule.param_groups`), ``sdc_lambda`` as a plain attribute (the ASDC callback moves
+it), generators keyed on ``(seed, step, …)`` so that resuming and DDP ranks reproduce the same draws, and the
+validation/test loop, which is the evaluation engine (:mod:`lightning_sdc.evaluation.protocol`; ``eval/acc_mean``,
+``eval/acc_std``). A non-finite loss or gradient stops the run before the update (:class:`DivergenceError`,
+naming the setting to change); checkpoints are written atomically (:class:`AtomicCheckpointIO`: Lightning's own
+writer stages the file in the system temp directory, whose final ``move`` across filesystems a pre-emption can
+cut short).
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -43,34 +26,14 @@ from torch.utils.data import TensorDataset
 
 from lightning_sdc.evaluation.protocol import evaluate_table
 from lightning_sdc.io import atomic_torch_save, safe_torch_load
-from lightning_sdc.matching.sdc import check_sdc_args
 from lightning_sdc.progress import progress, trainer_progress_enabled
-from lightning_sdc.synthetic import LABEL_MODES, SyntheticSet
-from lightning_sdc.training import seeded_generator
-
-INITS = ("real", "noise")
+from lightning_sdc.synthetic import SyntheticSet
+from lightning_sdc.training import TrainAugment, seeded_generator
+from lightning_sdc.training.checks import check_choices, check_int, check_number
 
 
 class DivergenceError(RuntimeError):
     """A non-finite loss or synthetic set: the run stops instead of writing NaN images."""
-
-
-def _check_positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> None:
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type:
-        kind = "an integer" if integer else "a number"
-        raise ValueError(f"{name} must be {kind}, got {type(value).__name__}: {value!r}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        kind = "an integer" if integer else "a finite number"
-        raise ValueError(f"{name} must be {kind} {bound}, got {value!r}")
-
-
-def check_momentum(name: str, value: Any) -> None:
-    """An SGD momentum: a number in ``[0, 1)`` (1 never forgets a step; above 1 the images blow up)."""
-    _check_positive(name, value, allow_zero=True)
-    if value >= 1:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
 
 
 def _network_name(key: str, name: Any, networks: Any) -> str:
@@ -165,12 +128,12 @@ class DistillationModule(pl.LightningModule):
         ipc: int,
         *,
         sdc_lambda: float = 0.0,
-        sdc_power: int = 1,
+        sdc_power: Literal[1, 2] = 1,
         lr_img: float = 0.1,
         momentum_img: float = 0.5,
-        init: str = "real",
+        init: Literal["real", "noise"] = "real",
         seed: int = 0,
-        label_mode: str = "hard",
+        label_mode: Literal["hard", "soft", "learned"] = "hard",
         syn_lr: float | None = None,
         learn_lr: bool = False,
         zca: bool = False,
@@ -181,7 +144,7 @@ class DistillationModule(pl.LightningModule):
         eval_num_models: int = 5,
         eval_epochs: int = 300,
         eval_lr: float | None = None,
-        eval_augment: str = "dsa",
+        eval_augment: TrainAugment = "dsa",
         eval_batch_size: int = 256,
         dsa_strategy: str | None = None,
         eval_compiled: bool | None = None,
@@ -190,33 +153,21 @@ class DistillationModule(pl.LightningModule):
         from lightning_sdc.data import dataset_info
         from lightning_sdc.models import NETWORKS, network_options
 
-        _check_positive("ipc", ipc, integer=True)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer, got {type(seed).__name__}: {seed!r}")
-        check_sdc_args(sdc_lambda, sdc_power)
-        _check_positive("lr_img", lr_img)
-        check_momentum("momentum_img", momentum_img)
-        _check_positive("eval_num_models", eval_num_models, integer=True)
-        _check_positive("eval_epochs", eval_epochs, integer=True, allow_zero=True)
-        _check_positive("eval_batch_size", eval_batch_size, integer=True)
-        if eval_lr is not None:
-            _check_positive("eval_lr", eval_lr)
-        if syn_lr is not None:
-            _check_positive("syn_lr", syn_lr)
-        if init not in INITS:
-            raise ValueError(f"init={init!r} is not allowed; allowed: {', '.join(INITS)}")
-        if label_mode not in LABEL_MODES:
-            raise ValueError(f"label_mode={label_mode!r} is not allowed; allowed: {', '.join(LABEL_MODES)}")
-        if eval_compiled is not None and not isinstance(eval_compiled, bool):
-            raise ValueError(f"eval_compiled must be true, false or null (when it pays), got {eval_compiled!r}")
-        if eval_augment not in ("dsa", "dc", "none"):
-            raise ValueError(f"eval_augment={eval_augment!r} is not allowed; allowed: dsa, dc, none")
+        self.save_hyperparameters()
+        check_choices(type(self), self.hparams)
+        check_int("ipc", ipc, 1)
+        check_int("seed", seed, 0)
+        check_number("sdc_lambda", sdc_lambda, strict=False)
+        check_number("lr_img", lr_img)
+        check_number("momentum_img", momentum_img, strict=False, below=1)
+        check_int("eval_num_models", eval_num_models, 1)
+        check_int("eval_epochs", eval_epochs, 0)
+        check_int("eval_batch_size", eval_batch_size, 1)
+        for name, value in (("eval_lr", eval_lr), ("syn_lr", syn_lr)):
+            if value is not None:
+                check_number(name, value)
         self.arch = _network_name("arch", arch, NETWORKS)
         self.eval_arch = _network_name("eval_arch", eval_arch or arch, NETWORKS)
-        if not isinstance(arch_kwargs, (dict, type(None))):
-            raise ValueError(f"arch_kwargs must be a mapping of network options, got {arch_kwargs!r}")
-        if not isinstance(eval_arch_kwargs, (dict, type(None))):
-            raise ValueError(f"eval_arch_kwargs must be a mapping of network options, got {eval_arch_kwargs!r}")
         for key, name, kwargs in (("arch_kwargs", self.arch, arch_kwargs),
                                   ("eval_arch_kwargs", self.eval_arch, eval_arch_kwargs)):
             options = network_options(name)
@@ -227,7 +178,6 @@ class DistillationModule(pl.LightningModule):
                     f"{', '.join(options) or 'none'}"
                 )
         info = dataset_info(dataset)
-        self.save_hyperparameters()
         self.info = info
         self.sdc_lambda = float(sdc_lambda)
         self.sdc_power = int(sdc_power)
@@ -308,6 +258,9 @@ class DistillationModule(pl.LightningModule):
         """
         if self._trainer is not None:
             use_atomic_checkpoint_io(self.trainer)
+            for logger in self.trainer.loggers:  # no `hp_metric = -1` placeholder beside the hyper-parameters
+                if hasattr(logger, "_default_hp_metric"):
+                    logger._default_hp_metric = False
         self.synset.eval_protocol = self.eval_protocol()  # saved with the set: `evaluate` defaults to it
         self.check_networks()
         if stage != "fit" or self._initialised:
@@ -370,26 +323,26 @@ class DistillationModule(pl.LightningModule):
         return torch.optim.SGD(self.param_groups())
 
     # ------------------------------------------------------------------ the update
-    def apply_update(self, loss: Tensor, logs: dict[str, Any] | None = None) -> None:
+    def apply_update(self, loss: Tensor) -> None:
         """``zero_grad → manual_backward(loss) → step``, refusing non-finite losses or gradients."""
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
         self.check_finite(loss, "loss")
         self.manual_backward(loss)
         self.step_optimizer()
-        if logs:
-            self.log_dict({k: float(v) for k, v in logs.items()}, prog_bar=False, on_step=True, on_epoch=False)
 
     def step_optimizer(self) -> None:
         """Check the gradients are finite, then ``opt.step()`` (one synthetic-set update)."""
+        names = {id(self.synset.images): "images", id(self.synset.labels): "label logits", id(self.synset.syn_lr): "syn_lr"}
         for group in self.param_groups():
             for p in group["params"]:
                 if p.grad is not None:
-                    self.check_finite(p.grad, "gradient")
+                    self.check_finite(p.grad, f"gradient of the {names.get(id(p), 'parameters')}")
         self.optimizers().step()
 
     def check_finite(self, value: Tensor, what: str) -> None:
-        """Raise :class:`DivergenceError` naming the step and the last checkpoint if ``value`` is not finite."""
+        """Raise :class:`DivergenceError` naming the step, the last checkpoint and (:meth:`divergence_hint`)
+        the setting to change if ``value`` is not finite."""
         if bool(torch.isfinite(value).all()):
             return
         ckpt = None
@@ -397,11 +350,25 @@ class DistillationModule(pl.LightningModule):
             ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", None) or None
         raise DivergenceError(
             f"non-finite {what} at step {self.step_index} of {type(self).__name__}; the synthetic set was not "
-            f"updated. Last good checkpoint: {ckpt or 'none saved'}. Lower lr_img/sdc_lambda or resume from it."
+            f"updated. Last good checkpoint: {ckpt or 'none saved'}. {self.divergence_hint()}"
         )
 
+    def divergence_hint(self) -> str:
+        """What to change after a divergence; methods that learn more than the images refine it."""
+        return f"Lower lr_img={self.hparams.lr_img:g} or sdc_lambda={self.sdc_lambda:g}, or resume from it."
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint whose synthetic set (or any other floating-point state) is not finite."""
+        bad = [k for k, v in checkpoint.get("state_dict", {}).items()
+               if isinstance(v, Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            path = getattr(self._trainer, "ckpt_path", None) if self._trainer is not None else None
+            raise ValueError(f"checkpoint {path or ''} holds NaN or infinite values in {', '.join(bad)}; allowed: "
+                             "finite values (a damaged checkpoint, or one saved after a divergence): resume from an "
+                             "earlier checkpoint")
+
     def log_step(self, **values: Any) -> None:
-        """Log per-step scalars (and λ), one value each."""
+        """Log per-step scalars (and λ as ``sdc/lambda``), one value each."""
         values.setdefault("sdc/lambda", self.sdc_lambda)
         self.log_dict({k: float(v) for k, v in values.items()}, on_step=True, on_epoch=False)
 

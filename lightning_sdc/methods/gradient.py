@@ -16,49 +16,36 @@ Reference behaviour (VICO-UoE/DatasetCondensation ``main.py``/``utils.py``; Saeh
 * **SDC** (eq. 11): ``λ·‖∇θ L_syn‖`` (``sdc_power=2``: its square, as Algorithm 1) is added to every class's
   distance — to the contrastive distance in DCC mode — computed from the synthetic gradient the matching
   already holds, so it costs no extra pass. When ``sdc_lambda == 0`` the term is not put in the graph at all,
-  so the baseline is reproduced bit for bit; its value is still logged from the detached gradient.
+  so the baseline is reproduced bit for bit; the norm is still logged (``sdc/grad_norm``).
 
-Units and state: one ``training_step`` is one image update (``global_step`` counts updates; one reference
-iteration is ``outer_loop`` steps, so the references' 1000 iterations are ``max_steps = 1000·outer_loop``).
-The network of the current iteration is a plain attribute, not a registered submodule (the optimiser and DDP
-never see it); it is written into checkpoints (``gm_network``), so a run resumed mid-iteration continues
-exactly, and it is dropped after the iteration's last update.
+State: one ``training_step`` is one image update (the references' 1000 iterations are ``max_steps =
+1000·outer_loop``). The network of the current iteration is a plain attribute (neither the optimiser nor DDP
+sees it), written into checkpoints (``gm_network``) so that a run resumed mid-iteration continues exactly.
+Randomness: generators keyed on ``(seed, iteration)`` (network init), ``(seed, iteration, outer, c)`` (real batch of
+class ``c``; ``…, 1``: its Siamese DSA draw), ``(seed, iteration, outer, -2)`` (network update) and ``(seed,
+iteration, outer, -3)`` (BatchNorm statistics batch), so every DDP rank builds the same network.
+DDP: class-wise matching shards the classes and scales the local loss by the world size (DDP's averaged image
+gradient = the single-process sum over classes); contrastive matching all-reduces the real gradients.
 
-Randomness: generators keyed on ``(seed, iteration)`` (network init), ``(seed, iteration, outer, c)`` (real
-batch of class ``c``), ``(seed, iteration, outer, c, 1)`` (its Siamese DSA draw), ``(seed, iteration, outer,
--2)`` (network update) and ``(seed, iteration, outer, -3)`` (BatchNorm statistics batch) replace the
-references' wall-clock reseeding; every DDP rank builds the same network and draws the same batch for a class.
-
-DDP: class-wise matching shards the classes (``local_classes``) and scales the local loss by the world size,
-so DDP's averaged image gradient equals the single-process sum over classes.
-Contrastive matching all-reduces the sum of the ranks' real gradients; every rank then builds the same
-synthetic-side loss, which is not scaled.
-
-Deliberate choices (documented deviations):
-
-* ``init="real"`` for every method: the paper's Algorithm 1 (line 1) and the DSA README/DCC code use real
-  initialisation; DC's ``main.py`` defaults to noise, available as ``init="noise"``.
-* A class with fewer than ``batch_real`` real images contributes all of them (DC's ``get_images`` slices a
-  permutation, so it silently does the same); relevant only for small data sets such as ``digits``.
-* Evaluation protocol as ``main.py``: DC trains evaluation networks 300 epochs without augmentation, or 1000
-  epochs with DC's augmentation where ``get_daparam`` gives one (MNIST); DSA/DSAC train 1000 epochs with DSA.
+Deliberate choices: ``init="real"`` for every method (Algorithm 1 line 1, the DSA README and DCC; DC's
+``main.py`` defaults to noise: ``init="noise"``); a class with fewer than ``batch_real`` real images contributes
+all of them (as DC's ``get_images`` does silently).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from lightning_sdc.augment import DSASample, apply_dsa, dc_augment_strategy, default_dsa_strategy, sample_dsa
-from lightning_sdc.matching.distances import METRICS, gradient_distance
+from lightning_sdc.matching.distances import DisMetric, gradient_distance
 from lightning_sdc.matching.sdc import sdc_term
-from lightning_sdc.methods.base import DistillationModule, _check_positive
+from lightning_sdc.methods.base import DistillationModule
 from lightning_sdc.methods.gm import (
     DC_LOOPS,
     DCC_LOOPS,
-    ENGINES,
     EngineName,
     GradientEngine,
     freeze_batchnorm,
@@ -69,6 +56,8 @@ from lightning_sdc.methods.gm import (
 )
 from lightning_sdc.methods.registry import register_method
 from lightning_sdc.models import build_network
+from lightning_sdc.training import TrainAugment
+from lightning_sdc.training.checks import check_int, check_number
 
 #: images per class in DC's BatchNorm-statistics forward
 BN_REAL_PER_CLASS = 16
@@ -77,8 +66,7 @@ BN_REAL_PER_CLASS = 16
 class GradientMatching(DistillationModule):
     """Shared machinery of DC, DSA, DCC and DSAC (see the module docstring).
 
-    Subclasses only set the class flags ``use_dsa`` / ``use_contrastive``, the loops table and the evaluation
-    defaults.
+    Subclasses set the flags ``use_dsa`` / ``use_contrastive``, the loops table and the evaluation defaults.
 
     Args:
         dataset, ipc: as :class:`DistillationModule`.
@@ -91,10 +79,9 @@ class GradientMatching(DistillationModule):
         outer_warmup, inner_warmup: DCC's bi-level warm-up (250 iterations / 10 outer steps); contrastive
             methods only.
         engine: how the gradients are computed (:mod:`lightning_sdc.methods.gm.engine`; same numbers to float
-            rounding): ``auto`` (default: ``compiled`` when the run is long enough to pay for compilation, else
-            ``eager``), ``eager`` (the reference's per-class autograd calls), ``compiled`` (``torch.compile`` of
-            the first-order passes), ``vmap`` (one vmapped call over the classes; for accelerators). Resolved
-            once in ``setup``; one log line names the engine that runs.
+            rounding): ``auto`` (``compiled`` when the run pays for compilation, else ``eager``), ``eager``,
+            ``compiled``, ``vmap``; resolved once in ``setup``, with one log line.
+        label_mode: ``hard`` only: gradient matching trains on class labels.
         **kwargs: everything :class:`DistillationModule` takes (``sdc_lambda``, ``sdc_power``, ``lr_img``,
             ``init``, ``arch``, ``arch_kwargs``, ``eval_*`` …).
     """
@@ -113,35 +100,21 @@ class GradientMatching(DistillationModule):
         batch_real: int = 256,
         batch_train: int = 256,
         lr_net: float = 0.01,
-        dis_metric: str = "ours",
+        dis_metric: DisMetric = "ours",
         outer_warmup: int = 250,
         inner_warmup: int = 10,
         engine: EngineName = "auto",
+        label_mode: Literal["hard"] = "hard",
         **kwargs: Any,
     ) -> None:
-        _check_positive("ipc", ipc, integer=True)
+        check_int("ipc", ipc, 1)
         outer_loop, inner_loop = get_loops(ipc, self.loops_table, outer_loop=outer_loop, inner_loop=inner_loop)
-        _check_positive("outer_loop", outer_loop, integer=True)
-        _check_positive("inner_loop", inner_loop, integer=True, allow_zero=True)
-        _check_positive("batch_real", batch_real, integer=True)
-        _check_positive("batch_train", batch_train, integer=True)
-        _check_positive("lr_net", lr_net)
-        _check_positive("outer_warmup", outer_warmup, integer=True, allow_zero=True)
-        _check_positive("inner_warmup", inner_warmup, integer=True, allow_zero=True)
-        if dis_metric not in METRICS:
-            raise ValueError(f"dis_metric={dis_metric!r} is not allowed; allowed: {', '.join(METRICS)}")
-        if engine not in ENGINES:
-            raise ValueError(f"engine={engine!r} is not allowed; allowed: {', '.join(ENGINES)}")
-        label_mode = kwargs.get("label_mode", "hard")
-        if label_mode != "hard":
-            # DC/DSA/DCC match gradients of CE on hard class labels (utils.py: label_syn is a long tensor);
-            # soft targets would silently train a different objective
-            raise ValueError(
-                f"label_mode={label_mode!r} is not allowed for {type(self).__name__}: gradient matching trains on "
-                "hard class labels; allowed: hard (soft/learned labels belong to TESLA/DATM)"
-            )
-        super().__init__(dataset, ipc, **kwargs)
-        self.save_hyperparameters()
+        for name, value, low in (("outer_loop", outer_loop, 1), ("inner_loop", inner_loop, 0), ("batch_real", batch_real, 1),
+                                 ("batch_train", batch_train, 1), ("outer_warmup", outer_warmup, 0),
+                                 ("inner_warmup", inner_warmup, 0)):
+            check_int(name, value, low)
+        check_number("lr_net", lr_net)
+        super().__init__(dataset, ipc, label_mode=label_mode, **kwargs)
         self.outer_loop, self.inner_loop = int(outer_loop), int(inner_loop)
         self.dis_metric = dis_metric
         self.engine = GradientEngine()  # the eager engine until setup() resolves hparams.engine for the run
@@ -194,6 +167,7 @@ class GradientMatching(DistillationModule):
             checkpoint["gm_network"] = self._pending_net
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         self._pending_net = checkpoint.get("gm_network")
         self._set_net(None, -1)
 
@@ -308,15 +282,18 @@ class GradientMatching(DistillationModule):
 
     def step_logs(self, stats: Tensor | None) -> dict[str, float]:
         """The per-step logs from :meth:`matching_loss`'s statistics, summed over DDP ranks (one collective,
-        one device sync): ``match/loss`` (Σ_c D, or the contrastive D), ``sdc/term`` (Σ_c ‖g_syn,c‖^p: what λ
-        multiplies), ``sdc/grad_norm_mean`` (mean over classes of ‖g_syn,c‖₂), ``match/contrastive`` (0/1)."""
+        one device sync): ``match/loss`` (Σ_c D, or the contrastive D), ``sdc/grad_norm`` (Σ_c ‖g_syn,c‖^p: what
+        λ multiplies), ``sdc/term`` (λ · ``sdc/grad_norm``, as added to the objective), ``train/objective``
+        (``match/loss`` + ``sdc/term``), ``sdc/grad_norm_mean`` (mean over classes of ‖g_syn,c‖₂),
+        ``match/contrastive`` (0/1)."""
         if stats is None:
             return {}
         if self._world_size() > 1:
             stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
         d, t, n, k, contrastive = stats.tolist()
-        return {"match/loss": d, "sdc/term": t, "sdc/grad_norm_mean": n / max(k, 1.0),
-                "match/contrastive": float(round(contrastive))}
+        term = self.sdc_lambda * t
+        return {"match/loss": d, "sdc/grad_norm": t, "sdc/term": term, "train/objective": d + term,
+                "sdc/grad_norm_mean": n / max(k, 1.0), "match/contrastive": float(round(contrastive))}
 
     def _norm(self, term: Tensor) -> Tensor:
         """``‖g‖₂`` from the SDC term ``‖g‖₂^p``."""
@@ -343,7 +320,7 @@ class GradientMatching(DistillationModule):
                             loss_fn=self.engine.loss)
 
 
-def _dc_eval_epochs(dataset: str, arch: str, eval_augment: str) -> int:
+def _dc_eval_epochs(dataset: str, arch: str, eval_augment: TrainAugment) -> int:
     """DC ``main.py``: 1000 evaluation epochs when the evaluation trains with augmentation, else 300."""
     if eval_augment == "dsa" or (eval_augment == "dc" and dc_augment_strategy(dataset, arch) != "none"):
         return 1000
@@ -359,7 +336,7 @@ class DC(GradientMatching):
     """
 
     def __init__(self, dataset: str, ipc: int, *, arch: str = "ConvNet", eval_arch: str | None = None,
-                 eval_augment: str = "dc", eval_epochs: int | None = None, **kwargs: Any) -> None:
+                 eval_augment: TrainAugment = "dc", eval_epochs: int | None = None, **kwargs: Any) -> None:
         if eval_epochs is None:
             eval_epochs = _dc_eval_epochs(dataset, eval_arch or arch, eval_augment)
         super().__init__(dataset, ipc, arch=arch, eval_arch=eval_arch, eval_augment=eval_augment,
@@ -374,7 +351,7 @@ class DSA(GradientMatching):
 
     use_dsa = True
 
-    def __init__(self, dataset: str, ipc: int, *, eval_augment: str = "dsa", eval_epochs: int = 1000,
+    def __init__(self, dataset: str, ipc: int, *, eval_augment: TrainAugment = "dsa", eval_epochs: int = 1000,
                  **kwargs: Any) -> None:
         super().__init__(dataset, ipc, eval_augment=eval_augment, eval_epochs=eval_epochs, **kwargs)
 

@@ -1,7 +1,7 @@
 """Network training below evaluation, experts and difficulty: seeded generators, training augmentation, the
 one SGD loop with its schedules, FTD's sharpness-aware step."""
 
-from lightning_sdc.training.augment import TRAIN_AUGMENTS, Augment, make_train_augment
+from lightning_sdc.training.augment import TRAIN_AUGMENTS, Augment, TrainAugment, make_train_augment
 from lightning_sdc.training.loop import (
     BatchHook,
     BatchLoss,
@@ -16,19 +16,7 @@ from lightning_sdc.training.sam import SharpnessAwareStep, check_sam_settings, f
 from lightning_sdc.training.seeds import seeded_generator
 
 __all__ = [
-    "TRAIN_AUGMENTS",
-    "Augment",
-    "BatchHook",
-    "BatchLoss",
-    "PlainStep",
-    "Schedule",
-    "SharpnessAwareStep",
-    "Step",
-    "StepFactory",
-    "TrainingLoop",
-    "check_sam_settings",
-    "frozen_running_stats",
-    "make_train_augment",
-    "seeded_generator",
-    "sharpness_aware",
+    "TRAIN_AUGMENTS", "Augment", "BatchHook", "BatchLoss", "PlainStep", "Schedule", "SharpnessAwareStep",
+    "Step", "StepFactory", "TrainAugment", "TrainingLoop", "check_sam_settings", "frozen_running_stats",
+    "make_train_augment", "seeded_generator", "sharpness_aware"
 ]

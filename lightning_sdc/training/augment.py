@@ -6,7 +6,9 @@ training (MTT ``buffer.py``: DSA on every batch) and the difficulty / coreset cl
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -15,11 +17,12 @@ from torch import Tensor
 Augment = Callable[[Tensor, torch.Generator], Tensor]
 
 #: names :func:`make_train_augment` accepts
-TRAIN_AUGMENTS = ("dsa", "dc", "none")
+TrainAugment = Literal["dsa", "dc", "none"]
+TRAIN_AUGMENTS: tuple[str, ...] = typing.get_args(TrainAugment)
 
 
 def make_train_augment(
-    augment: str, *, dataset: str = "", arch: str = "ConvNet", dsa_strategy: str | None = None
+    augment: TrainAugment, *, dataset: str = "", arch: str = "ConvNet", dsa_strategy: str | None = None
 ) -> Augment | None:
     """The per-batch training augmentation named ``augment``.
 

@@ -23,7 +23,6 @@ loss of a list of batches (one per network) over stacked parameters; one network
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -34,29 +33,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_sdc.training.augment import Augment
+from lightning_sdc.training.checks import check_int, check_number
 from lightning_sdc.training.sam import SharpnessAwareStep, check_sam_settings
 
 #: ``on_batch(rows, logits, targets)``: ``rows`` the batch's row indices (CPU int64), detached ``logits``
 BatchHook = Callable[[Tensor, Tensor, Tensor], None]
 #: ``loss(xs, ys)``: one scalar loss of the per-network batches ``xs[i]``, ``ys[i]``
 BatchLoss = Callable[[list[Tensor], list[Tensor]], Tensor]
-
-
-def check_int(name: str, value: Any, low: int) -> int:
-    """``value`` an ``int`` (not a bool) ``>= low``, else a ``ValueError`` naming ``name`` and the value."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
-
-
-def check_number(name: str, value: Any, *, positive: bool) -> None:
-    """``value`` a finite real number, ``> 0`` when ``positive`` else ``>= 0``; a ``ValueError`` naming it."""
-    try:
-        number = float(value) if not isinstance(value, (bool, str)) else math.nan
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number) or (number <= 0 if positive else number < 0):
-        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -86,10 +69,10 @@ class Schedule:
 
     def __post_init__(self) -> None:
         check_int("passes", self.passes, 0)
-        check_number("lr", self.lr, positive=True)
+        check_number("lr", self.lr)
         check_int("batch_size", self.batch_size, 1)
-        check_number("momentum", self.momentum, positive=False)
-        check_number("weight_decay", self.weight_decay, positive=False)
+        check_number("momentum", self.momentum, strict=False)
+        check_number("weight_decay", self.weight_decay, strict=False)
         if self.decay_from is not None:
             check_int("decay_from", self.decay_from, 0)
 

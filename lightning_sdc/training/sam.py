@@ -20,12 +20,13 @@ second pass is skipped and ``g`` reused, which makes ``ρ = α = 0`` the plain b
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+
+from lightning_sdc.training.checks import check_number
 
 #: GSAM's ``perturb_eps``.
 SAM_EPS = 1e-12
@@ -50,11 +51,9 @@ def frozen_running_stats(model: nn.Module | None) -> Iterator[None]:
 
 
 def check_sam_settings(rho: float, alpha: float) -> None:
-    """``rho`` and ``alpha`` finite and ``>= 0``; a ``ValueError`` naming the bad value."""
-    if not (math.isfinite(rho) and rho >= 0):
-        raise ValueError(f"rho must be a finite number >= 0, got {rho}")
-    if not (math.isfinite(alpha) and alpha >= 0):
-        raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
+    """``rho`` and ``alpha`` finite and ``>= 0``."""
+    check_number("rho", rho, strict=False)
+    check_number("alpha", alpha, strict=False)
 
 
 def _global_norm(tensors: Sequence[Tensor]) -> Tensor:

@@ -4,10 +4,10 @@ from lightning_sdc.methods.tm.base import TrajectoryMatching
 from lightning_sdc.methods.tm.datm import DATM
 from lightning_sdc.methods.tm.ftd import FTD
 from lightning_sdc.methods.tm.meta import (
-    MEMORY_MODES,
-    META_GRADIENTS,
     InnerStep,
     MatchResult,
+    Memory,
+    MetaGradient,
     chunk_schedule,
     trajectory_objective,
 )
@@ -16,16 +16,6 @@ from lightning_sdc.methods.tm.student import FunctionalStudent
 from lightning_sdc.methods.tm.tesla import TESLA
 
 __all__ = [
-    "DATM",
-    "FTD",
-    "MEMORY_MODES",
-    "META_GRADIENTS",
-    "MTT",
-    "TESLA",
-    "FunctionalStudent",
-    "InnerStep",
-    "MatchResult",
-    "TrajectoryMatching",
-    "chunk_schedule",
-    "trajectory_objective",
+    "DATM", "FTD", "MTT", "TESLA", "FunctionalStudent", "InnerStep", "MatchResult", "Memory",
+    "MetaGradient", "TrajectoryMatching", "chunk_schedule", "trajectory_objective"
 ]

@@ -1,46 +1,42 @@
 """``TrajectoryMatching``: the Lightning module every TM method (MTT, FTD, TESLA, DATM) shares.
 
-One ``training_step`` = one distillation iteration of MTT ``distill.py`` = one update of
-the synthetic set:
+One ``training_step`` = one distillation iteration of MTT ``distill.py`` = one update of the synthetic set: the
+DataModule's draw (``ExpertTrajectoryDataModule``: ``start_params`` θ*_t, ``target_params`` θ*_{t+M}),
+:meth:`~TrajectoryMatching.prepare_step` (TESLA's teacher labels), the inner plan (``syn_steps`` minibatches of
+``batch_syn`` rows, MTT's permutation chunks, and one per-image DSA draw per inner step unless ``inner_augment``
+is off, from a generator keyed on ``(seed, step, rank)``),
+:func:`~lightning_sdc.methods.tm.meta.trajectory_objective` (normalised parameter distance + ``λ·mean_k R(g_k)``,
+eq. 12 / Algorithm 2), then the update or, when :meth:`~TrajectoryMatching.skip_update` says so (DATM's gate), a
+counted no-op step, and :meth:`~TrajectoryMatching.after_update` (FTD's EMA).
 
-1. the batch is the DataModule's draw (``ExpertTrajectoryDataModule``): ``θ*_t`` (``start_params``),
-   ``θ*_{t+M}`` (``target_params``), the start epoch and the expert id;
-2. :meth:`prepare_step` (TESLA recomputes its teacher labels here);
-3. the inner plan: ``syn_steps`` minibatches of ``batch_syn`` synthetic rows (MTT's permutation chunks) and,
-   unless ``inner_augment`` is off, one fresh per-image DSA draw per inner step (no Siamese pairing: there is no
-   real batch), all from a generator keyed on ``(seed, step, rank)``;
-4. :func:`~lightning_sdc.methods.tm.meta.trajectory_objective` — normalised parameter distance plus
-   ``λ·mean_k R(g_k)`` (paper eq. 12 / Algorithm 2), unrolled or in constant memory;
-5. :meth:`skip_update` (DATM's loss gate) decides between the update (``zero_grad → manual_backward →
-   opt.step()``) and a counted no-op step (:meth:`skip_step`); then :meth:`after_update` (FTD's EMA).
+One SGD optimiser with parameter groups: images (``lr_img``, momentum 0.5), the student lr ``syn_lr`` (``lr_lr``,
+0.5; MTT's ``optimizer_lr``) and, for ``label_mode="learned"``, the label logits (``lr_y``, ``momentum_y`` 0.9;
+DATM's ``optimizer_y``): SGD keeps state per parameter, so this is the references' three optimisers exactly.
 
-The optimiser is one SGD with parameter groups: images (``lr_img``, momentum
-0.5), the student lr ``syn_lr`` (``lr_lr``, momentum 0.5; MTT's separate ``optimizer_lr``) and, for
-``label_mode="learned"``, the label logits (``lr_y``, ``momentum_y`` = 0.9; DATM's ``optimizer_y``). SGD keeps
-state per parameter, so this reproduces the references' three optimisers exactly while ``global_step`` counts
-synthetic-set updates.
-
-Logged every step: ``train/loss`` (the objective), ``tm/match_loss``, ``sdc/term`` (mean over inner steps of
-``‖g_k‖`` or ``‖g_k‖²``), ``sdc/lambda``, ``tm/syn_lr``, ``tm/start_epoch``, ``tm/expert_id``.
+Logged every step, under the names gradient matching uses: ``match/loss`` (normalised parameter distance),
+``sdc/grad_norm`` (mean over inner steps of ``‖g_k‖^p``: what λ multiplies), ``sdc/term`` (λ · ``sdc/grad_norm``),
+``train/objective`` (their sum), ``sdc/lambda``; and ``tm/syn_lr``, ``tm/start_epoch``, ``tm/expert_id``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from lightning_sdc.methods.base import DistillationModule, _check_positive, check_momentum
+from lightning_sdc.methods.base import DistillationModule
 from lightning_sdc.methods.tm.meta import (
-    MEMORY_MODES,
-    META_GRADIENTS,
     InnerStep,
     MatchResult,
+    Memory,
+    MetaGradient,
     chunk_schedule,
     trajectory_objective,
 )
 from lightning_sdc.methods.tm.student import FunctionalStudent
+from lightning_sdc.training.checks import check_int, check_number
 
 #: domain tags of the per-step generators (mixed into the seed so they never collide with other draws)
 _PLAN_KEY = 0x544D504C  # "TMPL"
@@ -83,23 +79,19 @@ class TrajectoryMatching(DistillationModule):
         lr_img: float = 1000.0,
         lr_y: float = 2.0,
         momentum_y: float = 0.9,
-        memory: str = "unrolled",
-        meta_gradient: str = "exact",
+        memory: Memory = "unrolled",
+        meta_gradient: MetaGradient = "exact",
         inner_augment: bool = True,
         eval_epochs: int = 1000,
         **kwargs: Any,
     ) -> None:
-        _check_positive("syn_steps", syn_steps, integer=True)
+        check_int("syn_steps", syn_steps, 1)
         if batch_syn is not None:
-            _check_positive("batch_syn", batch_syn, integer=True)
-        _check_positive("lr_lr", lr_lr, allow_zero=True)
-        check_momentum("momentum_lr", momentum_lr)
-        _check_positive("lr_y", lr_y, allow_zero=True)
-        check_momentum("momentum_y", momentum_y)
-        if memory not in MEMORY_MODES:
-            raise ValueError(f"memory={memory!r} is not allowed; allowed: {', '.join(MEMORY_MODES)}")
-        if meta_gradient not in META_GRADIENTS:
-            raise ValueError(f"meta_gradient={meta_gradient!r} is not allowed; allowed: {', '.join(META_GRADIENTS)}")
+            check_int("batch_syn", batch_syn, 1)
+        for name, value in (("lr_lr", lr_lr), ("lr_y", lr_y)):
+            check_number(name, value, strict=False)
+        for name, value in (("momentum_lr", momentum_lr), ("momentum_y", momentum_y)):
+            check_number(name, value, strict=False, below=1)
         super().__init__(dataset, ipc, syn_lr=syn_lr, learn_lr=learn_lr, lr_img=lr_img, eval_epochs=eval_epochs, **kwargs)
         self.syn_steps = int(syn_steps)
         self.batch_syn = batch_syn
@@ -221,15 +213,31 @@ class TrajectoryMatching(DistillationModule):
             self.apply_update(result.objective)
         self.after_update(skipped)
         lr = self.synset.syn_lr
+        term = self.sdc_lambda * result.sdc
         self.log_step(**{
-            "train/loss": result.objective.detach(),
-            "tm/match_loss": result.match_loss,
-            "sdc/term": result.sdc,
+            "match/loss": result.match_loss,
+            "sdc/grad_norm": result.sdc,
+            "sdc/term": term,
+            "train/objective": result.match_loss + term,
             "tm/syn_lr": lr.detach() if lr is not None else 0.0,
             "tm/start_epoch": int(batch["start_epoch"]),
             "tm/expert_id": int(batch["expert_id"]),
         })
         return result.objective.detach()
+
+    def divergence_hint(self) -> str:
+        """Blame the learned student lr (``lr_lr``) or label logits (``lr_y``) when they have run away, else the
+        images (the base's hint)."""
+        lr, hp = self.synset.syn_lr, self.hparams
+        if hp.learn_lr and lr is not None:
+            value = float(lr.detach())
+            if not math.isfinite(value) or value <= 0 or value > 100 * hp.syn_lr:
+                return (f"The learned student lr syn_lr is {value:g} (initial {hp.syn_lr:g}): lower "
+                        f"lr_lr={hp.lr_lr:g}, or resume from it.")
+        labels = self.synset.labels
+        if self.synset.label_mode == "learned" and not bool(torch.isfinite(labels.detach()).all()):
+            return f"The learned label logits are not finite: lower lr_y={hp.lr_y:g}, or resume from it."
+        return super().divergence_hint()
 
     def skip_step(self) -> None:
         """A counted no-op update: ``opt.step()`` with zero gradients, lr 0 and momentum 0 in every group.

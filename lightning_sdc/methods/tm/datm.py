@@ -33,8 +33,7 @@ DATM's configs also carry ``ema_decay``, which DATM never uses; it is not a para
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
@@ -43,6 +42,7 @@ from torch import Tensor
 from lightning_sdc.methods.registry import register_method
 from lightning_sdc.methods.tm.base import TrajectoryMatching
 from lightning_sdc.methods.tm.meta import MatchResult
+from lightning_sdc.training.checks import check_number
 
 #: images per forward when scanning real images with an expert (the reference's batch of 256)
 SCAN_BATCH = 256
@@ -70,14 +70,11 @@ class DATM(TrajectoryMatching):
         lr_y: float = 2.0,
         momentum_y: float = 0.9,
         eval_batch_size: int = 128,
-        label_mode: str = "learned",
+        label_mode: Literal["learned"] = "learned",
         **kwargs: Any,
     ) -> None:
-        if label_mode != "learned":
-            raise ValueError(f"label_mode={label_mode!r} is not allowed for DATM; allowed: learned")
-        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                      or not math.isfinite(threshold) or threshold <= 0):
-            raise ValueError(f"threshold must be a finite number > 0 or None, got {threshold!r}")
+        if threshold is not None:
+            check_number("threshold", threshold)
         super().__init__(dataset, ipc, label_mode=label_mode, lr_y=lr_y, momentum_y=momentum_y,
                          eval_batch_size=eval_batch_size, **kwargs)
         self.skipped_updates = 0

@@ -21,6 +21,7 @@ import torch
 from lightning_sdc.methods.registry import register_method
 from lightning_sdc.methods.tm.base import TrajectoryMatching
 from lightning_sdc.synthetic import SyntheticSet
+from lightning_sdc.training.checks import check_number
 
 
 @register_method()
@@ -34,8 +35,7 @@ class FTD(TrajectoryMatching):
     """
 
     def __init__(self, dataset: str, ipc: int, *, ema_decay: float = 0.999, eval_ema: bool = True, **kwargs: Any) -> None:
-        if isinstance(ema_decay, bool) or not isinstance(ema_decay, (int, float)) or not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be a number in [0, 1), got {ema_decay!r}")
+        check_number("ema_decay", ema_decay, strict=False, below=1)
         super().__init__(dataset, ipc, **kwargs)
         self.ema_decay = float(ema_decay)
         self.register_buffer("ema_images", torch.zeros_like(self.synset.images.detach()))

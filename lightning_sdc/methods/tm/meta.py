@@ -45,14 +45,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from lightning_sdc.matching.sdc import sdc_term
+from lightning_sdc.training.checks import check_choices, check_number
 
-MEMORY_MODES = ("unrolled", "constant")
-META_GRADIENTS = ("exact", "first_order")
+Memory = Literal["unrolled", "constant"]
+MetaGradient = Literal["exact", "first_order"]
 
 #: ``targets(index)``: training targets of the synthetic rows ``index`` (``None`` = all rows), attached to
 #: whatever they are learned from (DATM's label logits) or constant (hard labels, TESLA's teacher labels).
@@ -121,15 +123,6 @@ def _distance(a: Tensor, b: Tensor) -> Tensor:
     return (_wide(a) - _wide(b)).pow(2).sum()
 
 
-def _check(memory: str, meta_gradient: str, sdc_lambda: float) -> None:
-    if memory not in MEMORY_MODES:
-        raise ValueError(f"memory={memory!r} is not allowed; allowed: {', '.join(MEMORY_MODES)}")
-    if meta_gradient not in META_GRADIENTS:
-        raise ValueError(f"meta_gradient={meta_gradient!r} is not allowed; allowed: {', '.join(META_GRADIENTS)}")
-    if not sdc_lambda >= 0:
-        raise ValueError(f"sdc_lambda must be >= 0, got {sdc_lambda!r}")
-
-
 def trajectory_objective(
     loss_fn: Callable[[Tensor, Tensor, Tensor], Tensor],
     images: Tensor,
@@ -139,8 +132,8 @@ def trajectory_objective(
     target: Tensor,
     plan: Sequence[InnerStep],
     *,
-    memory: str = "unrolled",
-    meta_gradient: str = "exact",
+    memory: Memory = "unrolled",
+    meta_gradient: MetaGradient = "exact",
     sdc_lambda: float = 0.0,
     sdc_power: int = 1,
     learned: Sequence[Tensor] = (),
@@ -165,7 +158,8 @@ def trajectory_objective(
             :meth:`~lightning_sdc.methods.tm.student.FunctionalStudent.compiled_loss`); used by the
             constant-memory pass 1, which needs no second derivative. ``None``: ``loss_fn``.
     """
-    _check(memory, meta_gradient, sdc_lambda)
+    check_choices(trajectory_objective, {"memory": memory, "meta_gradient": meta_gradient})
+    check_number("sdc_lambda", sdc_lambda, strict=False)
     start = start.detach()
     target = target.detach()
     denom = _distance(start, target)

@@ -30,15 +30,14 @@ with Table 6's ``lr_img``; the ``configs/tesla/*`` files that reproduce the pape
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from lightning_sdc.methods.base import _check_positive
 from lightning_sdc.methods.registry import register_method
 from lightning_sdc.methods.tm.base import TrajectoryMatching
-
-TESLA_LABEL_MODES = ("soft", "hard")
+from lightning_sdc.methods.tm.meta import Memory, MetaGradient
+from lightning_sdc.training.checks import check_int
 
 
 @register_method()
@@ -63,16 +62,14 @@ class TESLA(TrajectoryMatching):
         dataset: str,
         ipc: int,
         *,
-        label_mode: str = "soft",
-        memory: str = "constant",
-        meta_gradient: str = "first_order",
+        label_mode: Literal["soft", "hard"] = "soft",
+        memory: Memory = "constant",
+        meta_gradient: MetaGradient = "first_order",
         label_batch_size: int = 256,
         reference_grad_scale: bool = False,
         **kwargs: Any,
     ) -> None:
-        if label_mode not in TESLA_LABEL_MODES:
-            raise ValueError(f"label_mode={label_mode!r} is not allowed for TESLA; allowed: {', '.join(TESLA_LABEL_MODES)}")
-        _check_positive("label_batch_size", label_batch_size, integer=True)
+        check_int("label_batch_size", label_batch_size, 1)
         if not isinstance(reference_grad_scale, bool):
             raise ValueError(f"reference_grad_scale must be true or false, got {reference_grad_scale!r}")
         super().__init__(dataset, ipc, label_mode=label_mode, memory=memory, meta_gradient=meta_gradient, **kwargs)
