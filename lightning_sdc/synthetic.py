@@ -123,22 +123,10 @@ class SyntheticSet(nn.Module):
         eval_protocol: the making method's evaluation protocol (see module docstring), or ``None``.
     """
 
-    def __init__(
-        self,
-        images: Tensor,
-        labels: Tensor,
-        *,
-        num_classes: int,
-        dataset: str = "custom",
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        label_mode: str = "hard",
-        syn_lr: float | Tensor | None = None,
-        learn_lr: bool = False,
-        class_names: Sequence[str] | None = None,
-        zca_state: dict[str, Any] | None = None,
-        eval_protocol: dict[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, images: Tensor, labels: Tensor, *, num_classes: int, dataset: str = "custom",
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None, label_mode: str = "hard",
+                 syn_lr: float | Tensor | None = None, learn_lr: bool = False, class_names: Sequence[str] | None = None,
+                 zca_state: dict[str, Any] | None = None, eval_protocol: dict[str, Any] | None = None) -> None:
         super().__init__()
         if images.dim() != 4:
             raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")

@@ -47,17 +47,9 @@ def forgetting_per_class(
     return torch.cat(out)
 
 
-def forgetting_coreset(
-    spec: Any,
-    ipc: int,
-    *,
-    counts: Tensor | None = None,
-    keep: str = "most",
-    never_learned: str = "max",
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    **train_kwargs: Any,
-) -> SyntheticSet:
+def forgetting_coreset(spec: Any, ipc: int, *, counts: Tensor | None = None, keep: str = "most",
+                       never_learned: str = "max", seed: int = 0, device: str | torch.device = "cpu",
+                       **train_kwargs: Any) -> SyntheticSet:
     """The Forgetting baseline: ``ipc`` real images per class chosen by :func:`forgetting_per_class`.
 
     Args:

@@ -74,18 +74,9 @@ def herding_per_class(
     return torch.cat(out)
 
 
-def feature_network(
-    spec: Any,
-    *,
-    arch: str = "ConvNet",
-    arch_kwargs: dict[str, Any] | None = None,
-    epochs: int = 20,
-    lr: float = 0.01,
-    batch_size: int = 256,
-    augment: str = "none",
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-) -> nn.Module:
+def feature_network(spec: Any, *, arch: str = "ConvNet", arch_kwargs: dict[str, Any] | None = None, epochs: int = 20,
+                    lr: float = 0.01, batch_size: int = 256, augment: str = "none", seed: int = 0,
+                    device: str | torch.device = "cpu") -> nn.Module:
     """An ``arch`` network trained on the whole training split of ``spec`` (DC: ConvNet), in eval mode."""
     from lightning_sdc.difficulty.training import train_classifier
     from lightning_sdc.models import build_network
@@ -108,16 +99,8 @@ def feature_network(
     )
 
 
-def herding_coreset(
-    spec: Any,
-    ipc: int,
-    *,
-    net: nn.Module | None = None,
-    rule: str = "argmin",
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    **train_kwargs: Any,
-) -> SyntheticSet:
+def herding_coreset(spec: Any, ipc: int, *, net: nn.Module | None = None, rule: str = "argmin", seed: int = 0,
+                    device: str | torch.device = "cpu", **train_kwargs: Any) -> SyntheticSet:
     """The Herding baseline: ``ipc`` real images per class chosen by :func:`herding_per_class`.
 
     Args:

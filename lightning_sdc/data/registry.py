@@ -122,16 +122,8 @@ def clear_dataset_cache() -> None:
     _CACHE.clear()
 
 
-def load_dataset(
-    name: str,
-    root: str | os.PathLike | None = None,
-    *,
-    download: bool = False,
-    zca: bool = False,
-    zca_eps: float = 0.1,
-    zca_space: str = "pixels",
-    **options: Any,
-) -> DatasetSpec:
+def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: bool = False, zca: bool = False,
+                 zca_eps: float = 0.1, zca_space: str = "pixels", **options: Any) -> DatasetSpec:
     """Load a registered dataset as a :class:`DatasetSpec` (DC/MTT ``utils.py:get_dataset``).
 
     Args:

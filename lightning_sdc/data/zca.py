@@ -28,16 +28,9 @@ _CHUNK = 8192  # rows per matmul when transforming large sets (bounds the tempor
 class ZCAWhitening:
     """A fitted ZCA transform over flattened ``C×H×W`` images (see the module docstring)."""
 
-    def __init__(
-        self,
-        mean_vector: Tensor,
-        transform_matrix: Tensor,
-        inverse_matrix: Tensor,
-        image_shape: tuple[int, int, int],
-        eps: float,
-        pixel_mean: tuple[float, ...] | None = None,
-        pixel_std: tuple[float, ...] | None = None,
-    ) -> None:
+    def __init__(self, mean_vector: Tensor, transform_matrix: Tensor, inverse_matrix: Tensor,
+                 image_shape: tuple[int, int, int], eps: float, pixel_mean: tuple[float, ...] | None = None,
+                 pixel_std: tuple[float, ...] | None = None) -> None:
         dim = int(torch.Size(image_shape).numel())
         if (
             mean_vector.shape != (dim,)
@@ -62,14 +55,8 @@ class ZCAWhitening:
 
     # ------------------------------------------------------------------ fitting
     @classmethod
-    def fit(
-        cls,
-        images: Tensor,
-        eps: float = 0.1,
-        *,
-        pixel_mean: tuple[float, ...] | None = None,
-        pixel_std: tuple[float, ...] | None = None,
-    ) -> ZCAWhitening:
+    def fit(cls, images: Tensor, eps: float = 0.1, *, pixel_mean: tuple[float, ...] | None = None,
+            pixel_std: tuple[float, ...] | None = None) -> ZCAWhitening:
         """Fit on ``images`` (``N×C×H×W``, normalised) with kornia's ``ZCAWhitening(eps, compute_inv=True)``.
 
         ``pixel_mean``/``pixel_std`` (the normalisation constants) make the fit happen in [0, 1] pixel space,

@@ -102,22 +102,10 @@ def default_cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "lightning_sdc") / "full_data"
 
 
-def full_data_accuracy(
-    train: tuple[torch.Tensor, torch.Tensor],
-    test: tuple[torch.Tensor, torch.Tensor],
-    *,
-    dataset: str,
-    arch: str = "ConvNet",
-    arch_kwargs: dict[str, Any] | None = None,
-    epochs: int = 30,
-    lr: float = 0.01,
-    batch_size: int = 256,
-    augment: str = "none",
-    dsa_strategy: str | None = None,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    cache_dir: str | Path | None = None,
-) -> float:
+def full_data_accuracy(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], *,
+                       dataset: str, arch: str = "ConvNet", arch_kwargs: dict[str, Any] | None = None, epochs: int = 30,
+                       lr: float = 0.01, batch_size: int = 256, augment: str = "none", dsa_strategy: str | None = None,
+                       seed: int = 0, device: str | torch.device = "cpu", cache_dir: str | Path | None = None) -> float:
     """Test accuracy of one ``arch`` network trained ``epochs`` epochs on the whole real training split ``train``
     with the evaluation protocol (:func:`~lightning_sdc.evaluation.protocol.train_network`), cached.
 
@@ -198,35 +186,16 @@ class LabelRobustResult:
         return out
 
 
-def label_robust_metrics(
-    synset: Any,
-    train: tuple[torch.Tensor, torch.Tensor],
-    test: tuple[torch.Tensor, torch.Tensor],
-    *,
-    dataset: str,
-    ipc: int,
-    arch: str = "ConvNet",
-    num_models: int = 5,
-    epochs: int = 300,
-    lr: float | None = None,
-    batch_size: int = 256,
-    augment: str = "dsa",
-    dsa_strategy: str | None = None,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    arch_kwargs: dict[str, Any] | None = None,
-    full_epochs: int = 30,
-    random_seed: int = 0,
-    weight: float = DEFAULT_WEIGHT,
-    cache_dir: str | Path | None = None,
-    compiled: bool | None = None,
-    syn: Sequence[float] | None = None,
-) -> LabelRobustResult:
+def label_robust_metrics(synset: Any, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
+                         *, dataset: str, ipc: int, full_epochs: int = 30, random_seed: int = 0,
+                         weight: float = DEFAULT_WEIGHT, cache_dir: str | Path | None = None,
+                         syn: Sequence[float] | None = None, **eval_kw: Any) -> LabelRobustResult:
     """HLR / IOR / LRS of ``synset``: ``num_models`` rounds on the set and on ``ipc`` random real images per class
     of ``train`` (drawn with ``random_seed``), the same networks (generator ``(seed, i)``) and protocol for both
-    (the augmentation of ``dataset``), against the cached full-data accuracy (``full_epochs`` epochs, lr 0.01);
-    ``compiled`` as :func:`~lightning_sdc.evaluation.evaluate_synset`. ``syn``: the set's accuracies when this
-    protocol measured them already (``evaluate``'s table: one accuracy per set), else they are trained here."""
+    (``eval_kw``: :func:`~lightning_sdc.evaluation.evaluate_synset`'s, with the augmentation of ``dataset``),
+    against the cached full-data accuracy (``full_epochs`` epochs, lr 0.01, the same architecture, network
+    options, batch, augmentation, seed and device). ``syn``: the set's accuracies when this protocol measured them
+    already (``evaluate``'s table: one accuracy per set), else they are trained here."""
     from lightning_sdc.evaluation.protocol import _unpack_synset
     from lightning_sdc.synthetic import random_coreset
 
@@ -234,17 +203,15 @@ def label_robust_metrics(
     _, targets, set_lr, _ = _unpack_synset(synset)
     if targets.dim() != 1:
         raise ValueError("HLR/IOR here are DD-Ranking's hard-label metrics; this set has soft labels")
-    lr = lr if lr is not None else (set_lr if set_lr is not None else 0.01)
-    kw = dict(arch=arch, num_models=num_models, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment,
-              dsa_strategy=dsa_strategy, seed=seed, device=device, arch_kwargs=arch_kwargs, compiled=compiled)
+    kw = {"arch": "ConvNet", "augment": "dsa", "device": "cpu", **eval_kw}
+    kw["lr"] = kw["lr"] if kw.get("lr") is not None else (set_lr if set_lr is not None else 0.01)
     syn = list(syn) if syn is not None else evaluate_synset(synset, test, **kw).accuracies
     real = SimpleNamespace(name=dataset, train_images=train[0], train_labels=train[1], mean=None, std=None,
                            num_classes=int(train[1].max()) + 1, class_names=None)
     rdm = evaluate_synset(random_coreset(real, ipc, seed=random_seed), test, **kw).accuracies
-    full = full_data_accuracy(train, test, dataset=dataset, arch=arch, arch_kwargs=arch_kwargs,
-                              epochs=full_epochs, batch_size=batch_size, augment=augment, dsa_strategy=dsa_strategy,
-                              seed=seed, device=device, cache_dir=cache_dir)
-    return LabelRobustResult(arch=arch, syn=syn, random=list(rdm), full=full, weight=weight)
+    full = full_data_accuracy(train, test, dataset=dataset, epochs=full_epochs, cache_dir=cache_dir, **{
+        k: kw[k] for k in ("arch", "arch_kwargs", "batch_size", "augment", "dsa_strategy", "seed", "device") if k in kw})
+    return LabelRobustResult(arch=kw["arch"], syn=syn, random=list(rdm), full=full, weight=weight)
 
 
 def metrics_markdown(results: Sequence[LabelRobustResult], metrics: Sequence[str], title: str | None = None) -> str:

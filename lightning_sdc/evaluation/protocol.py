@@ -162,21 +162,10 @@ def gather_results(local: Mapping[int, T], num_jobs: int, error: BaseException |
 
 
 # ---------------------------------------------------------------------------------------------- train and test
-def train_network(
-    net: nn.Module,
-    images: Tensor,
-    targets: Tensor,
-    *,
-    epochs: int,
-    lr: float,
-    batch_size: int = 256,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    augment: Augment | None = None,
-    generator: torch.Generator | None = None,
-    compiled: CompiledNetwork | None = None,
-    on_epoch: Callable[[], None] | None = None,
-) -> nn.Module:
+def train_network(net: nn.Module, images: Tensor, targets: Tensor, *, epochs: int, lr: float, batch_size: int = 256,
+                  momentum: float = 0.9, weight_decay: float = 5e-4, augment: Augment | None = None,
+                  generator: torch.Generator | None = None, compiled: CompiledNetwork | None = None,
+                  on_epoch: Callable[[], None] | None = None) -> nn.Module:
     """Train ``net`` in place on ``(images, targets)`` with DC ``utils.py:evaluate_synset``'s schedule
     (:meth:`~lightning_sdc.training.Schedule.dc_evaluation`), drawing batch order and augmentation from
     ``generator``; ``compiled``: the loss through its compiled pass. ``on_epoch`` after each of the ``epochs + 1``
@@ -398,22 +387,11 @@ def _check_same_data(synset: Any, test: Any, set_dataset: str, test_dataset: str
         )
 
 
-def make_protocol(
-    synset: Any,
-    test: Any,
-    *,
-    arch_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-    epochs: int = 300,
-    lr: float | None = None,
-    batch_size: int = 256,
-    augment: str = "dsa",
-    dsa_strategy: str | None = None,
-    device: str | torch.device | None = None,
-    num_classes: int | None = None,
-    stacked: int = 1,
-    compiled: bool | None = None,
-    test_bf16: bool = False,
-) -> Protocol:
+def make_protocol(synset: Any, test: Any, *, arch_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+                  epochs: int = 300, lr: float | None = None, batch_size: int = 256, augment: str = "dsa",
+                  dsa_strategy: str | None = None, device: str | torch.device | None = None,
+                  num_classes: int | None = None, stacked: int = 1, compiled: bool | None = None,
+                  test_bf16: bool = False) -> Protocol:
     """The checked :class:`Protocol` of ``synset`` tested on ``test`` (arguments as :func:`evaluate_synset`;
     ``arch_kwargs`` per architecture name)."""
     images, targets, set_lr, set_dataset = _unpack_synset(synset)
@@ -455,20 +433,10 @@ def make_protocol(
                     float(lr), batch_size, compiled, stacked, test_bf16)
 
 
-def evaluate_table(
-    synset: Any,
-    test: Any,
-    archs: Sequence[str] = CROSS_ARCHS,
-    *,
-    num_models: int = 5,
-    models: Sequence[int] | None = None,
-    seed: int = 0,
-    key: Sequence[int] | None = None,
-    distributed: bool = False,
-    keep_going: bool = False,
-    on_epoch: Callable[[], None] | None = None,
-    **protocol: Any,
-) -> tuple[list[EvalResult], list[tuple[str, str]]]:
+def evaluate_table(synset: Any, test: Any, archs: Sequence[str] = CROSS_ARCHS, *, num_models: int = 5,
+                   models: Sequence[int] | None = None, seed: int = 0, key: Sequence[int] | None = None,
+                   distributed: bool = False, keep_going: bool = False, on_epoch: Callable[[], None] | None = None,
+                   **protocol: Any) -> tuple[list[EvalResult], list[tuple[str, str]]]:
     """Train and test ``num_models`` networks (or ``models``) of every architecture in ``archs`` on ``synset``.
 
     ``protocol``: the keyword arguments of :func:`make_protocol` (``arch_kwargs`` per architecture name). Network
@@ -496,39 +464,20 @@ def evaluate_table(
     return results, failures
 
 
-def evaluate_synset(
-    synset: Any,
-    test: Any,
-    *,
-    arch: str = "ConvNet",
-    num_models: int = 5,
-    epochs: int = 300,
-    lr: float | None = None,
-    batch_size: int = 256,
-    augment: str = "dsa",
-    dsa_strategy: str | None = None,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    arch_kwargs: dict[str, Any] | None = None,
-    num_classes: int | None = None,
-    models: Sequence[int] | None = None,
-    on_epoch: Callable[[], None] | None = None,
-    stacked: int = 1,
-    compiled: bool | None = None,
-    test_bf16: bool = False,
-    distributed: bool = False,
-) -> EvalResult:
-    """Train ``num_models`` fresh ``arch`` networks on ``synset`` and test each on ``test`` (the engine above).
+def evaluate_synset(synset: Any, test: Any, *, arch: str = "ConvNet", arch_kwargs: dict[str, Any] | None = None,
+                    **protocol: Any) -> EvalResult:
+    """Train ``num_models`` fresh ``arch`` networks on ``synset`` and test each on ``test``: one architecture of
+    :func:`evaluate_table` (its keywords and :func:`make_protocol`'s; ``arch_kwargs`` for ``arch``).
 
     Args:
         synset: a :class:`~lightning_sdc.synthetic.SyntheticSet` or ``(images, targets[, lr])``; soft targets
             are probabilities.
         test: a ``DatasetSpec`` (its test split) or ``(images, labels)``.
         arch: any registered network name.
-        num_models: fresh networks to train (the references use 20 for GM tables, 5 for TM).
-        epochs: 300 (DC without augmentation) or 1000 (DSA / TM), as the references.
+        num_models: fresh networks to train (default 5; the references use 20 for GM tables, 5 for TM).
+        epochs: default 300 (DC without augmentation); 1000 for DSA / TM, as the references.
         lr: training lr; ``None`` uses the set's learned ``syn_lr`` if it has one, else 0.01 (``lr_net``).
-        augment: ``"dsa"`` | ``"dc"`` | ``"none"``.
+        augment: ``"dsa"`` (default) | ``"dc"`` | ``"none"``; batch_size: 256.
         seed: network init and augmentation of model ``i`` draw from a generator seeded by ``(seed, i)``.
         device: where to train (default: the synthetic images' device).
         arch_kwargs: extra keyword arguments for ``build_network`` (e.g. ``width``, ``depth``).
@@ -544,9 +493,5 @@ def evaluate_synset(
     Returns:
         :class:`EvalResult` with one accuracy per model (in the order of ``models``).
     """
-    (result,), _ = evaluate_table(
-        synset, test, [arch], num_models=num_models, models=models, seed=seed, distributed=distributed,
-        on_epoch=on_epoch, arch_kwargs={arch: arch_kwargs or {}}, epochs=epochs, lr=lr, batch_size=batch_size,
-        augment=augment, dsa_strategy=dsa_strategy, device=device, num_classes=num_classes, stacked=stacked,
-        compiled=compiled, test_bf16=test_bf16)
+    (result,), _ = evaluate_table(synset, test, [arch], arch_kwargs={arch: arch_kwargs or {}}, **protocol)
     return result

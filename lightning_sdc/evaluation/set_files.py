@@ -157,13 +157,8 @@ def locate(path: str | os.PathLike) -> tuple[str, Path]:
 
 
 # ---------------------------------------------------------------------------------------------- loading
-def load_set(
-    path: str | os.PathLike,
-    *,
-    dataset: str | None = None,
-    zca: bool | None = None,
-    root: str | os.PathLike | None = None,
-) -> LoadedSet:
+def load_set(path: str | os.PathLike, *, dataset: str | None = None, zca: bool | None = None,
+             root: str | os.PathLike | None = None) -> LoadedSet:
     """Read and check the set at ``path`` (any layout of the module docstring).
 
     Args:

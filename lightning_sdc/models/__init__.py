@@ -36,14 +36,8 @@ def _keywords(name: str) -> dict[str, Any]:
     return {k: p.default for k, p in sig.parameters.items() if k not in _POSITIONAL and p.kind is not p.VAR_KEYWORD}
 
 
-def build_network(
-    name: str,
-    channels: int,
-    num_classes: int,
-    im_size: Sequence[int] = (32, 32),
-    generator: torch.Generator | None = None,
-    **kwargs: Any,
-) -> nn.Module:
+def build_network(name: str, channels: int, num_classes: int, im_size: Sequence[int] = (32, 32),
+                  generator: torch.Generator | None = None, **kwargs: Any) -> nn.Module:
     """Build the registered network ``name`` for ``channels × im_size`` inputs and ``num_classes`` outputs.
 
     Args:

@@ -45,18 +45,8 @@ class ConvNet(nn.Module):
         pooling: ``avgpooling`` | ``maxpooling`` | ``none``.
     """
 
-    def __init__(
-        self,
-        channels: int,
-        num_classes: int,
-        im_size: Sequence[int] = (32, 32),
-        *,
-        width: int = 128,
-        depth: int = 3,
-        act: str = "relu",
-        norm: str = "instancenorm",
-        pooling: str = "avgpooling",
-    ) -> None:
+    def __init__(self, channels: int, num_classes: int, im_size: Sequence[int] = (32, 32), *, width: int = 128,
+                 depth: int = 3, act: str = "relu", norm: str = "instancenorm", pooling: str = "avgpooling") -> None:
         super().__init__()
         name = type(self).__name__
         h, w = check_basic_args(name, channels, num_classes, im_size)

@@ -111,14 +111,8 @@ def unflatten(flat: Tensor, layout: ParamLayout) -> dict[str, Tensor]:
     return layout.unflatten(flat)
 
 
-def functional_forward(
-    module: nn.Module,
-    params: Mapping[str, Tensor] | Tensor,
-    x: Tensor,
-    buffers: Mapping[str, Tensor] | None = None,
-    *,
-    layout: ParamLayout | None = None,
-) -> Tensor:
+def functional_forward(module: nn.Module, params: Mapping[str, Tensor] | Tensor, x: Tensor,
+                       buffers: Mapping[str, Tensor] | None = None, *, layout: ParamLayout | None = None) -> Tensor:
     """``module(x)`` with its parameters replaced by ``params`` (``torch.func.functional_call``).
 
     Args:

@@ -62,16 +62,8 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """DC ``networks.py:ResNet`` (``avg_pool=False``) or ``ResNet_AP`` (``avg_pool=True``) with BasicBlocks."""
 
-    def __init__(
-        self,
-        channels: int,
-        num_classes: int,
-        im_size: Sequence[int] = (32, 32),
-        *,
-        depth: int = 18,
-        norm: str = "instancenorm",
-        avg_pool: bool = False,
-    ) -> None:
+    def __init__(self, channels: int, num_classes: int, im_size: Sequence[int] = (32, 32), *, depth: int = 18,
+                 norm: str = "instancenorm", avg_pool: bool = False) -> None:
         super().__init__()
         if depth not in RESNET_BLOCKS:
             raise ValueError(f"ResNet depth must be one of {sorted(RESNET_BLOCKS)}, got {depth!r}")
