@@ -548,6 +548,42 @@ def _a_file(ctx: Ctx, name: str) -> Path:
     return path
 
 
+def _bad_set(ctx: Ctx, name: str, **changes: Callable[[dict], Any] | Any) -> Path:
+    """A digits IPC-1 set file (``SyntheticSet.to_dict``) with ``changes`` applied (a callable gets the dict)."""
+    d = _blank().to_dict()
+    d.update({k: v(d) if callable(v) else v for k, v in changes.items()})
+    torch.save(d, ctx.tmp / name)
+    return ctx.tmp / name
+
+
+def _console_evaluate(path: Path | str, *extra: str) -> None:
+    _console("evaluate", str(path), "--epochs", "0", "--num_models", "1", *extra)
+
+
+def _image_folder(ctx: Ctx, name: str, size: int = 8) -> Path:
+    """One sub-folder of PNGs per digits class; class 3's image ``size`` × ``size`` pixels."""
+    from torchvision.utils import save_image
+
+    for c in range(10):
+        (ctx.tmp / name / str(c)).mkdir(parents=True, exist_ok=True)
+        save_image(torch.rand(1, size if c == 3 else 8, size if c == 3 else 8), ctx.tmp / name / str(c) / "0.png")
+    return ctx.tmp / name
+
+
+_SET = {"num_classes": 10, "ipc": 1, "image_shape": (1, 8, 8), "dataset": "digits"}
+
+
+def _saved(ctx: Ctx, name: str, obj: Any) -> Path:
+    torch.save(obj, ctx.tmp / name)
+    return ctx.tmp / name
+
+
+def _dir_md(ctx: Ctx) -> Path:
+    """``<tmp>/table`` whose ``table.md`` is a directory."""
+    (ctx.tmp / "table.md").mkdir(exist_ok=True)
+    return ctx.tmp / "table"
+
+
 def _preemption(**kw: Any) -> Any:
     from lightning_sdc.callbacks import PreemptionCheckpoint
 
@@ -812,6 +848,55 @@ CASES: list[BadInput] = [
     BadInput("gradn-workdir-file", "lightning-sdc gradn-curve --workdir <file>",
              lambda c: _console("gradn-curve", "--steps", "1", "--workdir", str(_a_file(c, "f5"))),
              ConsoleError, ("--workdir", "f5", "is an existing file", "1 error line")),
+    BadInput("evaluate-int8", "lightning-sdc evaluate <a set file whose images are int8>",
+             lambda c: _console_evaluate(_bad_set(c, "int8.pt", images=lambda d: d["images"].to(torch.int8))),
+             ConsoleError, ("int8.pt", "dtype torch.int8", "allowed:", "float16, bfloat16, float32 or float64",
+                            "1 error line"), "load"),
+    BadInput("evaluate-complex", "lightning-sdc evaluate <a set file whose images are complex>",
+             lambda c: _console_evaluate(_bad_set(c, "cplx.pt", images=lambda d: d["images"].to(torch.complex64))),
+             ConsoleError, ("cplx.pt", "dtype torch.complex64", "float16, bfloat16, float32 or float64",
+                            "1 error line"), "load"),
+    BadInput("evaluate-1e30", "lightning-sdc evaluate <a set file whose pixels are 1e30>",
+             lambda c: _console_evaluate(_bad_set(c, "huge.pt", images=torch.full((10, 1, 8, 8), 1e30))),
+             ConsoleError, ("huge.pt", "|x| = 1e+30", "allowed: |x| <= 1000", "1 error line"), "load"),
+    BadInput("evaluate-labels-all-0", "lightning-sdc evaluate <a 10-class IPC-1 set whose labels are all 0>",
+             lambda c: _console_evaluate(_bad_set(c, "zeros.pt", labels=torch.zeros(10, dtype=torch.long))),
+             ConsoleError, ("zeros.pt", "not class-major", "row 1 has label 0, expected 1", "allowed:",
+                            "1 error line"), "load"),
+    BadInput("evaluate-protocol-models-0", "lightning-sdc evaluate <a set recording eval_protocol num_models 0>",
+             lambda c: _console("evaluate", str(_bad_set(c, "p0.pt", eval_protocol={"num_models": 0}))),
+             ConsoleError, ("p0.pt", "recorded eval_protocol num_models=0", "allowed: an integer >= 1",
+                            "1 error line"), "load"),
+    BadInput("evaluate-protocol-epochs-neg", "lightning-sdc evaluate <a set recording eval_protocol epochs -5>",
+             lambda c: _console("evaluate", str(_bad_set(c, "pm5.pt", eval_protocol={"epochs": -5}))),
+             ConsoleError, ("pm5.pt", "recorded eval_protocol epochs=-5", "allowed: an integer >= 0",
+                            "1 error line"), "load"),
+    BadInput("evaluate-lr-neg", "lightning-sdc evaluate <set> --lr -1",
+             lambda c: _console_evaluate(_synset_file(c, "ok1", **_SET), "--lr", "-1"), ConsoleError,
+             ("lr=-1.0", "allowed: a finite number > 0", "1 error line")),
+    BadInput("evaluate-archs-twice", "lightning-sdc evaluate <set> --archs ConvNet ConvNet",
+             lambda c: _console_evaluate(_synset_file(c, "ok2", **_SET), "--archs", "ConvNet", "ConvNet"),
+             ConsoleError, ("names ConvNet more than once", "allowed: each architecture once", "1 error line")),
+    BadInput("evaluate-out-under-file", "lightning-sdc evaluate <set> --out <file>/res",
+             lambda c: _console_evaluate(_synset_file(c, "ok3", **_SET), "--out", str(_a_file(c, "f6") / "res")),
+             ConsoleError, ("--out=", "f6/res.md", "lies under the file", "allowed:", "1 error line")),
+    BadInput("evaluate-out-directory", "lightning-sdc evaluate <set> --out <d> where <d>.md is a directory",
+             lambda c: _console_evaluate(_synset_file(c, "ok4", **_SET), "--out", str(_dir_md(c))),
+             ConsoleError, ("--out=", "table.md", "is a directory", "1 error line")),
+    BadInput("coreset-out-under-file", "lightning-sdc coreset --method random --dataset digits --ipc 1 --out <file>/x",
+             lambda c: _console("coreset", "--method", "random", "--dataset", "digits", "--ipc", "1", "--out",
+                                str(_a_file(c, "f7") / "sets")),
+             ConsoleError, ("--out", "f7/sets", "cannot be created", "1 error line")),
+    BadInput("evaluate-folder-size", "lightning-sdc evaluate <folder of images, one 9×9> --dataset digits",
+             lambda c: _console_evaluate(_image_folder(c, "folder9", 9), "--dataset", "digits"), ConsoleError,
+             ("3/0.png", "9×9 pixels", "allowed: 8×8", "1 error line"), "load"),
+    BadInput("evaluate-folder-no-dataset", "lightning-sdc evaluate <folder of images> (no --dataset)",
+             lambda c: _console_evaluate(_image_folder(c, "folder8")), ConsoleError,
+             ("folder8", "records no dataset", "--dataset NAME", "1 error line"), "load"),
+    BadInput("evaluate-dc-res-data", "lightning-sdc evaluate <res_DC_digits_ConvNet_1ipc.pt whose 'data' is a str>",
+             lambda c: _console_evaluate(_saved(c, "res_DC_digits_ConvNet_1ipc.pt", {"data": "x"})), ConsoleError,
+             ("res_DC_digits_ConvNet_1ipc.pt", "not DC's list of [image_syn, label_syn] pairs", "1 error line"),
+             "load"),
     BadInput("evaluate-cli-shape", "lightning-sdc evaluate <a 28x28 set whose metadata says digits>",
              lambda c: _evaluate_cli(_synset_file(c, "wrong_shape", num_classes=10, ipc=1, image_shape=(1, 28, 28),
                                                   dataset="digits")),

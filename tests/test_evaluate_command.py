@@ -424,3 +424,22 @@ def test_dc_result_files_and_image_folders_are_scored(tmp_path, digits_set):
     save_image(torch.zeros(1, 9, 9), folder / "3" / "0.png")
     code, out, err = _lightning_sdc("evaluate", str(folder), "--dataset", "digits")
     assert code == 1 and "3/0.png: an image of 9×9 pixels; allowed: 8×8, the size of dataset 'digits'" in err
+
+
+def test_out_on_a_read_only_filesystem_is_refused_before_training(tmp_path, digits_set, monkeypatch):
+    """#25 item 6: a read-only ``--out`` directory (a read-only tmpfs: needs root) fails before any network."""
+    import subprocess
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(ro)], capture_output=True).returncode:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    try:
+        path = digits_set.save(tmp_path / "synset.pt")
+        spy = Spy()
+        monkeypatch.setattr(cmd, "evaluate_table", spy)
+        with pytest.raises(ValueError, match=r"--out='.*ro/res\.md' is not writable"):
+            run(["evaluate", str(path), "--out", str(ro / "res")])
+        assert spy.calls == []
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)
