@@ -1,11 +1,10 @@
 """Reproduction harness: run a named grid of paper cells with and without SDC, resumable cell by cell.
 
-``lightning-sdc reproduce --grid fmnist-cpu`` (``make reproduce GRID=fmnist-cpu``, ``python -m
-lightning_sdc.experiments --grid fmnist-cpu``) runs every cell of the grid — method × dataset × IPC × {baseline
-(λ = 0), SDC (the config's λ)} — for each seed: it distils through the same LightningCLI path as ``lightning-sdc
-fit`` (the cell's packaged config plus the trainer preset), then trains ``eval_num_models`` fresh networks on the
-final synthetic set with the method's own evaluation protocol, each phase under a progress bar. Each finished cell
-is cached as ``<out>/<grid>/<cell>.json`` (``--out``, default ``runs/reproduce``; written atomically) and skipped
+``lightning-sdc reproduce --grid fmnist-cpu`` (``make reproduce GRID=fmnist-cpu``) runs every cell of the grid —
+method × dataset × IPC × {baseline (λ = 0), SDC (the config's λ)} — for each seed: it distils through the same
+LightningCLI path as ``lightning-sdc fit`` (the cell's packaged config plus the trainer preset), then trains
+``eval_num_models`` fresh networks on the final synthetic set with the method's own evaluation protocol, each phase
+under a progress bar. Each finished cell is cached as ``<out>/<grid>/<cell>.json`` (``--out``, default ``runs/reproduce``; written atomically) and skipped
 on the next run; ``<out>/<grid>.md`` / ``.csv`` are rewritten after every cell with mean ± std over all evaluation
 models of all seeds, the number of models, the iterations actually run, wall time, the machine and the paper's
 number.
@@ -22,7 +21,6 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,36 +38,33 @@ from lightning_sdc.progress import progress, quiet_lightning, update_callback
 #: the method name of a Random-baseline cell (no distillation; evaluated with its config's protocol)
 RANDOM = "random"
 
-#: the paper's Table 1 (GM) and Table 2 (TM): (method, dataset, ipc) -> (baseline, +SDC), accuracy in %
-PAPER: dict[tuple[str, str, int], tuple[float | None, float | None]] = {
-    **{("dc", d, i): v for (d, i), v in {
-        ("mnist", 1): (91.8, 92.0), ("mnist", 10): (97.4, 97.5), ("mnist", 50): (98.5, 98.9),
-        ("fashionmnist", 1): (70.3, 70.7), ("fashionmnist", 10): (82.1, 82.4), ("fashionmnist", 50): (83.6, 84.7),
-        ("svhn", 1): (31.1, 31.4), ("svhn", 10): (75.3, 76.0), ("svhn", 50): (82.1, 82.3)}.items()},
-    **{("dsa", d, i): v for (d, i), v in {
-        ("mnist", 1): (88.9, 89.2), ("mnist", 10): (97.2, 97.3), ("mnist", 50): (99.1, 99.2),
-        ("fashionmnist", 1): (70.1, 70.5), ("fashionmnist", 10): (84.7, 84.8), ("fashionmnist", 50): (88.7, 88.9),
-        ("svhn", 1): (29.4, 30.6), ("svhn", 10): (79.2, 79.4), ("svhn", 50): (84.3, 85.3)}.items()},
-    **{("dsac", d, i): v for (d, i), v in {
-        ("mnist", 1): (89.2, 89.7), ("mnist", 10): (97.7, 97.8), ("mnist", 50): (98.8, 98.9),
-        ("fashionmnist", 1): (71.8, 72.2), ("fashionmnist", 10): (84.9, 85.1), ("fashionmnist", 50): (88.5, 88.7),
-        ("svhn", 1): (47.5, 48.1), ("svhn", 10): (80.1, 80.4), ("svhn", 50): (87.3, 87.4)}.items()},
-    **{("mtt", d, i): v for (d, i), v in {
-        ("cifar10", 1): (45.8, 46.2), ("cifar10", 10): (64.7, 65.3), ("cifar10", 50): (71.5, 71.8),
-        ("cifar100", 1): (23.9, 24.3), ("cifar100", 10): (38.7, 38.8), ("cifar100", 50): (47.3, 47.3),
-        ("tinyimagenet", 1): (8.3, 8.5), ("tinyimagenet", 10): (20.6, 20.7), ("tinyimagenet", 50): (28.0, 28.0)}.items()},
-    **{("ftd", d, i): v for (d, i), v in {
-        ("cifar10", 1): (46.7, 47.2), ("cifar10", 10): (65.2, 66.4), ("cifar10", 50): (72.2, 73.3),
-        ("cifar100", 1): (25.1, 25.4), ("cifar100", 10): (42.5, 42.6), ("cifar100", 50): (50.3, 50.5),
-        ("tinyimagenet", 1): (10.9, 11.2), ("tinyimagenet", 10): (21.8, 22.2)}.items()},
-    **{("tesla", d, i): v for (d, i), v in {
-        ("cifar10", 1): (47.4, 47.9), ("cifar10", 10): (65.0, 65.3), ("cifar10", 50): (71.4, 71.8),
-        ("cifar100", 1): (23.9, 24.2), ("cifar100", 10): (35.8, 35.9), ("cifar100", 50): (44.9, 45.0)}.items()},
-    **{("datm", d, i): v for (d, i), v in {
-        ("cifar10", 1): (46.1, 46.4), ("cifar10", 10): (66.4, 66.6), ("cifar10", 50): (75.9, 76.1),
-        ("cifar100", 1): (27.7, 28.0), ("cifar100", 10): (47.6, 47.8), ("cifar100", 50): (52.1, 52.5),
-        ("tinyimagenet", 1): (17.1, 17.4), ("tinyimagenet", 10): (30.1, 30.7), ("tinyimagenet", 50): (39.7, 39.9)}.items()},
-}
+#: the paper's Table 1 (GM) and Table 2 (TM): method, dataset, then (baseline, +SDC) accuracy in % at IPC 1, 10, 50
+_PAPER_ROWS = """
+dc mnist 91.8 92 97.4 97.5 98.5 98.9
+dc fashionmnist 70.3 70.7 82.1 82.4 83.6 84.7
+dc svhn 31.1 31.4 75.3 76 82.1 82.3
+dsa mnist 88.9 89.2 97.2 97.3 99.1 99.2
+dsa fashionmnist 70.1 70.5 84.7 84.8 88.7 88.9
+dsa svhn 29.4 30.6 79.2 79.4 84.3 85.3
+dsac mnist 89.2 89.7 97.7 97.8 98.8 98.9
+dsac fashionmnist 71.8 72.2 84.9 85.1 88.5 88.7
+dsac svhn 47.5 48.1 80.1 80.4 87.3 87.4
+mtt cifar10 45.8 46.2 64.7 65.3 71.5 71.8
+mtt cifar100 23.9 24.3 38.7 38.8 47.3 47.3
+mtt tinyimagenet 8.3 8.5 20.6 20.7 28 28
+ftd cifar10 46.7 47.2 65.2 66.4 72.2 73.3
+ftd cifar100 25.1 25.4 42.5 42.6 50.3 50.5
+ftd tinyimagenet 10.9 11.2 21.8 22.2
+tesla cifar10 47.4 47.9 65 65.3 71.4 71.8
+tesla cifar100 23.9 24.2 35.8 35.9 44.9 45
+datm cifar10 46.1 46.4 66.4 66.6 75.9 76.1
+datm cifar100 27.7 28 47.6 47.8 52.1 52.5
+datm tinyimagenet 17.1 17.4 30.1 30.7 39.7 39.9
+"""
+PAPER: dict[tuple[str, str, int], tuple[float, float]] = {
+    (m, d, ipc): (float(acc[2 * k]), float(acc[2 * k + 1]))
+    for m, d, *acc in (row.split() for row in _PAPER_ROWS.strip().splitlines())
+    for k, ipc in enumerate((1, 10, 50)) if 2 * k < len(acc)}
 
 
 @dataclass(frozen=True)
@@ -416,14 +411,3 @@ def reproduce_command(
 
 
 reproduce_command.prepare_args = list_options("--seeds", "--only")  # type: ignore[attr-defined]  # `--seeds 0 1 2`
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m lightning_sdc.experiments [options]`` = ``lightning-sdc reproduce [options]``."""
-    from lightning_sdc.cli import main as cli_main
-
-    cli_main(["reproduce", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """The GraDN curve of a distillation run with and without SDC (the paper's Figure 1a for GM, 1c for TM).
 
-``lightning-sdc gradn-curve`` (``python -m lightning_sdc.gradn_curve``) runs one method config twice from
+``lightning-sdc gradn-curve`` runs one method config twice from
 the same seed — λ = 0 and λ = ``--sdc_lambda`` (eq. 11 for GM, eq. 12 for TM) — with a :class:`~lightning_sdc.callbacks.GraDNTracker`
 attached, and writes
 
@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,16 +62,6 @@ class LoggedScalarRecorder(pl.Callback):
             self.values.append(float(value))
 
 
-def build_run(
-    config: Path, sdc_lambda: float, seed: int
-) -> tuple[pl.LightningModule, pl.LightningDataModule]:
-    """The method and DataModule of ``config`` with λ and the seed overridden (parsed as ``lightning-sdc fit``)."""
-    from lightning_sdc.cli import build_in_memory_cli
-
-    cli = build_in_memory_cli([config], seed, [f"--model.init_args.sdc_lambda={sdc_lambda}"])
-    return cli.model, cli.datamodule
-
-
 def track_run(
     config: Path,
     sdc_lambda: float,
@@ -89,9 +77,13 @@ def track_run(
     accelerator: str,
     workdir: Path,
 ) -> dict[str, Any]:
-    """Distil ``steps`` updates with the tracker attached; the curve (measured at step 0, every ``every``
-    steps and at the last step), the in-loop gradient norms and the wall time."""
-    module, datamodule = build_run(config, sdc_lambda, seed)
+    """Distil ``steps`` updates of ``config`` (parsed as ``lightning-sdc fit``, λ and the seed overridden) with the
+    tracker attached; the curve (measured at step 0, every ``every`` steps and at the last step), the in-loop
+    gradient norms and the wall time."""
+    from lightning_sdc.cli import build_in_memory_cli
+
+    cli = build_in_memory_cli([config], seed, [f"--model.init_args.sdc_lambda={sdc_lambda}"])
+    module, datamodule = cli.model, cli.datamodule
     tracker = GraDNTracker(
         every=every, num_networks=networks, ema=ema, source=source, method=method,
         train_epochs=train_epochs, seed=seed, dirpath=str(workdir),
@@ -248,14 +240,3 @@ def gradn_curve_command(
     paths["summary"] = atomic_write_text("\n".join(lines) + "\n", workdir_path / "summary.txt")
     print("\n".join(lines))
     return [str(p) for p in paths.values()]
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m lightning_sdc.gradn_curve [options]`` = ``lightning-sdc gradn-curve [options]``."""
-    from lightning_sdc.cli import main as cli_main
-
-    cli_main(["gradn-curve", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    main()

@@ -68,12 +68,6 @@ def quiet_lightning() -> Iterator[None]:
                 logging.getLogger(name).setLevel(level)
 
 
-def set_quiet(quiet: bool) -> None:
-    """Silence (``True``) or re-enable every bar of this package for the rest of the process."""
-    global _quiet
-    _quiet = bool(quiet)
-
-
 @contextlib.contextmanager
 def quiet_mode(quiet: bool = True) -> Iterator[None]:
     """Within the block, bars are silent if ``quiet`` (the previous setting is restored afterwards)."""
@@ -113,34 +107,17 @@ def trainer_progress_enabled(trainer: Any) -> bool:
     return progress_enabled()
 
 
-def progress(
-    iterable: Iterable[Any] | None = None,
-    *,
-    total: float | None = None,
-    desc: str | None = None,
-    unit: str = "it",
-    quiet: bool | None = None,
-    enabled: bool | None = None,
-    leave: bool = False,
-    **kwargs: Any,
-) -> tqdm:
+def progress(iterable: Iterable[Any] | None = None, *, total: float | None = None, desc: str | None = None,
+             unit: str = "it", quiet: bool | None = None, enabled: bool | None = None, leave: bool = False,
+             **kwargs: Any) -> tqdm:
     """A :class:`tqdm` bar over ``iterable`` (or with ``total`` for manual ``update``), silent unless
     :func:`progress_enabled` (or ``enabled``, when given, decides instead).
 
     ``leave=False`` by default: a finished bar is erased, so the command's result is what stays on screen.
     """
     on = progress_enabled(quiet) if enabled is None else bool(enabled) and progress_enabled(quiet)
-    return tqdm(
-        iterable,
-        total=total,
-        desc=desc,
-        unit=unit,
-        leave=leave,
-        disable=not on,
-        file=sys.stderr,
-        dynamic_ncols=True,
-        **kwargs,
-    )
+    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, disable=not on, file=sys.stderr,
+                dynamic_ncols=True, **kwargs)
 
 
 def update_callback(bar: tqdm) -> Any:
@@ -191,16 +168,5 @@ def advance(n: int = 1) -> None:
         _phases[-1].update(n)
 
 
-__all__ = [
-    "ENV_QUIET",
-    "advance",
-    "bare_flags",
-    "phase",
-    "progress",
-    "progress_enabled",
-    "quiet_mode",
-    "quiet_lightning",
-    "set_quiet",
-    "trainer_progress_enabled",
-    "update_callback",
-]
+__all__ = ["ENV_QUIET", "advance", "bare_flags", "phase", "progress", "progress_enabled", "quiet_lightning", "quiet_mode",
+           "trainer_progress_enabled", "update_callback"]

@@ -26,6 +26,13 @@ from lightning_sdc.compare.runner import RunSpec, parse_vary, resolve, run_all
 TRAINER_CONFIG = "configs/trainer/cpu.yaml"  # a packaged config name (works from any directory)
 
 
+def _check_int(name: str, value: object, low: int, what: str = "", optional: bool = False) -> None:
+    """Refuse ``value`` unless it is an integer >= ``low`` (or ``None`` when ``optional``), naming ``name``."""
+    if (value is None and optional) or (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+        return
+    raise ValueError(f"{name}={value!r}: {what or f'expected an integer >= {low}'}")
+
+
 def _override(item: str) -> str:
     item = item.strip()
     key = item.removeprefix("--").partition("=")[0]
@@ -49,17 +56,12 @@ def plan(
     """The runs of a comparison, seed-major (every value of seed 0, then of seed 1, …), validated before any
     compute."""
     key, values = parse_vary(vary)
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
-        raise ValueError(f"seeds={seeds!r}: a paired comparison needs an integer >= 2 seeds")
-    if isinstance(first_seed, bool) or not isinstance(first_seed, int) or first_seed < 0:
-        raise ValueError(f"first_seed={first_seed!r}: expected an integer >= 0")
-    for name, v in (("num_models", num_models), ("epochs", epochs)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "num_models" else 0)):
-            raise ValueError(f"{name}={v!r}: expected an integer >= {1 if name == 'num_models' else 0} (or None: the config's)")
-    if test_size is not None and (isinstance(test_size, bool) or not isinstance(test_size, int) or test_size < 1):
-        raise ValueError(f"test_size={test_size!r}: expected an integer >= 1 (or None: the whole test split)")
-    if isinstance(gradn_networks, bool) or not isinstance(gradn_networks, int) or gradn_networks < 0:
-        raise ValueError(f"gradn_networks={gradn_networks!r}: expected an integer >= 0 (0: no GraDN)")
+    _check_int("seeds", seeds, 2, "a paired comparison needs an integer >= 2 seeds")
+    _check_int("first_seed", first_seed, 0)
+    for name, v, low in (("num_models", num_models, 1), ("epochs", epochs, 0)):
+        _check_int(name, v, low, f"expected an integer >= {low} (or None: the config's)", optional=True)
+    _check_int("test_size", test_size, 1, "expected an integer >= 1 (or None: the whole test split)", optional=True)
+    _check_int("gradn_networks", gradn_networks, 0, "expected an integer >= 0 (0: no GraDN)")
     configs = [c for c in (trainer_config, cell) if c]
     for c in configs:
         resolve(c)  # a file or a packaged config name; else one line naming it and the closest names
@@ -130,10 +132,8 @@ def compare_command(
         from lightning_sdc.evaluation.ddranking import check_weight
 
         check_weight(ddranking_weight)
-        if isinstance(full_data_epochs, bool) or not isinstance(full_data_epochs, int) or full_data_epochs < 1:
-            raise ValueError(f"full_data_epochs={full_data_epochs!r}: expected an integer >= 1")
-    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 100:
-        raise ValueError(f"bootstrap={bootstrap!r}: expected an integer >= 100 resamples")
+        _check_int("full_data_epochs", full_data_epochs, 1)
+    _check_int("bootstrap", bootstrap, 100, "expected an integer >= 100 resamples")
     specs = plan(cell, vary, seeds, first_seed, trainer_config, overrides, num_models, epochs, gradn_networks,
                  test_size)
     key, values = parse_vary(vary)
@@ -162,13 +162,3 @@ def compare_command(
 
 
 compare_command.prepare_args = list_options("--overrides")  # type: ignore[attr-defined]  # `--overrides a=1 b=2`
-
-
-def main(argv: list[str] | None = None) -> None:
-    from jsonargparse import auto_cli
-
-    auto_cli(compare_command, args=argv, as_positional=False)
-
-
-if __name__ == "__main__":
-    main()

@@ -24,7 +24,7 @@ import numpy as np
 
 from lightning_sdc.compare.runner import RunResult
 from lightning_sdc.compare.stats import PairedSummary, summarise_pairs
-from lightning_sdc.io import atomic_write, atomic_write_text
+from lightning_sdc.io import atomic_write_text
 
 
 @dataclass
@@ -224,10 +224,9 @@ def runs_csv(study: Study) -> str:
 
 def plot(study: Study, path: str | Path) -> Path:
     """Per-seed lines across the values (left), paired differences with the mean and both intervals (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+
+    from lightning_sdc.figures import save_figure
 
     seeds, leaf = study.seeds(), _leaf(study.key)
     xs = np.arange(len(study.values))
@@ -259,10 +258,7 @@ def plot(study: Study, path: str | Path) -> Path:
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path, dpi=110)
 
 
 def sets_figure(study: Study, runs_dir: str | Path, path: str | Path) -> Path:

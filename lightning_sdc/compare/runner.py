@@ -48,6 +48,8 @@ from lightning_sdc.progress import progress, quiet_lightning, update_callback
 
 #: a CLI key: dotted identifiers (``model.init_args.sdc_lambda``, ``trainer.max_steps``)
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+#: the record of a run's pieces, in its run directory
+SEGMENTS = "segments.json"
 #: bump when the meaning of a cached run file changes
 RUN_FORMAT = 1
 
@@ -223,12 +225,8 @@ class SetSnapshots(pl.Callback):
         self._write(trainer, pl_module)
 
 
-def _segments_path(run_dir: Path) -> Path:
-    return run_dir / "segments.json"
-
-
 def read_segments(run_dir: Path) -> list[dict[str, Any]]:
-    path = _segments_path(run_dir)
+    path = run_dir / SEGMENTS
     if not path.exists():
         return []
     try:
@@ -266,7 +264,7 @@ def distil(spec: RunSpec, run_dir: Path) -> tuple[Any, list[int]]:
         if snapshots.start_step is not None and cli.trainer.global_step > snapshots.start_step:
             segment.update(from_step=snapshots.start_step, to_step=int(cli.trainer.global_step),
                            seconds=round(time.perf_counter() - t0, 1))
-            atomic_write_text(json.dumps([*segments, segment], indent=1), _segments_path(run_dir))
+            atomic_write_text(json.dumps([*segments, segment], indent=1), run_dir / SEGMENTS)
     return cli, points
 
 

@@ -82,8 +82,6 @@ def theory_command(
     use_file_backend()
     with quiet_mode(quiet), progress(total=work_units(settings), desc=f"fig{figure}", unit="pt") as bar:
         paths = make_figure(figure, out, settings, progress=bar.update)
-    for p in paths:
-        print(f"wrote {p}")
     return [str(p) for p in paths]
 
 

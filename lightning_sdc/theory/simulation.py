@@ -107,12 +107,7 @@ def simulate(
     Raises:
         ValueError: bad arguments, or a non-separable kept set (names the point).
     """
-    alpha, f, mode, angle_deg = (
-        check_alpha(alpha),
-        check_fraction(f),
-        check_mode(mode),
-        check_angle(angle_deg),
-    )
+    alpha, f, mode, angle_deg = check_alpha(alpha), check_fraction(f), check_mode(mode), check_angle(angle_deg)
     if int(d) != d or d < 2:
         raise ValueError(f"dimension d={d!r} must be an integer >= 2")
     if int(repeats) != repeats or repeats < 2:
@@ -140,16 +135,5 @@ def simulate(
             ) from exc
         R[i], rho[i] = w @ teacher, w @ probe
         eps[i] = math.acos(min(1.0, R[i])) / math.pi
-    return SimulationResult(
-        float(eps.mean()),
-        float(eps.std(ddof=1) / math.sqrt(repeats)),
-        float(R.mean()),
-        float(kappa.mean()),
-        float(rho.mean()),
-        alpha,
-        f,
-        mode,
-        angle_deg,
-        d,
-        repeats,
-    )
+    return SimulationResult(float(eps.mean()), float(eps.std(ddof=1) / math.sqrt(repeats)), float(R.mean()),
+                            float(kappa.mean()), float(rho.mean()), alpha, f, mode, angle_deg, d, repeats)

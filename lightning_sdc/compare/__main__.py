@@ -1,5 +1,0 @@
-"""``python -m lightning_sdc.compare`` = ``lightning-sdc compare``."""
-
-from lightning_sdc.compare.command import main
-
-main()
