@@ -262,30 +262,35 @@ def lock_path(trainer: Any) -> Path:
 
 
 def lock_run_dir(path: str | os.PathLike) -> Path:
-    """Hold an exclusive ``flock`` on ``path`` until :func:`unlock_run_dir` or the process ends.
+    """Hold an exclusive ``flock`` on ``path`` until :func:`unlock_run_dir` (which removes the file) or the process
+    ends (the kernel drops the lock even on SIGKILL; the file may stay, the lock not).
 
     Raises :class:`RuntimeError` naming the holder (pid, host) when another live process holds it. Idempotent
-    within a process. A process that dies (even by SIGKILL) releases the lock: the file may stay, the lock not.
+    within a process.
     """
     path = Path(path).absolute()
     if path in _HELD:
         return path
     try:
         import fcntl
-    except ImportError:  # no flock (Windows): no protection, as before
+    except ImportError:  # no flock (Windows): no protection
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(path, "a+")  # noqa: SIM115 - held open for the life of the run
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fh.seek(0)
-        holder = fh.read().strip() or "another process"
-        fh.close()
-        raise RuntimeError(
-            f"another live run ({holder}) is writing into {path.parent} (lock {path.name}); give this run its own "
-            "--trainer.default_root_dir, or wait for that run to end"
-        ) from None
+    while True:
+        fh = open(path, "a+")  # noqa: SIM115 - held open for the life of the run
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise RuntimeError(
+                f"another live run ({holder}) is writing into {path.parent} (lock {path.name}); give this run its "
+                "own --trainer.default_root_dir, or wait for that run to end"
+            ) from None
+        if path.exists() and os.path.samestat(os.fstat(fh.fileno()), path.stat()):
+            break
+        fh.close()  # the file was removed by the holder that released it: lock the new one
     fh.seek(0)
     fh.truncate()
     fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
@@ -295,11 +300,11 @@ def lock_run_dir(path: str | os.PathLike) -> Path:
 
 
 def unlock_run_dir(path: str | os.PathLike | None = None) -> None:
-    """Release ``path`` (default: every lock this process holds)."""
-    paths = list(_HELD) if path is None else [Path(path).absolute()]
-    for p in paths:
+    """Release ``path`` (default: every lock this process holds) and remove its file."""
+    for p in list(_HELD) if path is None else [Path(path).absolute()]:
         fh = _HELD.pop(p, None)
         if fh is not None:
+            p.unlink(missing_ok=True)  # while still held: a waiting process sees the file is gone
             fh.close()
 
 

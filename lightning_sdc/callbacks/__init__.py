@@ -1,4 +1,5 @@
-"""Callbacks: ASDC λ ramp, evaluation, GraDN tracking, image logging and export, pre-emption checkpoints."""
+"""Callbacks: ASDC λ ramp, evaluation, GraDN tracking, image logging and export, pre-emption
+checkpoints, the bar of ``fit`` (updates)."""
 
 from lightning_sdc.callbacks.asdc import RAMP_SHAPES, ASDCRamp, asdc_lambda
 from lightning_sdc.callbacks.cross_arch import CrossArchEvaluation
@@ -11,6 +12,7 @@ from lightning_sdc.callbacks.gradn import (
 )
 from lightning_sdc.callbacks.images import SyntheticImageLogger, SyntheticSetExporter
 from lightning_sdc.callbacks.preemption import Preempted, PreemptionCheckpoint
+from lightning_sdc.callbacks.progress_bar import UpdateProgressBar
 
 __all__ = [
     "RAMP_SHAPES",
@@ -21,6 +23,7 @@ __all__ = [
     "PreemptionCheckpoint",
     "SyntheticImageLogger",
     "SyntheticSetExporter",
+    "UpdateProgressBar",
     "asdc_lambda",
     "curve_summary",
     "ema_smooth",
