@@ -5,13 +5,7 @@ import math
 import pytest
 import torch
 
-from lightning_sdc.matching import (
-    batched_grad_norm,
-    batched_gradient_distance,
-    gradient_distance,
-    layerwise_distance,
-    sdc_term,
-)
+from lightning_sdc.matching import gradient_distance
 
 
 def cosdist(a, b):
@@ -25,7 +19,7 @@ def test_ours_conv_weight_is_rowwise_per_output_channel():
     gs = torch.tensor([[[[1.0, 0.0]], [[2.0, 0.0]]], [[[1.0, 1.0]], [[0.0, 1.0]]]])
     gr = torch.tensor([[[[0.0, 1.0]], [[1.0, 0.0]]], [[[2.0, 2.0]], [[0.0, -1.0]]]])
     expected = cosdist([0, 1, 1, 0], [1, 0, 2, 0]) + cosdist([2, 2, 0, -1], [1, 1, 0, 1])
-    assert layerwise_distance(gs, gr).item() == pytest.approx(expected, abs=1e-6)
+    assert gradient_distance([gs], [gr]).item() == pytest.approx(expected, abs=1e-6)
     # one cosine per layer would differ: the row-wise sum is what distance_wb computes
     whole = cosdist(gr.flatten().tolist(), gs.flatten().tolist())
     assert abs(expected - whole) > 0.1
@@ -34,14 +28,14 @@ def test_ours_conv_weight_is_rowwise_per_output_channel():
 def test_ours_linear_weight_rows_and_epsilon_on_the_norm_product():
     gs = torch.tensor([[3.0, 4.0], [0.0, 0.0]])  # second row all zero: cos = 0/(0 + 1e-6) = 0 → distance 1
     gr = torch.tensor([[6.0, 8.0], [1.0, 0.0]])
-    assert layerwise_distance(gs, gr).item() == pytest.approx((1 - 50 / (50 + 1e-6)) + 1.0, abs=1e-7)
+    assert gradient_distance([gs], [gr]).item() == pytest.approx((1 - 50 / (50 + 1e-6)) + 1.0, abs=1e-7)
     tiny = torch.tensor([[1e-4, 0.0]])  # ‖a‖·‖b‖ = 1e-8 ≪ eps: cos ≈ 1e-8 / (1e-8 + 1e-6)
-    assert layerwise_distance(tiny, tiny).item() == pytest.approx(1 - 1e-8 / (1e-8 + 1e-6), rel=1e-4)
+    assert gradient_distance([tiny], [tiny]).item() == pytest.approx(1 - 1e-8 / (1e-8 + 1e-6), rel=1e-4)
 
 
 def test_ours_ignores_every_1d_parameter():
     bias_s, bias_r = torch.tensor([1.0, -1.0]), torch.tensor([5.0, 3.0])
-    assert layerwise_distance(bias_s, bias_r).item() == 0.0
+    assert gradient_distance([bias_s], [bias_r]).item() == 0.0
     w_s, w_r = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
     total = gradient_distance([w_s, bias_s, torch.ones(3)], [w_r, bias_r, -torch.ones(3)], "ours")
     assert total.item() == pytest.approx(cosdist([0, 1], [1, 0]), abs=1e-6)
@@ -51,7 +45,7 @@ def test_ours_reshapes_layernorm_weight_per_channel():
     gs = torch.tensor([[[1.0, 0.0], [2.0, 0.0]], [[0.0, 3.0], [1.0, 1.0]]])  # C=2, h=2, w=2
     gr = torch.tensor([[[1.0, 1.0], [0.0, 0.0]], [[0.0, -1.0], [1.0, 0.0]]])
     expected = cosdist([1, 1, 0, 0], [1, 0, 2, 0]) + cosdist([0, -1, 1, 0], [0, 3, 1, 1])
-    assert layerwise_distance(gs, gr).item() == pytest.approx(expected, abs=1e-6)
+    assert gradient_distance([gs], [gr]).item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_mse_and_cos_use_every_tensor():
@@ -59,21 +53,6 @@ def test_mse_and_cos_use_every_tensor():
     gr = [torch.tensor([[0.0, 2.0]]), torch.tensor([1.0])]
     assert gradient_distance(gs, gr, "mse").item() == pytest.approx(1 + 0 + 4)
     assert gradient_distance(gs, gr, "cos").item() == pytest.approx(cosdist([0, 2, 1], [1, 2, 3]), abs=1e-6)
-
-
-@pytest.mark.parametrize("metric", ["ours", "mse", "cos"])
-def test_batched_distance_equals_one_call_per_entry(metric):
-    g = torch.Generator().manual_seed(0)
-    shapes = [(4, 3, 3, 3), (4,), (2, 5, 6), (10, 8), (10,)]
-    gs = [torch.randn(3, *s, generator=g) for s in shapes]
-    gr = [torch.randn(3, *s, generator=g) for s in shapes]
-    got = batched_gradient_distance(gs, gr, metric)
-    assert got.shape == (3,)
-    for i in range(3):
-        want = gradient_distance([t[i] for t in gs], [t[i] for t in gr], metric)
-        assert got[i].item() == pytest.approx(want.item(), rel=1e-6)
-        assert batched_grad_norm(gs, 1)[i].item() == pytest.approx(sdc_term([t[i] for t in gs], 1).item(), rel=1e-6)
-        assert batched_grad_norm(gs, 2)[i].item() == pytest.approx(sdc_term([t[i] for t in gs], 2).item(), rel=1e-6)
 
 
 def test_low_precision_gradients_are_compared_in_fp32():
@@ -89,5 +68,3 @@ def test_bad_input():
         gradient_distance([torch.ones(2, 2)], [], "ours")
     with pytest.raises(ValueError, match="shape"):
         gradient_distance([torch.ones(2, 2)], [torch.ones(2, 3)], "ours")
-    with pytest.raises(ValueError, match="leading axis"):
-        batched_gradient_distance([torch.ones(2, 2), torch.ones(3)], [torch.ones(2, 2), torch.ones(3)])

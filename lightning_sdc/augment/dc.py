@@ -164,8 +164,6 @@ def dc_augment(
         return images
     if images.dim() != 4:
         raise ValueError(f"dc_augment expects an N×C×H×W batch, got shape {tuple(images.shape)}")
-    if not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     p = params or DCAugParams()
     with torch.no_grad():
         x = images.detach()

@@ -75,9 +75,7 @@ class DSASample:
         siamese: one parameter set for every image of every batch it is applied to.
         image_size: ``(H, W)`` the indices and grids were built for.
         batch_size: number of parameter sets (1 when ``siamese``).
-        brightness: additive shift, ``(n, 1, 1, 1)``.
-        saturation: saturation factor, ``(n, 1, 1, 1)``.
-        contrast: contrast factor, ``(n, 1, 1, 1)``.
+        brightness, saturation, contrast: additive shift and the two factors, ``(n, 1, 1, 1)`` each.
         crop_shift: integer translation ``(tx, ty)`` along (H, W), ``(n, 2)`` int64.
         crop_rows, crop_cols: source indices into the image zero-padded by one pixel, ``(n, H)``/``(n, W)``.
         cutout_center: square centre ``(ox, oy)``, ``(n, 2)`` int64.
@@ -219,11 +217,7 @@ def sample_dsa(
     tokens = parse_strategy(strategy)
     size = _check_image_size(image_size)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if not isinstance(params, DSAParams):
-        raise ValueError(f"params must be a DSAParams, got {type(params).__name__}")
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     n = 1 if siamese else batch_size
     if not tokens:
         return DSASample(tokens=(), siamese=bool(siamese), image_size=size, batch_size=n)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Literal
 
 #: Every token the reference ``AUGMENT_FNS`` knows; ``color`` = brightness → saturation → contrast.
 DSA_TOKENS = ("color", "crop", "cutout", "flip", "scale", "rotate")
@@ -41,7 +42,7 @@ class DSAParams:
         contrast: contrast factor ``u + contrast``.
     """
 
-    aug_mode: str = "S"
+    aug_mode: Literal["S", "M"] = "S"
     prob_flip: float = 0.5
     ratio_scale: float = 1.2
     ratio_rotate: float = 15.0

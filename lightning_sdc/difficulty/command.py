@@ -110,8 +110,6 @@ def difficulty_command(
     # everything the scoring and the outputs need is checked before the ensemble trains
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer (samples per vmapped call), got {chunk_size!r}")
-    if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1):
-        raise ValueError(f"per_class must be a positive integer or None, got {per_class!r}")
     prepare_output_dir(out, "out")
     arch = NETWORKS.canonical(arch)
     dev = torch.device(
@@ -122,44 +120,14 @@ def difficulty_command(
         (spec.test_images, spec.test_labels) if split == "test" else (spec.train_images, spec.train_labels)
     )
     rows = stratified_rows(labels, per_class, spec.num_classes, seeded_generator(seed, 0x524F5753))
+    settings = {"arch": arch, "arch_kwargs": dict(arch_kwargs or {}), "epochs": epochs, "lr": lr, "augment": augment,
+                "train_fraction": train_fraction, "seed": seed}
     with quiet_mode(quiet), phase(total=models * epochs or None, desc=f"difficulty: {models} × {arch}"):
-        ensemble = train_ensemble(
-            spec,
-            models,
-            epochs=epochs,
-            arch=arch,
-            arch_kwargs=arch_kwargs,
-            lr=lr,
-            batch_size=batch_size,
-            augment=augment,
-            train_fraction=train_fraction,
-            seed=seed,
-            device=dev,
-        )
-    meta = {
-        "dataset": spec.name,
-        "split": split,
-        "arch": arch,
-        "arch_kwargs": dict(arch_kwargs or {}),
-        "epochs": epochs,
-        "models": models,
-        "lr": lr,
-        "augment": augment,
-        "train_fraction": train_fraction,
-        "params": params,
-        "seed": seed,
-    }
+        ensemble = train_ensemble(spec, models, batch_size=batch_size, device=dev, **settings)
+    meta = {"dataset": spec.name, "split": split, "models": models, "params": params, **settings}
     with quiet_mode(quiet), phase(total=models, desc=f"difficulty: scoring {rows.numel()} samples", unit="model"):
-        scores = score_samples(
-            ensemble,
-            images[rows].to(dev),
-            labels[rows].to(dev),
-            indices=rows,
-            params=params,
-            method=method,
-            chunk_size=chunk_size,
-            meta=meta,
-        )
+        scores = score_samples(ensemble, images[rows].to(dev), labels[rows].to(dev), indices=rows, params=params,
+                               method=method, chunk_size=chunk_size, meta=meta)
     out_dir = Path(out)
     title = f"{spec.name} ({split}, {rows.numel()} samples): {models} × {arch} trained {epochs} epochs"
     table = summary_markdown(scores, title)

@@ -37,23 +37,8 @@ MANIFEST = "manifest.json"
 _EXPERT_RE = re.compile(r"^expert_(\d{4,})\.pt$")
 
 #: metadata keys every expert file carries
-META_KEYS = (
-    "dataset",
-    "arch",
-    "arch_kwargs",
-    "zca",
-    "epochs",
-    "lr",
-    "dsa",
-    "rho",
-    "alpha",
-    "param_names",
-    "param_shapes",
-    "num_params",
-    "seed",
-    "test_acc",
-    "format_version",
-)
+META_KEYS = ("dataset", "arch", "arch_kwargs", "zca", "epochs", "lr", "dsa", "rho", "alpha", "param_names",
+             "param_shapes", "num_params", "seed", "test_acc", "format_version")
 #: keys that differ between the experts of one buffer (everything else must agree)
 PER_EXPERT_KEYS = ("expert_index", "test_acc", "train_seconds", "trained_by")
 

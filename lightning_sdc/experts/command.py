@@ -69,32 +69,10 @@ def experts_command(
         The expert file paths of this job's shard (on rank 0; the other processes of a multi-process job
         return ``[]``, so the console prints them once).
     """
+    options = dict(locals())  # every option above, by the name train_experts gives it
     from lightning_sdc.experts.run import run_experts
 
-    kwargs: dict[str, Any] = dict(arch_kwargs or {})
-    paths = run_experts(
-        dataset,
-        trainer=trainer,
-        arch=arch,
-        arch_kwargs=kwargs,
-        num_experts=num_experts,
-        epochs=epochs,
-        out=out,
-        lr=lr,
-        batch_size=batch_size,
-        dsa=dsa,
-        dsa_strategy=dsa_strategy,
-        zca=zca,
-        rho=rho,
-        alpha=alpha,
-        seed=seed,
-        root=root,
-        dataset_kwargs=dataset_kwargs,
-        shard=shard,
-        num_shards=num_shards,
-        checkpoint_every=checkpoint_every,
-        progress=progress,
-    )
+    paths = run_experts(options.pop("dataset"), **options)
     from lightning_fabric.utilities.rank_zero import rank_zero_only
 
     # every process of a `--trainer.strategy ddp` job runs this command: only rank 0 reports the files

@@ -212,18 +212,9 @@ class ExpertTrajectoryDataModule(LightningDataModule):
         from lightning_sdc.experts.run import experts_command_line
 
         settings = {"seed": self.seed, **self.train_kwargs}
-        return experts_command_line(
-            self.dataset,
-            num_experts=self.train_num_experts,
-            epochs=self.train_epochs,
-            out=str(self.buffer_dir),
-            arch=self.arch,
-            arch_kwargs=self.arch_kwargs,
-            dataset_kwargs=self.dataset_kwargs,
-            zca=self.zca,
-            root=self.root,
-            **settings,
-        )
+        return experts_command_line(self.dataset, num_experts=self.train_num_experts, epochs=self.train_epochs,
+                                    out=str(self.buffer_dir), arch=self.arch, arch_kwargs=self.arch_kwargs,
+                                    dataset_kwargs=self.dataset_kwargs, zca=self.zca, root=self.root, **settings)
 
     def _missing_experts(self) -> bool:
         try:
@@ -251,22 +242,10 @@ class ExpertTrajectoryDataModule(LightningDataModule):
         if "device" not in kwargs and trainer is not None:
             kwargs["device"] = str(self._device())
         kwargs.setdefault("seed", self.seed)
-        train_experts(
-            self.dataset,
-            arch=self.arch,
-            arch_kwargs=self.arch_kwargs,
-            num_experts=self.train_num_experts,
-            epochs=self.train_epochs,
-            out=str(self.buffer_dir),
-            zca=self.zca,
-            root=self.root,
-            download=self.download,
-            dataset_kwargs=self.dataset_kwargs,
-            rank=self._rank(),
-            world_size=world,
-            barrier=trainer.strategy.barrier if world > 1 else None,
-            **kwargs,
-        )
+        train_experts(self.dataset, arch=self.arch, arch_kwargs=self.arch_kwargs, num_experts=self.train_num_experts,
+                      epochs=self.train_epochs, out=str(self.buffer_dir), zca=self.zca, root=self.root,
+                      download=self.download, dataset_kwargs=self.dataset_kwargs, rank=self._rank(), world_size=world,
+                      barrier=trainer.strategy.barrier if world > 1 else None, **kwargs)
         if self._missing_experts():
             raise RuntimeError(
                 f"rank {self._rank()} sees only part of the experts in {self.buffer_dir} after training them "

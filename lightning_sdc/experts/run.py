@@ -76,18 +76,8 @@ def run_experts(
 
 
 #: ``train_experts`` defaults the experts command line leaves out
-_COMMAND_DEFAULTS = {
-    "arch": "ConvNet",
-    "lr": 0.01,
-    "batch_size": 256,
-    "dsa": True,
-    "zca": False,
-    "rho": 0.0,
-    "alpha": 0.0,
-    "seed": 0,
-    "root": None,
-    "dsa_strategy": None,
-}
+_COMMAND_DEFAULTS = {"arch": "ConvNet", "lr": 0.01, "batch_size": 256, "dsa": True, "zca": False, "rho": 0.0,
+                     "alpha": 0.0, "seed": 0, "root": None, "dsa_strategy": None}
 #: ``train_experts`` keywords that do not change the experts (left out of the command)
 _RUNTIME_KEYS = ("device", "progress", "download", "checkpoint_every", "on_epoch")
 

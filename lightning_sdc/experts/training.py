@@ -450,34 +450,17 @@ def train_experts(
 ) -> list[Path]:
     """Train ``num_experts`` experts and write them to ``out`` (MTT ``buffer.py``; FTD ``buffer_FTD.py``).
 
+    Options as ``lightning-sdc experts`` (:func:`~lightning_sdc.experts.command.experts_command`: expert ``i``
+    draws its initialisation, shuffling and augmentation from ``seeded_generator(seed, i)``, so its file does not
+    depend on who trains it), and:
+
     Args:
         dataset: registry name (loaded with ``load_dataset(dataset, root, zca=zca)``) or a ``DatasetSpec``.
-        arch: network registry name (MTT: ``ConvNet``; ``ConvNetD4`` for 64×64 data).
-        arch_kwargs: extra ``build_network`` keywords (e.g. ``width``, ``depth``), recorded in the metadata.
-        num_experts: experts of the whole buffer (MTT README: 100; DATM: 100 of 100 epochs).
-        epochs: epochs per expert (MTT: 50); each expert stores ``epochs + 1`` snapshots.
-        out: output directory: ``expert_<i:04d>.pt`` per expert and ``manifest.json``.
-        lr, batch_size: SGD learning rate (0.01) and minibatch (256); momentum and weight decay are 0.
-        dsa: DSA on every batch; ``dsa_strategy`` defaults to the dataset's (no flip for digit data).
-        zca: train on ZCA-whitened data (MTT's CIFAR commands use it).
-        rho, alpha: FTD's sharpness-aware experts when ``rho > 0`` (FTD/DATM: ρ = 0.01, α = 0.3; α = 0 is
-            ASAM).
-        seed: expert ``i`` draws its initialisation, shuffling and augmentation from
-            ``seeded_generator(seed, i)``, so an expert's file does not depend on who trains it.
-        root: dataset root for torchvision datasets.
         device: ``"auto"`` | ``"cpu"`` | ``"cuda[:N]"`` (a ``torch.device`` too).
-        progress: a progress bar on rank 0 (:mod:`lightning_sdc.progress`: only on a terminal) and one line per
-            finished expert.
         download: allow fetching a missing torchvision dataset.
-        dataset_kwargs: loader options (e.g. ``{"seed": 1}`` for the seeded split of ``digits``), recorded in
-            the metadata.
-        shard, num_shards: this job trains the ids ``i % num_shards == shard`` (:func:`shard_ids`): a job array
-            of ``num_shards`` independent jobs covers the buffer.
         rank, world_size, barrier: the process's place in a distributed job. The job's unfinished experts are
             dealt round-robin over the ``world_size`` processes; ``barrier`` (e.g. ``fabric.barrier``) is
             called before the directory is scanned and after the training, so all ranks agree on what is left.
-        checkpoint_every: write ``expert_<i>.pt.partial`` every this many epochs (0: never); an interrupted
-            expert resumes from it bit for bit.
         on_epoch: ``on_epoch(expert_id, epoch, train_loss)`` after every epoch (progress bars).
 
     Returns:

@@ -13,6 +13,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from lightning_sdc.training.checks import check_choices
+
 #: an augmentation ``augment(x, generator) -> x'`` applied to each training batch
 Augment = Callable[[Tensor, torch.Generator], Tensor]
 
@@ -30,8 +32,7 @@ def make_train_augment(
     ``dsa_strategy`` or the dataset's default (no flip for digits); ``"dc"``: DC's ``get_daparam``
     augmentation (only MNIST-like data and ConvNetBN get one); ``"none"``: nothing (``None``).
     """
-    if augment not in TRAIN_AUGMENTS:
-        raise ValueError(f"augment={augment!r} is not allowed; allowed: {', '.join(TRAIN_AUGMENTS)}")
+    check_choices(make_train_augment, {"augment": augment})
     if augment == "none":
         return None
     from lightning_sdc import augment as aug

@@ -5,12 +5,10 @@ Gradient matching needs, for each class ``c``, ``∇θ CE(net(x_c), c)`` — det
 (DC ``main.py``: ``torch.autograd.grad(l_syn, net_parameters, create_graph=True)``).
 
 * :func:`class_gradient` is the reference's per-class call (``torch.autograd.grad`` on the module).
-* :func:`batched_class_gradients` computes the same gradients for ``k`` classes at once with
-  ``torch.func.vmap(torch.func.grad(...))`` over stacked batches: one wide forward/backward instead of ``k``
-  narrow ones (the ``vmap`` engine of :mod:`lightning_sdc.methods.gm.engine`). Its synthetic gradients stay differentiable w.r.t. the images through
-  ordinary autograd. BatchNorm layers must be in eval mode (frozen statistics, as DC's matching passes use
-  them): a train-mode BatchNorm would mix the classes' statistics and write running stats inside ``vmap``.
-  Classes with fewer real images than the others are padded and masked out of the mean with zero weights.
+* :func:`batched_class_gradients`: the same gradients for ``k`` classes in one
+  ``torch.func.vmap(torch.func.grad(...))`` call (the ``vmap`` engine), differentiable w.r.t. the images.
+  BatchNorm layers must be in eval mode (a train-mode BatchNorm would mix the classes' statistics); classes
+  with fewer real images are padded and masked out of the mean with zero weights.
 """
 
 from __future__ import annotations
