@@ -10,8 +10,9 @@ Prints three rows, each the test accuracy (mean ± std over ``--num_models`` fre
 
 The default config (the packaged ``demo/mnist5k_dsa_ipc1``) is CPU-sized (a width-32 ConvNet, 120 updates);
 the numbers are real, not the paper's. The same distillation through the CLI is ``lightning-sdc fit --config
-trainer/cpu --config demo/mnist5k_dsa_ipc1``. ``python -m lightning_sdc.demo [options]`` is
-``lightning-sdc demo [options]``.
+trainer/cpu --config demo/mnist5k_dsa_ipc1``. ``python -m lightning_sdc.demo [options]`` (``make demo``) is
+``lightning-sdc demo [options]``. Each phase draws a bar with its ETA and ends with a line; the sets are written to
+``--out`` (``runs/demo``) with a picture of the three side by side.
 """
 
 from __future__ import annotations
@@ -33,23 +34,6 @@ TRAINER = "trainer/cpu"
 
 def _say(line: str) -> None:
     print(line, flush=True)
-
-
-def distil(config: Path, sdc_lambda: float, steps: int, seed: int, out: Path | None, desc: str = "distil"):
-    """Run ``config`` through LightningCLI (as ``lightning-sdc fit`` would) under a bar of its updates; return the
-    module, data and seconds."""
-    from lightning_sdc.cli import build_in_memory_cli
-
-    cli = build_in_memory_cli([TRAINER, config], seed,
-                              [f"--model.init_args.sdc_lambda={sdc_lambda}", f"--trainer.max_steps={steps}"])
-    t0 = time.perf_counter()
-    with progress(total=steps, desc=desc, unit="update") as bar:
-        cli.trainer.callbacks.append(update_callback(bar))
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    seconds = time.perf_counter() - t0
-    if out is not None:
-        cli.model.synset.save(out)
-    return cli.model, cli.datamodule.spec, seconds
 
 
 def demo_command(
@@ -118,9 +102,17 @@ def _demo(path: Path, run_config: str, steps: int | None, num_models: int | None
     rows = []
 
     def run(name: str, lam_: float, out: Path) -> Any:
-        model, spec, seconds = distil(path, lam_, steps, seed, out, desc=f"[{len(rows) + 1}/5] distil {name}")
+        """Distil through LightningCLI (as ``lightning-sdc fit`` would) under a bar of its updates; save the set."""
+        cli = build_in_memory_cli([TRAINER, path], seed,
+                                  [f"--model.init_args.sdc_lambda={lam_}", f"--trainer.max_steps={steps}"])
+        t0 = time.perf_counter()
+        with progress(total=steps, desc=f"[{len(rows) + 1}/5] distil {name}", unit="update") as bar:
+            cli.trainer.callbacks.append(update_callback(bar))
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        seconds = time.perf_counter() - t0
+        cli.model.synset.save(out)
         _say(f"  distilled {name}: {steps} updates in {seconds:.0f} s")
-        return model, spec, seconds
+        return cli.model, cli.datamodule.spec, seconds
 
     def score(name: str, synset: Any, seconds: float | None) -> None:
         total = kw["num_models"] * (kw["epochs"] + 1)

@@ -62,21 +62,8 @@ class LoggedScalarRecorder(pl.Callback):
             self.values.append(float(value))
 
 
-def track_run(
-    config: Path,
-    sdc_lambda: float,
-    *,
-    steps: int,
-    every: int,
-    networks: int,
-    source: str,
-    ema: float,
-    train_epochs: int,
-    method: str,
-    seed: int,
-    accelerator: str,
-    workdir: Path,
-) -> dict[str, Any]:
+def track_run(config: Path, sdc_lambda: float, *, steps: int, every: int, networks: int, source: str, ema: float,
+              train_epochs: int, method: str, seed: int, accelerator: str, workdir: Path) -> dict[str, Any]:
     """Distil ``steps`` updates of ``config`` (parsed as ``lightning-sdc fit``, λ and the seed overridden) with the
     tracker attached; the curve (measured at step 0, every ``every`` steps and at the last step), the in-loop
     gradient norms and the wall time."""
@@ -99,21 +86,13 @@ def track_run(
         trainer.callbacks.append(update_callback(bar))
         trainer.fit(module, datamodule=datamodule)
     seconds = time.perf_counter() - t0
-    return {
-        "method": type(module).__name__,
-        "source": tracker.resolved_source(trainer),
-        "steps": np.asarray(tracker.steps, dtype=np.int64),
-        "gradn": np.asarray(tracker.values, dtype=np.float64),
-        "ema": np.asarray(tracker.ema_values, dtype=np.float64),
-        "inloop_steps": np.asarray(inloop.steps, dtype=np.int64),
-        "inloop": np.asarray(inloop.values, dtype=np.float64),
-        "seconds": seconds,
-    }
+    return {"method": type(module).__name__, "source": tracker.resolved_source(trainer), "seconds": seconds,
+            "steps": np.asarray(tracker.steps, dtype=np.int64), "gradn": np.asarray(tracker.values, dtype=np.float64),
+            "ema": np.asarray(tracker.ema_values, dtype=np.float64),
+            "inloop_steps": np.asarray(inloop.steps, dtype=np.int64), "inloop": np.asarray(inloop.values, dtype=np.float64)}
 
 
-def save_curves(
-    runs: dict[str, dict[str, Any]], out: Path, settings: dict[str, Any], ema: float
-) -> dict[str, Path]:
+def save_curves(runs: dict[str, dict[str, Any]], out: Path, settings: dict[str, Any], ema: float) -> dict[str, Path]:
     """Write ``<out>.npz`` and ``<out>.png`` (see the module docstring)."""
     arrays: dict[str, Any] = {}
     for name, run in runs.items():
@@ -129,13 +108,8 @@ def save_curves(
 
     npz = atomic_write(out.with_suffix(".npz"), write_npz)
     method = runs["base"]["method"]
-    curves = {
-        f"{method} (λ = 0)": (runs["base"]["steps"].tolist(), runs["base"]["gradn"].tolist()),
-        f"{method} + SDC (λ = {settings['sdc_lambda']:g})": (
-            runs["sdc"]["steps"].tolist(),
-            runs["sdc"]["gradn"].tolist(),
-        ),
-    }
+    curves = {label: (runs[name]["steps"].tolist(), runs[name]["gradn"].tolist()) for name, label in
+              (("base", f"{method} (λ = 0)"), ("sdc", f"{method} + SDC (λ = {settings['sdc_lambda']:g})"))}
     title = (f"{settings['config_name']}: mean GraDN, {settings['networks']} {runs['base']['source']} networks\n"
              f"faint: measured every {settings['every']} updates; bold: EMA (β = {ema:g}); grey band: the gap")
     png = plot_gradn_curves(curves, out.with_suffix(".png"), ema=ema, title=title)
