@@ -55,7 +55,9 @@ def grid_image(panels: Sequence[tuple[str, Any]], class_names: Sequence[str], *,
     label_w = int(max(measure.textlength(str(n), font=font) for n in class_names)) + 3 * pad
     line_h = font.size + 4
     header = line_h * max(len(t.split("\n")) if t else 0 for t, _ in panels)
-    widths = [a.shape[0] // classes * (tw + pad) for a in arrays]
+    widths = [max(a.shape[0] // classes * (tw + pad), *(int(measure.textlength(line, font=font)) + pad
+                                                         for line in (title.split("\n") if title else [""])))
+              for (title, _), a in zip(panels, arrays)]  # a panel is as wide as its images or its title
     canvas = Image.new("RGB", (label_w + sum(widths) + gap * (len(arrays) - 1) + pad, header + classes * (th + pad) + pad),
                        "white")
     draw = ImageDraw.Draw(canvas)
@@ -66,9 +68,9 @@ def grid_image(panels: Sequence[tuple[str, Any]], class_names: Sequence[str], *,
         ipc = a.shape[0] // classes
         for k, line in enumerate(title.split("\n") if title else []):
             draw.text((x0 + width // 2, k * line_h + 2), line, fill="black", font=font, anchor="mt")
-        tiles = a.repeat(scale, axis=1).repeat(scale, axis=2)
+        tiles, left = a.repeat(scale, axis=1).repeat(scale, axis=2), x0 + pad + (width - ipc * (tw + pad)) // 2
         for i, tile in enumerate(tiles):
-            canvas.paste(Image.fromarray(tile), (x0 + pad + i % ipc * (tw + pad), header + pad + i // ipc * (th + pad)))
+            canvas.paste(Image.fromarray(tile), (left + i % ipc * (tw + pad), header + pad + i // ipc * (th + pad)))
         x0 += width + gap
     return canvas
 
