@@ -102,8 +102,8 @@ def check_set(images: Any, labels: Any, num_classes: int, source: str, *, ipc: A
         row = int((labels.detach().cpu().long() != expected).nonzero()[0])
         counts = torch.bincount(labels.detach().cpu().long(), minlength=k).tolist()
         raise SetFileError(f"{source}: labels are not class-major (row {row} has label {int(labels[row])}, expected "
-                           f"{int(expected[row])}; rows per class {counts}); allowed: {recorded} rows of class 0, "
-                           f"then {recorded} of class 1, …")
+                           f"{int(expected[row])}; rows per class {counts}); allowed: class 0's {recorded} row(s), "
+                           "then class 1's, …")
 
 
 class SyntheticSet(nn.Module):

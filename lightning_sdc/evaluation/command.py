@@ -54,9 +54,10 @@ def evaluate_command(
     epochs, DSA augmentation, batch 256 (128 for soft labels), lr = the set's learned lr or 0.01.
 
     Args:
-        path: ``synset.pt`` (``SyntheticSet.save``), an ``images_<s>.pt`` of an ``images_<s>.pt`` +
-            ``labels_<s>.pt`` (+ ``lr_<s>.pt``) pair (this library's export, MTT, DATM), or a directory holding
-            either.
+        path: ``synset.pt`` (``SyntheticSet.save``), a file of an ``images_<s>.pt`` + ``labels_<s>.pt`` (+
+            ``lr_<s>.pt``) pair (this library's export, MTT, DATM), DC's ``res_*_<ipc>ipc.pt``, a folder with one
+            sub-folder of images per class (DD-Ranking, ``ImageFolder``), or a directory holding a set file
+            (:mod:`lightning_sdc.evaluation.set_files`).
         archs: architectures, as a plain list (``--archs ConvNet ResNet18 VGG11 AlexNet LeNet MLP``, the
             paper's cross-architecture table) or ``--archs [ConvNet,LeNet]``. Default: the set's evaluation
             network.
@@ -68,16 +69,20 @@ def evaluate_command(
         lr: training lr (default: the set's protocol, else its learned lr, else 0.01).
         augment: dsa | dc | none.
         batch_size: training batch size.
-        dataset: the dataset of an images/labels pair (a set file records its own).
-        zca: the pair's images are ZCA-whitened (MTT ``--zca``; the ZCA is fitted on the dataset's training
-            images).
+        dataset: the dataset of a pair, DC file (default: the one its name gives) or image folder (a set file
+            records its own).
+        zca: a pair's or DC file's images are ZCA-whitened (MTT ``--zca``), a folder's are to be whitened (the
+            ZCA is fitted on the dataset's training images).
         root: dataset root for the test split.
         seed: seed of network inits and augmentation.
         device: cpu | cuda | auto.
-        out: also write ``<out>.md`` and ``<out>.csv``.
+        out: also write ``<out>.md`` and ``<out>.csv`` (checked writable before anything trains; rewritten after
+            each architecture, so a stop signal keeps the finished rows): the settings that ran (title; CSV
+            columns ``augment``, ``batch_size``, ``seed``, ``test_images``) and, with ``metrics``, DD-Ranking's.
         quiet: no progress bar (there is none either when stderr is not a terminal).
         metrics: DD-Ranking's hlr | ior | lrs too (:mod:`lightning_sdc.evaluation.ddranking`), for every
-            architecture that finished, with the same protocol and network options.
+            architecture that finished, with the same protocol and network options; the set's accuracy behind
+            them is the table's (the same networks).
         full_data_epochs: epochs of the (cached) full-data network behind HLR.
         compiled: ``torch.compile``'d training and test passes (same numbers to float rounding); default: when the
             evaluation is big enough to pay for the compilation (:data:`~lightning_sdc.evaluation.protocol.COMPILE_MIN_FLOP`).

@@ -151,7 +151,8 @@ def locate(path: str | os.PathLike) -> tuple[str, Path]:
             raise _fail(p, f"directory holds {', '.join(c.name for c in candidates)} (several {pattern}: name one)")
         if candidates:
             return "file", candidates[0]
-    if any(f.suffix.lower() in IMAGE_SUFFIXES for d in _class_dirs(p) for f in d.iterdir()):
+    dirs = _class_dirs(p)  # a class folder each, every one holding images (a run directory's do not)
+    if dirs and all(any(f.suffix.lower() in IMAGE_SUFFIXES for f in d.iterdir()) for d in dirs):
         return "image-folder", p
     raise _fail(p, "directory holds no .pt set files and no class folders of images")
 
