@@ -1,14 +1,7 @@
-"""What a gradient-matching run will cost, before it starts: arithmetic counted from the network, time at the rate
-this device reaches on the same network.
-
-One image update of DC/DSA/DSAC (``methods.gradient``) passes, per class, ``batch_real`` real images forward and
-backward (≈ 3 forward passes of arithmetic) and the class's ``ipc`` synthetic images forward, backward with
-``create_graph`` and back again through that graph (≈ 6), and between two updates of an iteration trains the
-network ``inner_loop`` epochs on the synthetic set (≈ 3 per image). Each evaluation point trains
-``num_models`` networks ``epochs`` epochs on the set and tests them on the test split (1 per image). The rate is
-measured, not assumed: forward + backward of the run's own network on a ``batch_real`` batch, timed on the device
-(:func:`measured_rate`), so the estimate carries that device's efficiency on this network; Python overhead and data
-loading are not counted, so short steps (small IPC on a fast GPU) take longer than estimated.
+"""What a gradient-matching run will cost, before it starts: arithmetic counted from the network (per class:
+real forward + backward ≈ 3 passes, synthetic with ``create_graph`` ≈ 6, inner training ≈ 3 per image; each
+evaluation point trains and tests ``num_models`` networks), time at the rate this device reaches on the run's own
+network (:func:`measured_rate`). Python overhead and data loading are not counted.
 """
 
 from __future__ import annotations

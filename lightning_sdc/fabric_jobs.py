@@ -1,11 +1,7 @@
-"""Jobs of independent networks as Lightning Fabric runs: ``lightning-sdc experts`` and ``lightning-sdc evaluate``.
-
-Both commands train many networks that never exchange a gradient (experts, evaluation models), so their
-processes only need launching (``ddp`` re-runs the command once per device, ``ddp_spawn`` forks workers, SLURM
-or torchrun start them), a rank, a device and collectives — what :class:`lightning_fabric.Fabric` gives without a
-``DistributedDataParallel`` wrapper. The process layout is given with the names of Lightning's ``Trainer`` flags
-(``--trainer.accelerator/devices/num_nodes/strategy``), as for ``fit``: :class:`FabricTrainerOptions`, checked
-before anything is launched, and :func:`launch` runs a function on every process of the job.
+"""Jobs of independent networks as Lightning Fabric runs (``lightning-sdc experts`` and ``evaluate``): launching,
+a rank, a device and collectives, no ``DistributedDataParallel``. The layout is given with the ``Trainer`` flags'
+names (``--trainer.accelerator/devices/num_nodes/strategy``): :class:`FabricTrainerOptions`, checked before
+anything is launched; :func:`launch` runs a function on every process of the job.
 """
 
 from __future__ import annotations

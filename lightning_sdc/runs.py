@@ -1,25 +1,12 @@
-"""The run directory: where ``last.ckpt`` lives, ``--ckpt_path last``, resuming safely, one live run per directory.
+"""The run directory: ``last.ckpt``, ``--ckpt_path last``, resuming safely, one live run per directory.
 
-A run writes into its *log directory* (``trainer.log_dir``: the logger's ``<save_dir>/<name>/version_N``, or
-``default_root_dir`` with ``--trainer.logger false``): ``checkpoints/last.ckpt`` (kept fresh by
-:class:`~lightning_sdc.callbacks.PreemptionCheckpoint`: every few minutes and on SIGTERM/SIGUSR1), the exported
-set under ``synthetic/``, ``config.yaml``.
-
-* ``--ckpt_path last`` takes the newest ``last.ckpt`` of the run root that this command may resume (same
-  settings, no foreign class path): it looks in every ``version_*/checkpoints/`` of the logger (a restarted job
-  gets a new ``version_N+1`` from the logger, so the previous segment's checkpoint is found there),
-  ``<default_root_dir>/checkpoints/`` without a logger, and the ``dirpath`` of any checkpoint callback. Other
-  runs sharing the root are passed over; if there are checkpoints and none is this run's, the newest one's
-  refusal is raised. None at all: the run starts at step 0 (so a cluster job can carry ``--ckpt_path last``
-  from its first start and resume with the same command line after a pre-emption).
-* Before anything is imported or computed from a checkpoint, :func:`check_class_paths` refuses any class path
-  in it (``hyper_parameters._class_path``, ``_instantiator`` …) outside this package that the user did not
-  name; :func:`check_resume_config` refuses a run whose settings differ from the checkpoint's (each key with
-  both values), except the keys listed in ``--resume_override``. Lightning's own ``LightningCLI`` instead
-  replaces the user's settings by the checkpoint's and imports its class path.
-* :func:`lock_run_dir`: an ``flock`` on a file beside the log directory, held for the life of the process (the
-  kernel drops it when the process dies, even by SIGKILL), so a second live run writing into the same
-  directory is refused.
+A run writes into its log directory (``trainer.log_dir``, or ``default_root_dir`` with ``--trainer.logger
+false``): ``checkpoints/last.ckpt`` (:class:`~lightning_sdc.callbacks.PreemptionCheckpoint`), ``synthetic/``,
+``config.yaml``. ``--ckpt_path last`` takes the newest checkpoint of the run root that this command may resume
+(every logger version, the no-logger directory, checkpoint callbacks' ``dirpath``; none: start at step 0). Before
+anything is loaded, :func:`check_class_paths` refuses a class path outside this package that the user did not
+name and :func:`check_resume_config` refuses other settings (each key with both values) but those listed in
+``--resume_override``. :func:`lock_run_dir`: an ``flock`` beside the log directory refuses a second live run.
 """
 
 from __future__ import annotations
@@ -490,21 +477,3 @@ def prepare_subcommand(cli: Any, subcommand: str, lock: bool = True) -> None:
         if trainer.is_global_zero:
             lock_run_dir(path)  # PreemptionCheckpoint releases it when fit ends
 
-
-__all__ = [
-    "FROZEN",
-    "ResumeError",
-    "check_class_paths",
-    "check_config_files",
-    "check_resumable",
-    "check_resume_config",
-    "check_run_dir",
-    "check_trainer_settings",
-    "checkpoint_dir",
-    "config_class_paths",
-    "lock_path",
-    "lock_run_dir",
-    "prepare_subcommand",
-    "read_checkpoint",
-    "unlock_run_dir",
-]

@@ -1,30 +1,12 @@
 """How every ``lightning-sdc`` command stops on SIGTERM, SIGUSR1 and SIGINT (Ctrl-C), in one place.
 
-Clusters stop a job with SIGTERM (SLURM, Kubernetes; SIGKILL follows after a grace period), ``sbatch
---signal=USR1@90`` warns with SIGUSR1 ahead of the time limit, and a user presses Ctrl-C. Every command treats the
-three alike: :func:`stop_on_signals`, which :func:`lightning_sdc.cli.run` wraps around each subcommand, installs
-one handler that
-
-* abandons the unit in progress at once by raising :class:`Stopped` (a ``SystemExit`` with status
-  ``128 + signal``: 143, 138, 130, what a shell reports for a process the signal killed). Files are written
-  atomically (:mod:`lightning_sdc.io`), so every finished unit (expert, evaluation row, compare run, cached
-  cell, figure cache) is whole on disk and the same command resumes from it;
-* terminates the worker processes this process started (``ddp_spawn`` workers, Fabric/Lightning ``ddp``
-  children): none outlives its parent. Workers started by :func:`lightning_sdc.fabric_jobs.launch` also ask the
-  kernel to end them if the parent dies without a word (SIGKILL): :func:`die_with_parent`;
-* prints one line naming the signal, the command and what to do next.
-
-A unit that must not be cut (a checkpoint of the update just finished, the row of a finished network) runs under
-:func:`hold`: a signal arriving inside it is recorded and acted on when the block ends. The ``fit`` loop's
-:class:`~lightning_sdc.callbacks.PreemptionCheckpoint` holds the signals while updates run, finishes the update in
-progress, writes ``last.ckpt`` and raises its :class:`Stopped` subclass ``Preempted``.
-
-A command's own code needs nothing to be stoppable; one that wants to end a unit cleanly uses::
-
-    from lightning_sdc import signals
-
-    with signals.hold():        # the signal, if one came, is raised as Stopped when the block ends
-        write_row(...)
+:func:`stop_on_signals` (around every subcommand, :func:`lightning_sdc.cli.run`) installs one handler that
+abandons the unit in progress by raising :class:`Stopped` (exit status ``128 + signal``: files are written
+atomically, so every finished unit is whole on disk and the same command resumes from it), terminates the worker
+processes this process started (workers of :func:`lightning_sdc.fabric_jobs.launch` also die with their parent:
+:func:`die_with_parent`) and prints one line naming the signal and what to do next. A unit that must not be cut
+(a checkpoint, a finished row) runs under :func:`hold`: a signal arriving inside it is acted on when it ends;
+``fit``'s :class:`~lightning_sdc.callbacks.PreemptionCheckpoint` holds the signals while updates run.
 """
 
 from __future__ import annotations
@@ -254,17 +236,3 @@ def die_with_parent(signum: int = signal.SIGTERM) -> bool:
         os.kill(os.getpid(), signum)
     return True
 
-
-__all__ = [
-    "STOP_SIGNALS",
-    "Stopped",
-    "check",
-    "die_with_parent",
-    "hold",
-    "hold_end",
-    "hold_start",
-    "received",
-    "report",
-    "stop_on_signals",
-    "terminate_workers",
-]

@@ -4,6 +4,7 @@ tests/test_commands.py."""
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -225,7 +226,7 @@ def test_unified_lightning_callback_in_the_api_is_one_clear_error():
 
 
 # ---------------------------------------------------------------------- loggers
-def test_tensorboard_logger_works(tmp_path, monkeypatch):
+def test_tensorboard_logger_works(tmp_path, monkeypatch, capsys):
     pytest.importorskip("tensorboard", reason="the `tensorboard` extra (installed by the dev extras)")
     monkeypatch.chdir(tmp_path)
     cli = run(["fit", *TINY, "--trainer.logger=TensorBoardLogger", "--trainer.logger.save_dir=tb",
@@ -234,7 +235,16 @@ def test_tensorboard_logger_works(tmp_path, monkeypatch):
     assert cli.trainer.global_step == 2
     events = list((tmp_path / "tb").rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
-    assert (events[0].parent / "synthetic" / "synset.pt").is_file()
+    synset = events[0].parent / "synthetic" / "synset.pt"
+    assert synset.is_file()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(events[0].parent)).Reload().Tags()["scalars"]
+    assert "eval/acc_mean" in tags and "hp_metric" not in tags
+    out = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"accuracy \d+\.\d\d ± \d+\.\d\d % over 1 networks \(digits test, 10 images\)", out[-2])
+    assert out[-1] == f"wrote {synset.relative_to(tmp_path)}"
+    assert not list((tmp_path / "tb").rglob("*.lock"))  # the run's lock leaves with the run
 
 
 def test_theory_prints_what_it_wrote(tmp_path, capsys):
@@ -318,3 +328,103 @@ def test_a_missing_logger_package_names_the_extra(monkeypatch, capsys) -> None:
     assert info.value.code == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "pip install 'lightning-sdc[tensorboard]' adds it" in err
+
+
+# ---------------------------------------------------------------------- one table, one list syntax, quiet runs
+def test_every_subcommand_imports_its_function() -> None:
+    from lightning_sdc.cli import COMMANDS, command
+
+    assert list(COMMANDS) == [*LIGHTNING_SUBCOMMANDS, *SUBCOMMANDS]
+    for name in SUBCOMMANDS:
+        function = command(name)
+        assert callable(function) and function.__doc__, name
+    assert all(command(name) is build_cli for name in LIGHTNING_SUBCOMMANDS)
+
+
+def _list_options() -> list[tuple[str, str]]:
+    from lightning_sdc.cli import command, list_options_of
+
+    return [(name, option) for name in SUBCOMMANDS for option in list_options_of(command(name))]
+
+
+def test_the_list_options_are_found() -> None:
+    found = set(_list_options())
+    assert {("evaluate", "--archs"), ("evaluate", "--metrics"), ("reproduce", "--seeds"), ("reproduce", "--only"),
+            ("compare", "--overrides")} <= found
+
+
+@pytest.mark.parametrize("name, option", _list_options())
+def test_every_list_option_takes_both_forms(name, option) -> None:
+    """``--x A B`` and ``--x '[A, B]'`` parse to the same list, with the option's own type."""
+    import typing
+
+    from jsonargparse import ArgumentParser
+
+    from lightning_sdc.cli import POSITIONAL, command, list_options_of, plain_args
+
+    function = command(name)
+    hint = typing.get_type_hints(function)[option[2:]]
+    values = ["1", "2"] if "int" in str(hint) else ["a=1", "model.init_args.arch_kwargs={width: 8, depth: 2}"]
+    expected = [int(v) for v in values] if "int" in str(hint) else values
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument(option, type=hint)
+    lists, positional = list_options_of(function), name in POSITIONAL
+    for argv in ([option, *values], [option, "[" + ", ".join(map(repr, values)) + "]"],
+                 [option, "[" + values[0] + ",", repr(values[1]) + "]"]):  # the last: split by the shell
+        parsed = parser.parse_args(plain_args(argv, lists, positional=positional))
+        assert getattr(parsed, option[2:]) == expected, (argv, plain_args(argv, lists))
+
+
+def test_flags_alone_are_true_and_lists_end_at_the_next_option() -> None:
+    from lightning_sdc.cli import plain_args
+
+    assert plain_args(["--quiet", "--seeds", "0", "1", "--dry_run"], ["--seeds"], ["--quiet", "--dry_run"]) == [
+        "--quiet=true", "--seeds", "[0, 1]", "--dry_run=true"]
+    assert plain_args(["--quiet", "false", "--seeds=[0,1]"], ["--seeds"], ["--quiet"]) == ["--quiet", "false",
+                                                                                           "--seeds=[0,1]"]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["fit", *TINY, "--model.init_args.ipc", "abc"], "model.init_args.ipc: Expected a <class 'int'>. Got value: abc"),
+    (["evaluate", "x.pt", "--lr", "nan"], "lr: Expected a <class 'float'> (given: nan)"),
+    (["fit", *TINY, "--model.init_args.arch_kwargs", "{width:", "8,", "depth:", "2}"],
+     "the shell split the value at its spaces; quote it"),
+    (["fit", "--model", "lightning.pytorch.LightningModule"], "write 'pytorch_lightning.LightningModule'"),
+])
+def test_parser_rejections_are_one_line(args, expected, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+
+
+@pytest.mark.parametrize("name", [*sorted(SUBCOMMANDS), "fit"])
+def test_help_is_plain_text(name, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main([name, "--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and ":class:" not in out and ":func:" not in out
+
+
+def test_print_config_shows_the_callbacks_fit_adds(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", *TINY, "--print_config"])
+    out = capsys.readouterr().out
+    for name in ("PreemptionCheckpoint", "SyntheticSetExporter", "UpdateProgressBar"):
+        assert f"class_path: lightning_sdc.callbacks.{name}" in out
+
+
+def test_lightning_tips_and_repeated_banners_are_dropped() -> None:
+    import logging
+
+    from lightning_sdc.cli import quiet_lightning_noise
+
+    quiet_lightning_noise()
+    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+
+    def shown(message: str) -> bool:
+        return logger.filter(logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, (), None))
+
+    assert not shown("💡 Tip: For seamless cloud logging ... litlogger")
+    assert shown("a line never seen before 1f3a") and not shown("a line never seen before 1f3a")

@@ -1,17 +1,10 @@
 """``CrossArchEvaluation``: the cross-architecture table (paper Tables 3 and 9–11) at the end of ``fit``.
 
-At ``on_train_end`` fresh networks of every architecture in ``archs`` (default DC's ``get_eval_pool('M')``:
-ConvNet, ResNet-18, VGG-11, AlexNet, LeNet, MLP) are trained on the method's evaluated synthetic set with the
-method's evaluation protocol (:meth:`DistillationModule.eval_kwargs`: epochs, lr, batch size, augmentation,
-seed) and tested on the real test split; the table (mean ± std per architecture) goes to every logger
-(``cross_arch/<arch>/acc_mean|acc_std``, plus the Markdown as text where the logger takes text) and to
-``cross_arch.md`` / ``cross_arch.csv`` in the log directory. ``lightning-sdc evaluate`` computes the same
-table for a saved set (same :func:`~lightning_sdc.evaluation.evaluate_archs` protocol).
-
-The table is one job list of the evaluation engine (:func:`~lightning_sdc.evaluation.evaluate_table`, as
-``lightning-sdc evaluate``): under DDP the ``len(archs) × num_models`` trainings are split across ranks (model
-``i`` of an architecture is the same network whichever rank trains it) and every rank gathers the whole table;
-a rank's failure is raised on every rank instead of leaving the others waiting.
+Fresh networks of every architecture in ``archs`` (default: DC's six) trained on the evaluated set with the
+method's protocol (:meth:`DistillationModule.eval_kwargs`) and tested on the real test split, as one job list of
+the evaluation engine (:func:`~lightning_sdc.evaluation.evaluate_table`, as ``lightning-sdc evaluate``; shared
+over DDP ranks); the table goes to every logger (``cross_arch/<arch>/acc_mean|acc_std``) and to
+``cross_arch.md`` / ``cross_arch.csv`` in the log directory.
 """
 
 from __future__ import annotations

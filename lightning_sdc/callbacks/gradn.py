@@ -1,32 +1,13 @@
 """``GraDNTracker``: the mean GraDN of the synthetic set during distillation (paper Figure 1a/1c).
 
-Every ``every`` synthetic-set updates the tracker computes, for each synthetic sample, the gradient norm of
-its cross-entropy loss w.r.t. the parameters of each network of a small ensemble, and logs the mean over
-samples and networks — GraDN (Definition 2, eq. 7) averaged over the set — raw (``gradn/raw``) and smoothed
-with an exponential moving average (``gradn/ema``, as the paper's Figure 1 curves are). The per-sample norms
-are :func:`lightning_sdc.difficulty.per_sample_grad_norms`, so the curve and the ``difficulty`` scores are one
-computation.
-
-The ensemble is fixed for the whole run, so the curve follows the synthetic set, not the draw of networks:
-
-* ``source="init"`` (gradient matching): ``num_networks`` freshly initialised networks of the method's
-  architecture, network ``k`` drawn from ``seeded_generator(seed, _TRACK_KEY, k)`` (GM methods match at fresh
-  initialisations too); ``resample=True`` draws new ones at every measurement (keyed on the step as well);
-* ``source="experts"`` (trajectory matching): expert snapshots from the DataModule's ``ExpertBuffer``, expert
-  ``k mod E`` at epoch ``expert_epochs[k]`` (default: spread over the DataModule's start-epoch window);
-* ``source="trained"``: ``num_networks`` networks trained ``train_epochs`` epochs on the DataModule's real
-  training split (:func:`lightning_sdc.difficulty.train_ensemble`, once, at the first measurement): the
-  trained ensemble Θ_t of Definition 2, as used for the paper's Figure 3 (scores of untrained networks mostly
-  reflect the input norm; Kirsch 2023);
-* ``source="auto"``: experts when the DataModule holds a buffer, else fresh initialisations.
-
-Several trackers (e.g. one per source) can run side by side under different ``name``s: the name prefixes the
-logged metrics (``<name>/raw``, ``<name>/ema``), names the CSV file and keys the checkpointed state.
-
-Under DDP the networks are split across ranks and the sums reduced, so every rank logs the same value. The
-history (steps, raw, EMA) is kept in :meth:`state_dict`, so a resumed run continues the curve and its EMA;
-at the end of ``fit`` it is written to ``<name>.csv`` in the log directory. :func:`plot_gradn_curves` draws
-two (or more) such curves — with and without SDC — in one figure, shading the gap between them (Figure 1a).
+Every ``every`` updates: the gradient norm of each synthetic sample's loss w.r.t. each network of a fixed ensemble
+(:func:`lightning_sdc.difficulty.per_sample_grad_norms`, the ``difficulty`` scores' computation), averaged and
+logged raw (``<name>/raw``) and EMA-smoothed (``<name>/ema``). The ensemble (``source``): ``init`` fresh networks
+(keyed ``(seed, _TRACK_KEY, k)``; ``resample`` redraws per step), ``experts`` snapshots of the DataModule's
+buffer, ``trained`` networks trained on the real split (Definition 2's Θ_t), ``auto`` experts when there is a
+buffer. Under DDP the networks are split across ranks and the sums reduced. The history is in
+:meth:`state_dict` (a resumed run continues the curve) and in ``<name>.csv`` at the end;
+:func:`plot_gradn_curves` draws curves with and without SDC in one figure.
 """
 
 from __future__ import annotations

@@ -1,34 +1,14 @@
-"""``PreemptionCheckpoint``: a resumable ``last.ckpt`` every few minutes, and on SIGTERM / SIGUSR1 / SIGINT (Ctrl-C)
-a checkpoint of the last completed update, then a non-zero exit (or a SLURM requeue).
+"""``PreemptionCheckpoint``: a resumable ``last.ckpt`` every few minutes, and on SIGTERM / SIGUSR1 / SIGINT a
+checkpoint of the last completed update, then a non-zero exit (or a SLURM requeue).
 
-How clusters stop a job: SLURM and Kubernetes send SIGTERM, then SIGKILL after a grace period (SLURM's
-``KillWait``, 30 s by default); ``sbatch --signal=USR1@90`` sends SIGUSR1 ahead of the time limit. Lightning's
-own handling sets ``trainer.received_sigterm`` and raises ``SIGTERMException`` — a ``SystemExit`` without a code,
-so the process exits **0**, with no checkpoint; its SLURM plugin saves ``hpc_ckpt_N.ckpt`` from inside the signal
-handler, i.e. in the middle of an update.
-
-This callback instead:
-
-* records the signal (chaining Lightning's SIGTERM handler) and, at the end of the update in progress
-  (``on_train_batch_end``, where ``ModelCheckpoint`` saves too), writes ``last.ckpt`` through the Trainer (so
-  atomically, with :class:`~lightning_sdc.methods.base.AtomicCheckpointIO`) and raises :class:`Preempted`, a
-  ``SIGTERMException`` and :class:`lightning_sdc.signals.Stopped` whose exit status is ``128 + signal`` (143 for
-  SIGTERM, 138 for SIGUSR1, 130 for SIGINT), as a shell reports a process killed by that signal; under
-  ``lightning-sdc`` (:func:`lightning_sdc.signals.stop_on_signals`) it holds every stop signal while updates run,
-  so none cuts an update short;
-* a signal that arrives while evaluation networks train (the validation loop inside ``fit``, minutes at paper
-  settings) stops the evaluation at once — it changes no state — and the checkpoint holds the last update; an
-  evaluation that fails (out of memory, a bad network option) also leaves the checkpoint of the updates before it;
-* under SLURM with auto-requeue (Lightning's ``SLURMEnvironment``), the requeue signal (SIGUSR1 by default)
-  saves at the end of the update and runs ``scontrol requeue <job>``, as Lightning's plugin does, but without its
-  mid-update checkpoint;
-* every ``every_n_minutes`` (default 10) or ``every_n_steps`` updates, and when ``fit`` ends, writes
-  ``last.ckpt`` (a few hundred KB to a few MB for this package's methods: well under a second, against minutes
-  between saves).
-
-The same command line with ``--ckpt_path last`` then continues bit-exactly (the methods draw every random number
-from generators keyed on the step, and the optimiser state is in the checkpoint): see :mod:`lightning_sdc.runs`.
-With ``enable_checkpointing=False`` it writes nothing, but a signal still ends ``fit`` with a non-zero status.
+Lightning's own handling exits 0 without a checkpoint (its SLURM plugin saves inside the signal handler, in the
+middle of an update). This callback records the signal and, at the end of the update in progress, writes
+``last.ckpt`` through the Trainer (atomically) and raises :class:`Preempted` (exit status ``128 + signal``); under
+``lightning-sdc`` every stop signal is held while updates run. A signal during the evaluation inside ``fit`` stops
+it at once (the checkpoint holds the last update), as does a failed evaluation. Under SLURM auto-requeue the
+requeue signal saves, then runs ``scontrol requeue``. It also saves every ``every_n_minutes`` (10) or
+``every_n_steps`` updates and when ``fit`` ends; ``--ckpt_path last`` then continues bit-exactly
+(:mod:`lightning_sdc.runs`). With ``enable_checkpointing=False`` it writes nothing but still exits non-zero.
 """
 
 from __future__ import annotations
