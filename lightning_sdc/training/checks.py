@@ -40,7 +40,11 @@ def _choices(owner: Any) -> dict[str, tuple[Any, ...]]:
     functions = [c.__init__ for c in owner.__mro__ if "__init__" in vars(c)] if isinstance(owner, type) else [owner]
     out: dict[str, tuple[Any, ...]] = {}
     for function in functions:
-        for name, hint in typing.get_type_hints(function).items():
+        try:
+            hints = typing.get_type_hints(function)
+        except (NameError, TypeError):  # annotations this process cannot resolve: left to the parser
+            continue
+        for name, hint in hints.items():
             parts = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
             allowed = [v for a in parts if typing.get_origin(a) is typing.Literal for v in typing.get_args(a)]
             if allowed and name not in out:
