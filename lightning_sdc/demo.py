@@ -99,14 +99,14 @@ def _demo(path: Path, run_config: str, steps: int | None, num_models: int | None
          f"{torch.get_num_threads()} CPU threads; each set scored by {kw['num_models']} fresh {kw['arch']} "
          f"× {kw['epochs']} epochs. Five phases, each with a bar and its ETA on a terminal.\n")
     files = [outdir / f"{method.lower()}.pt", outdir / f"{method.lower()}_sdc.pt"]
-    rows = []
+    rows, phase = [], iter(range(1, 6))
 
     def run(name: str, lam_: float, out: Path) -> Any:
         """Distil through LightningCLI (as ``lightning-sdc fit`` would) under a bar of its updates; save the set."""
         cli = build_in_memory_cli([TRAINER, path], seed,
                                   [f"--model.init_args.sdc_lambda={lam_}", f"--trainer.max_steps={steps}"])
         t0 = time.perf_counter()
-        with progress(total=steps, desc=f"[{len(rows) + 1}/5] distil {name}", unit="update") as bar:
+        with progress(total=steps, desc=f"[{next(phase)}/5] distil {name}", unit="update") as bar:
             cli.trainer.callbacks.append(update_callback(bar))
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         seconds = time.perf_counter() - t0
@@ -116,7 +116,7 @@ def _demo(path: Path, run_config: str, steps: int | None, num_models: int | None
 
     def score(name: str, synset: Any, seconds: float | None) -> None:
         total = kw["num_models"] * (kw["epochs"] + 1)
-        with progress(total=total, desc=f"[{len(rows) + 2}/5] evaluate {name}", unit="epoch") as bar:
+        with progress(total=total, desc=f"[{next(phase)}/5] evaluate {name}", unit="epoch") as bar:
             res = evaluate_synset(synset, spec, on_epoch=bar.update, **kw)
         rows.append((name, synset, res, seconds))
         _say(f"  {name:<34} {100 * res.mean:6.2f} ± {100 * res.std:.2f} %  ({res.seconds:.0f} s)")
