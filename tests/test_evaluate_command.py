@@ -52,16 +52,16 @@ class Spy:
 
 
 # ------------------------------------------------------------------------------------------- argument forms
-def test_archs_as_a_plain_list_or_bracketed_list(tmp_path):
-    path = tmp_path / "synset.pt"
-    path.write_bytes(b"")
-    assert cmd.prepare_args([str(path), "--archs", *SIX]) == [str(path), "--archs", "[" + ",".join(SIX) + "]"]
-    assert cmd.prepare_args(["--archs", "[ConvNet,", "X,", "LeNet]", str(path)]) == [
-        "--archs", "[ConvNet, X, LeNet]", str(path)]
-    assert cmd.prepare_args(["--archs", "ConvNet", "LeNet", str(path), "--epochs", "3"]) == [
-        "--archs", "[ConvNet,LeNet]", str(path), "--epochs", "3"]
-    assert cmd.prepare_args(["--archs", "[ConvNet,LeNet]", "--epochs", "3"]) == ["--archs", "[ConvNet,LeNet]",
-                                                                                 "--epochs", "3"]
+def test_archs_as_a_plain_list_or_bracketed_list(tmp_path, digits_set, monkeypatch):
+    """``--archs A B`` (ending at the set's path or the next option), ``--archs [A, B]`` split by the shell, and
+    ``--archs [A,B]`` reach the evaluation alike (the CLI's one list syntax)."""
+    path = str(digits_set.save(tmp_path / "synset.pt"))
+    for argv in (["--archs", "ConvNet", "ConvNetD1", path, "--epochs", "3"], ["--archs", "[ConvNet,", "ConvNetD1]", path],
+                 [path, "--archs", "[ConvNet,ConvNetD1]", "--quiet"], [path, "--archs", "ConvNet", "ConvNetD1"]):
+        spy = Spy()
+        monkeypatch.setattr(cmd, "evaluate_table", spy)
+        run(["evaluate", *argv])
+        assert [c["archs"][0] for c in spy.calls] == ["ConvNet", "ConvNetD1"], argv
 
 
 def test_six_archs_exactly_as_the_readme_writes_them(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from lightning_sdc.coresets.forgetting import KEEP, forgetting_coreset
 from lightning_sdc.coresets.herding import RULES, herding_coreset
 from lightning_sdc.difficulty.forgetting import NEVER_LEARNED
 from lightning_sdc.io import atomic_write_text, prepare_output_dir
-from lightning_sdc.progress import bare_flags, phase, progress, quiet_mode
+from lightning_sdc.progress import phase, progress, quiet_mode
 from lightning_sdc.synthetic import SyntheticSet, random_coreset
 
 CORESET_METHODS = ("random", "herding", "forgetting")
@@ -139,5 +139,3 @@ def coreset_command(
     atomic_write_text(json.dumps(summary, indent=2) + "\n", stem.parent / (stem.name + ".json"))
     return summary
 
-
-coreset_command.prepare_args = bare_flags  # type: ignore[attr-defined]  # `--quiet` alone (used by lightning_sdc.cli)

@@ -8,7 +8,6 @@ A Lightning Fabric job (:mod:`lightning_sdc.fabric_jobs`): ``--trainer.devices/n
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from lightning_sdc import signals
 from lightning_sdc.evaluation.protocol import EvalResult, evaluate_table, rank_share, unique_archs
 from lightning_sdc.evaluation.tables import results_markdown, write_results
 from lightning_sdc.fabric_jobs import FabricTrainerOptions, launch, trainer_options
-from lightning_sdc.progress import bare_flags
 
 
 class EvaluationError(RuntimeError):
@@ -292,43 +290,3 @@ def validate_archs(synset: Any, per_arch: Mapping[str, Mapping[str, Any]]) -> No
         if tuple(out.shape) != (x.shape[0], synset.num_classes):
             raise ValueError(f"architecture {arch} gives outputs of shape {tuple(out.shape)} for {x.shape[0]} "
                              f"images; expected ({x.shape[0]}, {synset.num_classes})")
-
-
-def prepare_args(argv: Sequence[str]) -> list[str]:
-    """Let ``--archs`` and ``--metrics`` take a plain list: ``--archs ConvNet ResNet18 LeNet`` and ``--archs
-    [ConvNet, LeNet]`` (split by the shell) become ``--archs [ConvNet,ResNet18,LeNet]`` for jsonargparse. The list ends at the next option
-    or at an existing file or directory (the set's path may follow the list). A bare ``--quiet`` is
-    ``--quiet=true``."""
-    out: list[str] = []
-    args = list(argv)
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg not in ("--archs", "--metrics"):
-            out.append(arg)
-            i += 1
-            continue
-        items: list[str] = []
-        i += 1
-        bracketed = i < len(args) and args[i].startswith("[")
-        while i < len(args):
-            tok = args[i]
-            if not bracketed and (tok.startswith("-") or os.path.exists(tok)):
-                break
-            items.append(tok)
-            i += 1
-            if bracketed and tok.endswith("]"):
-                break
-        if not items:
-            out.append(arg)
-            continue
-        if items[0].startswith("["):
-            out += [arg, " ".join(items)]
-        else:
-            names = [n for item in items for n in item.split(",") if n]
-            out += [arg, "[" + ",".join(names) + "]"]
-    return bare_flags(out)
-
-
-evaluate_command.prepare_args = prepare_args  # type: ignore[attr-defined]  # used by lightning_sdc.cli
-
