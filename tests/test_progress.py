@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
 
 from lightning_sdc import progress as P
@@ -131,3 +132,29 @@ def test_bare_quiet_flag_becomes_true():
     assert P.bare_flags(["--quiet", "--out", "d"]) == ["--quiet=true", "--out", "d"]
     assert P.bare_flags(["--quiet", "false", "y"]) == ["--quiet", "false", "y"]
     assert P.bare_flags(["--quick", "--quiet"], ("--quiet", "--quick")) == ["--quick=true", "--quiet=true"]
+
+
+def test_demo_shows_a_bar_with_eta_for_every_phase(monkeypatch, tmp_path):
+    """`lightning-sdc demo` on a terminal: the five phases (two distillations counted in updates, three evaluations
+    counted in network epochs) each draw a bar with elapsed<remaining time, in order; Lightning's tips stay off."""
+    from lightning_sdc.cli import run
+
+    monkeypatch.chdir(tmp_path)
+    tty = fake_tty(monkeypatch)
+    written = run(["demo", "--steps", "2", "--num_models", "1", "--epochs", "1"])
+    text = tty.getvalue()
+    phases = ["[1/5] distil DSA (λ = 0)", "[2/5] evaluate Random", "[3/5] evaluate DSA (λ = 0)",
+              "[4/5] distil DSA + SDC", "[5/5] evaluate DSA + SDC"]
+    assert [text.index(p) for p in phases] == sorted(text.index(p) for p in phases), text[-2000:]
+    for unit in ("update", "epoch"):  # 2 updates; 1 network × (1 + 1) epochs: a rate per unit, either way round
+        assert re.search(rf"2/2 \[[^]]*({unit}/s|s/{unit})", text), unit
+    assert "<00:00" in text and "Tip" not in text
+    assert [p.split("/")[-1] for p in written] == ["dsa.pt", "dsa_sdc.pt", "sets.png"]
+
+
+def test_update_callback_moves_the_bar_once_per_training_batch():
+    moved = []
+    callback = P.update_callback(type("Bar", (), {"update": lambda self: moved.append(1)})())
+    for i in range(3):
+        callback.on_train_batch_end(None, None, None, None, i)
+    assert len(moved) == 3
