@@ -146,8 +146,8 @@ def test_demo_shows_a_bar_with_eta_for_every_phase(monkeypatch, tmp_path):
     phases = ["[1/5] distil DSA (λ = 0)", "[2/5] evaluate Random", "[3/5] evaluate DSA (λ = 0)",
               "[4/5] distil DSA + SDC", "[5/5] evaluate DSA + SDC"]
     assert [text.index(p) for p in phases] == sorted(text.index(p) for p in phases), text[-2000:]
-    for unit in ("update", "epoch"):  # 2 updates; 1 network × (1 + 1) epochs: a rate per unit, either way round
-        assert re.search(rf"2/2 \[[^]]*({unit}/s|s/{unit})", text), unit
+    for unit in ("update", "epoch"):  # totals: 2 updates; 1 network × (1 + 1) epochs; a rate per unit
+        assert re.search(rf"\d/2 \[[^]]*({unit}/s|s/{unit})", text), unit
     assert "<00:00" in text and "Tip" not in text
     assert [p.split("/")[-1] for p in written] == ["dsa.pt", "dsa_sdc.pt", "sets.png"]
 
