@@ -20,7 +20,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)  ## create .venv and install the package with its dev extras
 
 demo: $(STAMP)  ## distill real bundled MNIST (mnist5k) on the CPU; print accuracy with and without SDC
-	$(BIN)/python -m lightning_sdc.demo
+	$(BIN)/lightning-sdc demo
 
 test: $(STAMP)  ## fast test suite (CPU, < 15 min)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -95,21 +95,17 @@ def command(name: str) -> Callable[..., Any]:
 
 
 # ---------------------------------------------------------------------- one syntax for lists and flags
-def _annotation(function: Callable[..., Any], kind: str) -> list[str]:
+def list_options_of(function: Callable[..., Any], kind: str = "list") -> list[str]:
+    """The options of a subcommand's ``function`` that take a list (``--archs``, ``--seeds``, ``--overrides``), or
+    with ``kind="flag"`` a boolean."""
     pattern = r"(typing\.)?(List|list|Sequence|tuple|Tuple)\[" if kind == "list" else \
         r"(typing\.)?(bool|bool \| None|None \| bool|Optional\[bool\])"
     found = []
     for p in inspect.signature(function).parameters.values():
-        a = p.annotation
-        text = a if isinstance(a, str) else a.__name__ if isinstance(a, type) else str(a)
+        text = p.annotation if isinstance(p.annotation, str) else "bool" if p.annotation is bool else str(p.annotation)
         if (re.search if kind == "list" else re.fullmatch)(pattern, text):
             found.append(f"--{p.name}")
     return found
-
-
-def list_options_of(function: Callable[..., Any]) -> list[str]:
-    """The options of a subcommand's ``function`` that take a list (``--archs``, ``--seeds``, ``--overrides``)."""
-    return _annotation(function, "list")
 
 
 def list_options(*options: str) -> Callable[[Sequence[str]], list[str]]:
@@ -236,7 +232,7 @@ def run(args: Sequence[str] | None = None) -> Any:
 
     function = command(name)
     sub_argv = plain_args(getattr(function, "prepare_args", list)(argv[1:]), list_options_of(function),
-                          _annotation(function, "flag"), positional=name in POSITIONAL)
+                          list_options_of(function, "flag"), positional=name in POSITIONAL)
     try:
         check_config_files(sub_argv)
     except ValueError as exc:

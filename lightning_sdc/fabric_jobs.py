@@ -65,8 +65,7 @@ def trainer_options(trainer: FabricTrainerOptions | Mapping[str, Any] | None) ->
     if isinstance(trainer, FabricTrainerOptions):
         return trainer.check()
     allowed = set(asdict(FabricTrainerOptions()))
-    unknown = sorted(set(trainer) - allowed)
-    if unknown:
+    if unknown := sorted(set(trainer) - allowed):
         raise ValueError(f"trainer options {unknown} are not allowed; allowed: {', '.join(sorted(allowed))}")
     return FabricTrainerOptions(**dict(trainer)).check()
 
@@ -95,11 +94,5 @@ def launch(trainer: FabricTrainerOptions | Mapping[str, Any] | None, function: C
     from lightning_fabric import Fabric
 
     opts = trainer_options(trainer)
-    fabric = Fabric(
-        accelerator=opts.accelerator,
-        devices=opts.devices,
-        num_nodes=opts.num_nodes,
-        strategy=opts.strategy,
-        precision="32-true",
-    )
+    fabric = Fabric(**asdict(opts), precision="32-true")
     return fabric.launch(_call_with_threads, function, torch.get_num_threads(), *args)

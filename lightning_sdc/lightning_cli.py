@@ -17,6 +17,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from lightning_sdc.runs import check_config_files, flat_items, prepare_subcommand
+
 PROG = "lightning-sdc"
 #: where the packaged configs live (``configs/`` in a checkout is a symlink to it)
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -104,13 +106,6 @@ def _refuse_unified_lightning(text: str, where: str) -> None:
                          f"uses `pytorch-lightning`: write {ours!r}")
 
 
-def _flat_items(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    items = []
-    for k, v in (tree.items() if isinstance(tree, dict) else ()):
-        items += [(f"{prefix}{k}", v), *_flat_items(v, f"{prefix}{k}.")]
-    return items
-
-
 def _subclasses(cls: type) -> list[type]:
     return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
 
@@ -160,7 +155,7 @@ def rewrite_args(argv: Sequence[str], given: list[tuple[str, Any, str]] | None =
                 text = path.read_text(errors="replace")
                 _refuse_unified_lightning(text, f"--config {value}")
                 try:
-                    given += [(k, v, f"--config {value}") for k, v in _flat_items(yaml.safe_load(text)) if k in _TARGETS]
+                    given += [(k, v, f"--config {value}") for k, v in flat_items(yaml.safe_load(text)) if k in _TARGETS]
                 except yaml.YAMLError:
                     pass  # jsonargparse reports the syntax error with its position
                 value = str(path)
@@ -313,30 +308,20 @@ def _cli_class(given: Sequence[tuple[str, Any, str]], export: bool) -> type:
             """Lightning replaces the user's settings by the checkpoint's and imports its class path here; this CLI
             compares them instead (:func:`lightning_sdc.runs.prepare_subcommand`, before the subcommand runs)."""
 
-        def before_fit(self) -> None:
-            _prepare(self, "fit", export)
+        def before_subcommand(self) -> None:
+            """:func:`lightning_sdc.runs.prepare_subcommand` (errors as one-line :class:`UsageError`); TensorBoard
+            gets no ``hp_metric`` placeholder."""
+            for logger in self.trainer.loggers:
+                if hasattr(logger, "_default_hp_metric"):
+                    logger._default_hp_metric = False  # TensorBoardLogger(default_hp_metric=False)
+            try:
+                prepare_subcommand(self, self.subcommand, lock=export)
+            except (ValueError, RuntimeError, OSError) as exc:
+                raise UsageError(str(exc)) from None
 
-        def before_validate(self) -> None:
-            _prepare(self, "validate", export)
-
-        def before_test(self) -> None:
-            _prepare(self, "test", export)
+        before_fit = before_validate = before_test = before_subcommand
 
     return DistillationCLI
-
-
-def _prepare(cli: Any, subcommand: str, lock: bool) -> None:
-    """:func:`lightning_sdc.runs.prepare_subcommand`, its errors as one-line :class:`UsageError`; TensorBoard gets
-    no ``hp_metric`` placeholder."""
-    from lightning_sdc.runs import prepare_subcommand
-
-    for logger in cli.trainer.loggers:
-        if hasattr(logger, "_default_hp_metric"):
-            logger._default_hp_metric = False  # TensorBoardLogger(default_hp_metric=False)
-    try:
-        prepare_subcommand(cli, subcommand, lock=lock)
-    except (ValueError, RuntimeError, OSError) as exc:
-        raise UsageError(str(exc)) from None
 
 
 def build_cli(args: Sequence[str] | None = None, run: bool = True, export: bool = True) -> Any:
@@ -351,7 +336,6 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True, export: bool 
 
     import lightning_sdc.callbacks  # noqa: F401 - short class names in configs
     from lightning_sdc.methods import DistillationModule
-    from lightning_sdc.runs import check_config_files
 
     given: list[tuple[str, Any, str]] = []
     argv = rewrite_args(sys.argv[1:] if args is None else args, given)

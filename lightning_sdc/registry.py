@@ -1,9 +1,5 @@
-"""One small name → factory registry, instantiated once per kind (datasets, networks, methods).
-
-Modelled on timm's ``register_model``/``create_model``: a decorator records a factory under a name
-(case-insensitive, with optional aliases), ``build`` calls it, and an unknown name raises an error that
-lists every allowed name.
-"""
+"""One name → factory registry, instantiated once per kind (datasets, networks, methods), as timm's
+``register_model``/``create_model``: case-insensitive names and aliases; an unknown name lists the allowed ones."""
 
 from __future__ import annotations
 

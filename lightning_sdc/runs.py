@@ -78,23 +78,17 @@ def check_resumable(checkpoint: Mapping[str, Any], path: str | os.PathLike, fit:
     compare), non-finite tensors in its state (a diverged run), and for ``fit`` no optimizer or loop state (a
     ``save_weights_only`` checkpoint: resuming would silently drop the optimiser's momentum)."""
     if not checkpoint.get("hyper_parameters"):
-        raise ResumeError(
-            f"checkpoint {path} holds no hyper-parameters, so its settings cannot be checked against this run; "
-            "allowed: a checkpoint written by `lightning-sdc fit` (or a Trainer fitting one of this package's "
-            "methods)"
-        )
+        raise ResumeError(f"checkpoint {path} holds no hyper-parameters, so its settings cannot be checked "
+                          "against this run; allowed: a checkpoint written by `lightning-sdc fit` (or a "
+                          "Trainer fitting one of this package's methods)")
     for key, value in (checkpoint.get("state_dict") or {}).items():
         if hasattr(value, "is_floating_point") and value.is_floating_point() and not bool(value.isfinite().all()):
-            raise ResumeError(
-                f"checkpoint {path}: {key} holds NaN or infinite values (the run had diverged when it was "
-                "written); resume from an earlier checkpoint or start a new run"
-            )
+            raise ResumeError(f"checkpoint {path}: {key} holds NaN or infinite values (the run had diverged "
+                              "when it was written); resume from an earlier checkpoint or start a new run")
     if fit and (not checkpoint.get("optimizer_states") or "loops" not in checkpoint):
-        raise ResumeError(
-            f"checkpoint {path} holds no optimizer state (saved with save_weights_only): resuming would drop "
-            "the set optimiser's momentum and not continue the run; resume from a full checkpoint (last.ckpt) "
-            "or start a new run"
-        )
+        raise ResumeError(f"checkpoint {path} holds no optimizer state (saved with save_weights_only): "
+                          "resuming would drop the set optimiser's momentum and not continue the run; resume "
+                          "from a full checkpoint (last.ckpt) or start a new run")
 
 
 # ------------------------------------------------------------------------------------------ reading a checkpoint
@@ -130,11 +124,9 @@ def check_class_paths(checkpoint: Mapping[str, Any], path: str | os.PathLike, al
         for key, value in _class_paths(checkpoint.get(section) or {}, section):
             if value in allowed or value == PACKAGE or value.startswith(PACKAGE + "."):
                 continue
-            raise ResumeError(
-                f"checkpoint {path}: {key}={value!r} names a class outside {PACKAGE} that this command does not "
-                f"name; refusing to load it (nothing was imported). Allowed: {PACKAGE}.* or a class_path given "
-                "on the command line or in a --config file"
-            )
+            raise ResumeError(f"checkpoint {path}: {key}={value!r} names a class outside {PACKAGE} that this "
+                              "command does not name; refusing to load it (nothing was imported). Allowed: "
+                              f"{PACKAGE}.* or a class_path given on the command line or in a --config file")
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -181,14 +173,9 @@ def _show(value: Any) -> str:
     return "(not set)" if value is _MISSING else repr(_plain(value))
 
 
-def check_resume_config(
-    checkpoint: Mapping[str, Any],
-    path: str | os.PathLike,
-    model: Any,
-    datamodule: Any = None,
-    overrides: Sequence[str] = (),
-    free: Sequence[str] = (),
-) -> list[str]:
+def check_resume_config(checkpoint: Mapping[str, Any], path: str | os.PathLike, model: Any,
+                        datamodule: Any = None, overrides: Sequence[str] = (), free: Sequence[str] = ()
+                        ) -> list[str]:
     """Refuse to resume ``checkpoint`` with a model/DataModule configured differently, naming every key and both
     values; ``overrides`` (``sdc_lambda``, ``model.eval_epochs``, ``data.max_start_epoch``) may differ, except the
     :data:`FROZEN` keys that shape the checkpointed state. ``free`` lists further model keys that may differ
@@ -196,17 +183,15 @@ def check_resume_config(
     canonical = {o if o.startswith(("model.", "data.")) else f"model.{o}" for o in overrides}
     frozen = sorted(o for o in canonical if o.startswith("model.") and o[len("model."):] in FROZEN)
     if frozen:
-        raise ResumeError(
-            f"--resume_override {', '.join(frozen)}: these shape the checkpointed synthetic set and cannot change "
-            f"on resume; overridable: any other model or data setting (e.g. eval_epochs, sdc_lambda)"
-        )
+        raise ResumeError(f"--resume_override {', '.join(frozen)}: these shape the checkpointed synthetic set "
+                          "and cannot change on resume; overridable: any other model or data setting (e.g. "
+                          "eval_epochs, sdc_lambda)")
     saved_cls = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
     current_cls = f"{type(model).__module__}.{type(model).__qualname__}"
     if saved_cls is not None and saved_cls != current_cls and not _same_class(saved_cls, type(model)):
-        raise ResumeError(
-            f"checkpoint {path} is a {saved_cls} run but this command builds {current_cls}; resume with the "
-            "checkpoint's method or start a new run (another default_root_dir, or no --ckpt_path)"
-        )
+        raise ResumeError(f"checkpoint {path} is a {saved_cls} run but this command builds {current_cls}; "
+                          "resume with the checkpoint's method or start a new run (another default_root_dir, "
+                          "or no --ckpt_path)")
     diffs = _differences(_hparams(checkpoint.get("hyper_parameters")), _hparams(getattr(model, "hparams", {})),
                          "model.")
     if datamodule is not None and checkpoint.get("datamodule_hyper_parameters") is not None:
@@ -217,11 +202,10 @@ def check_resume_config(
     bad = [d for d in diffs if d[0] not in canonical and d[0] not in free_keys]
     if bad:
         listed = "; ".join(f"{key}: checkpoint {_show(a)}, this run {_show(b)}" for key, a, b in bad)
-        raise ResumeError(
-            f"checkpoint {path} was made with other settings: {listed}. Resume with the checkpoint's settings, "
-            f"or list the keys that may change in --resume_override (e.g. --resume_override "
-            f"[{', '.join(k for k, _, _ in bad)}]); {', '.join(FROZEN)} can never change"
-        )
+        raise ResumeError(f"checkpoint {path} was made with other settings: {listed}. Resume with the "
+                          "checkpoint's settings, or list the keys that may change in --resume_override "
+                          f"(e.g. --resume_override [{', '.join(k for k, _, _ in bad)}]); {', '.join(FROZEN)} "
+                          "can never change")
     return [d[0] for d in diffs]
 
 
@@ -271,10 +255,9 @@ def lock_run_dir(path: str | os.PathLike) -> Path:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             fh.close()
-            raise RuntimeError(
-                f"another live run ({holder}) is writing into {path.parent} (lock {path.name}); give this run its "
-                "own --trainer.default_root_dir, or wait for that run to end"
-            ) from None
+            raise RuntimeError(f"another live run ({holder}) is writing into {path.parent} (lock "
+                               f"{path.name}); give this run its own --trainer.default_root_dir, or wait for "
+                               "that run to end") from None
         if path.exists() and os.path.samestat(os.fstat(fh.fileno()), path.stat()):
             break
         fh.close()  # the file was removed by the holder that released it: lock the new one
@@ -316,10 +299,8 @@ def check_trainer_settings(trainer: Any) -> None:
     interval = trainer.val_check_interval
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not math.isfinite(interval) \
             or interval <= 0 or (isinstance(interval, float) and interval > 1.0):
-        raise ValueError(
-            f"val_check_interval={interval!r} is not allowed; allowed: an integer >= 1 (updates between "
-            "evaluations) or a float in (0, 1]"
-        )
+        raise ValueError(f"val_check_interval={interval!r} is not allowed; allowed: an integer >= 1 (updates between "
+                         "evaluations) or a float in (0, 1]")
 
 
 def check_config_files(args: Sequence[str]) -> None:
@@ -355,21 +336,20 @@ RUN_IDENTITY = ("seed_everything", "model", "data")
 CONFIG_NAME = "config.yaml"
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, Mapping):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: tree}
+def flat_items(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """``(dotted key, value)`` of every entry of a nested mapping, inner mappings included."""
+    items = []
+    for k, v in (tree.items() if isinstance(tree, Mapping) else ()):
+        items += [(f"{prefix}{k}", v), *flat_items(v, f"{prefix}{k}.")]
+    return items
 
 
 def _run_identity(config: Any) -> dict[str, Any]:
     if hasattr(config, "as_dict"):
         config = config.as_dict()
-    flat = _flat({k: (config or {}).get(k) for k in RUN_IDENTITY})
-    return {k: v for k, v in flat.items()
-            if not (k.startswith("data.init_args.") and k[len("data.init_args."):] in DATA_FREE)}
+    flat = flat_items({k: (config or {}).get(k) for k in RUN_IDENTITY})
+    return {k: v for k, v in flat if not isinstance(v, Mapping)
+            and not (k.startswith("data.init_args.") and k[len("data.init_args."):] in DATA_FREE)}
 
 
 def check_run_dir(trainer: Any, config: Any, resuming: bool) -> None:
@@ -390,11 +370,10 @@ def check_run_dir(trainer: Any, config: Any, resuming: bool) -> None:
     except yaml.YAMLError:
         saved = None
     if not isinstance(saved, dict) or not {"model", "trainer"} <= set(saved):
-        raise ValueError(
-            f"{existing} is not a run config written by lightning-sdc fit, and this run (--trainer.logger false) "
-            f"would replace it; give the run its own --trainer.default_root_dir (or keep the logger: runs then "
-            f"go into {root}/lightning_logs/version_N)"
-        )
+        raise ValueError(f"{existing} is not a run config written by lightning-sdc fit, and this run "
+                         "(--trainer.logger false) would replace it; give the run its own "
+                         "--trainer.default_root_dir (or keep the logger: runs then go into "
+                         f"{root}/lightning_logs/version_N)")
     if resuming:
         return
     mine, theirs = _run_identity(config), _run_identity(saved)
@@ -404,11 +383,10 @@ def check_run_dir(trainer: Any, config: Any, resuming: bool) -> None:
         shown = "; ".join(f"{k}: that run {_show(theirs.get(k, _MISSING))}, this run {_show(mine.get(k, _MISSING))}"
                           for k in diffs[:4])
         more = f" (and {len(diffs) - 4} more)" if len(diffs) > 4 else ""
-        raise ValueError(
-            f"{root} already holds another run ({CONFIG_NAME}: {shown}{more}); a second run with other settings "
-            "would overwrite its synset.pt, last.ckpt and config.yaml. Give this run its own "
-            "--trainer.default_root_dir, or continue that run with its own settings and --ckpt_path last"
-        )
+        raise ValueError(f"{root} already holds another run ({CONFIG_NAME}: {shown}{more}); a second run with "
+                         "other settings would overwrite its synset.pt, last.ckpt and config.yaml. Give this "
+                         "run its own --trainer.default_root_dir, or continue that run with its own settings "
+                         "and --ckpt_path last")
 
 
 # ------------------------------------------------------------------------------------------ the CLI hook
@@ -425,10 +403,8 @@ def prepare_subcommand(cli: Any, subcommand: str, lock: bool = True) -> None:
     if subcommand == "fit":
         check_trainer_settings(trainer)
     if subcommand in ("validate", "test") and not ckpt:
-        raise ValueError(
-            f"{subcommand} needs --ckpt_path (a checkpoint of a fit run): without one the synthetic set is blank. "
-            "To score a saved set, use lightning-sdc evaluate PATH"
-        )
+        raise ValueError(f"{subcommand} needs --ckpt_path (a checkpoint of a fit run): without one the "
+                         "synthetic set is blank. To score a saved set, use lightning-sdc evaluate PATH")
     free = () if subcommand == "fit" else tuple(k for k in _hparams(cli.model.hparams) if k.startswith("eval_"))
     overrides = list(cli.config[subcommand].get("resume_override") or [])
 
@@ -448,18 +424,14 @@ def prepare_subcommand(cli: Any, subcommand: str, lock: bool = True) -> None:
         found, refusal = None, None
         for candidate in candidates:
             try:
-                changed = accept(candidate)
+                changed, found = accept(candidate), candidate
+                break
             except ResumeError as exc:
                 refusal = refusal or exc
-                continue
-            found = candidate
-            break
         if found is None and refusal is not None:
             raise refusal
-        if found is None:
-            rank_zero_info(f"--ckpt_path last: no checkpoint under {trainer.default_root_dir}; starting at step 0")
-        else:
-            rank_zero_info(f"--ckpt_path last: resuming from {found}")
+        rank_zero_info(f"--ckpt_path last: resuming from {found}" if found is not None else
+                       f"--ckpt_path last: no checkpoint under {trainer.default_root_dir}; starting at step 0")
         config["ckpt_path"] = str(found) if found is not None else None
     elif ckpt in ("best", "hpc") or (ckpt and "://" in str(ckpt)):
         pass  # Lightning's own resolution; nothing local to check here
@@ -472,8 +444,7 @@ def prepare_subcommand(cli: Any, subcommand: str, lock: bool = True) -> None:
         rank_zero_info(f"resuming {config['ckpt_path']} with changed settings: {', '.join(changed)}")
     if subcommand == "fit":
         check_run_dir(trainer, cli.config[subcommand], resuming=bool(config.get("ckpt_path")))
-    if subcommand == "fit" and lock:  # refused now, not after the data are set up
         path = lock_path(trainer)  # on every rank: trainer.log_dir broadcasts once the process group exists
-        if trainer.is_global_zero:
+        if lock and trainer.is_global_zero:  # refused now, not after the data are set up
             lock_run_dir(path)  # PreemptionCheckpoint releases it when fit ends
 

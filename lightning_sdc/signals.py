@@ -102,37 +102,25 @@ def _installed() -> bool:
     return _state.command is not None
 
 
-def _children() -> list[int]:
-    """Process ids of this process's children (``/proc``), less multiprocessing's resource tracker."""
-    me = os.getpid()
-    keep: set[int] = set()
-    with contextlib.suppress(Exception):
-        from multiprocessing import resource_tracker
-
-        pid = getattr(resource_tracker._resource_tracker, "_pid", None)
-        if pid:
-            keep.add(int(pid))
-    kids: set[int] = set()
-    with contextlib.suppress(Exception):
-        import multiprocessing
-
-        kids |= {p.pid for p in multiprocessing.active_children() if p.pid}
+def _stat(pid: int | str) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state, parent pid, …); ``[]`` if unreadable."""
     try:
-        entries = os.listdir("/proc")
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().decode(errors="replace").rsplit(")", 1)[-1].split()
     except OSError:
-        entries = []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read().decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 1 and fields[1] == str(me):
-            kids.add(int(entry))
-    return sorted(kids - keep - {me})
+        return []
+
+
+def _children() -> list[int]:
+    """Process ids of this process's children (``/proc`` and multiprocessing's), less its resource tracker."""
+    import multiprocessing
+    from multiprocessing import resource_tracker
+
+    me, tracker = os.getpid(), getattr(resource_tracker._resource_tracker, "_pid", None)
+    kids = {p.pid for p in multiprocessing.active_children() if p.pid}
+    kids |= {int(e) for e in (os.listdir("/proc") if os.path.isdir("/proc") else ())
+             if e.isdigit() and _stat(e)[1:2] == [str(me)]}
+    return sorted(kids - {tracker, me})
 
 
 def terminate_workers(signum: int = signal.SIGTERM) -> list[int]:
@@ -146,17 +134,15 @@ def terminate_workers(signum: int = signal.SIGTERM) -> list[int]:
 
 def _alive(pid: int) -> bool:
     """``pid`` still runs (a zombie, ended but not yet reaped by its owner, does not)."""
+    if os.path.isdir("/proc"):
+        return _stat(pid)[:1] not in ([], ["Z"])
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().decode(errors="replace").rsplit(")", 1)[-1].split()[0] != "Z"
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return not os.path.isdir("/proc")  # no /proc: cannot tell a zombie, assume alive
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _stop_workers(pids: Iterable[int], grace_s: float) -> None:

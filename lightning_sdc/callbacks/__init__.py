@@ -14,19 +14,6 @@ from lightning_sdc.callbacks.images import SyntheticImageLogger, SyntheticSetExp
 from lightning_sdc.callbacks.preemption import Preempted, PreemptionCheckpoint
 from lightning_sdc.callbacks.progress_bar import UpdateProgressBar
 
-__all__ = [
-    "RAMP_SHAPES",
-    "ASDCRamp",
-    "CrossArchEvaluation",
-    "GraDNTracker",
-    "Preempted",
-    "PreemptionCheckpoint",
-    "SyntheticImageLogger",
-    "SyntheticSetExporter",
-    "UpdateProgressBar",
-    "asdc_lambda",
-    "curve_summary",
-    "ema_smooth",
-    "plot_gradn_curves",
-    "read_curve",
-]
+__all__ = ["RAMP_SHAPES", "ASDCRamp", "CrossArchEvaluation", "GraDNTracker", "Preempted",
+           "PreemptionCheckpoint", "SyntheticImageLogger", "SyntheticSetExporter", "UpdateProgressBar",
+           "asdc_lambda", "curve_summary", "ema_smooth", "plot_gradn_curves", "read_curve"]

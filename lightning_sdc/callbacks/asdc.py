@@ -1,18 +1,9 @@
-"""Adaptive SDC (ASDC): ramp λ up during distillation (paper Section 4, "Adaptive sample difficulty correction").
-
-The paper raises λ "logarithmically" from 0.002 to 0.008 over 10,000 steps for DSAC (FashionMNIST IPC 1),
-0.02 → 0.08 for DATM (CIFAR-100 IPC 1), 0.0002 → 0.002 over 1,000 for DSA and 0.002 → 0.008 over 10,000 for
-FTD (Appendix 3.2). No code for the ramp is published, so the shape is an option:
-
-* ``"log"`` (default): ``λ(t) = λ₀ + (λ₁ − λ₀)·ln(1 + t)/ln(1 + T)`` — a logarithm-shaped rise, fast early;
-* ``"geometric"``: ``λ(t) = λ₀·(λ₁/λ₀)^(t/T)`` — log-spaced values (``numpy.logspace``), slow early;
-* ``"linear"``: ``λ₀ + (λ₁ − λ₀)·t/T``.
-
-``t`` is the number of synthetic-set updates done (``trainer.global_step``), ``T = steps``; after ``T`` the value
-holds at ``λ₁``. λ is a pure function of ``global_step``, which the checkpoint restores, so a resumed run
-continues the ramp where it stopped. The value is written to ``pl_module.sdc_lambda`` before every step and
-logged as ``sdc/lambda``.
-"""
+"""Adaptive SDC (ASDC): ramp λ up during distillation (paper Section 4; Appendix 3.2 raises it "logarithmically",
+e.g. 0.002 → 0.008 over 10,000 steps for DSAC). The published paper has no code for the ramp, so its shape is an
+option: ``"log"`` (default) ``λ₀ + (λ₁ − λ₀)·ln(1 + t)/ln(1 + T)``, fast early; ``"geometric"``
+``λ₀·(λ₁/λ₀)^(t/T)``, slow early; ``"linear"``. ``t`` = ``trainer.global_step`` (restored by a checkpoint, so a
+resumed run continues the ramp), ``T = steps``, then λ₁. Written to ``pl_module.sdc_lambda`` before every step,
+logged as ``sdc/lambda``."""
 
 from __future__ import annotations
 

@@ -40,19 +40,10 @@ class CrossArchEvaluation(pl.Callback):
     While the networks train, a progress bar (epochs, ETA) is drawn when the Trainer draws one on a terminal.
     """
 
-    def __init__(
-        self,
-        archs: Sequence[str] = CROSS_ARCHS,
-        num_models: int | None = None,
-        epochs: int | None = None,
-        lr: float | None = None,
-        batch_size: int | None = None,
-        augment: str | None = None,
-        arch_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-        dirpath: str | None = None,
-        filename: str = "cross_arch",
-        skip_unsupported: bool = False,
-    ) -> None:
+    def __init__(self, archs: Sequence[str] = CROSS_ARCHS, num_models: int | None = None, epochs: int | None = None,
+                 lr: float | None = None, batch_size: int | None = None, augment: str | None = None,
+                 arch_kwargs: Mapping[str, Mapping[str, Any]] | None = None, dirpath: str | None = None,
+                 filename: str = "cross_arch", skip_unsupported: bool = False) -> None:
         from lightning_sdc.models import NETWORKS
 
         self.archs = [NETWORKS.canonical(a) for a in archs]  # KeyError listing the allowed names
@@ -64,13 +55,7 @@ class CrossArchEvaluation(pl.Callback):
             raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
         if augment is not None and augment not in ("dsa", "dc", "none"):
             raise ValueError(f"augment={augment!r} is not allowed; allowed: dsa, dc, none")
-        self.num_models, self.epochs, self.lr, self.batch_size, self.augment = (
-            num_models,
-            epochs,
-            lr,
-            batch_size,
-            augment,
-        )
+        self.num_models, self.epochs, self.lr, self.batch_size, self.augment = num_models, epochs, lr, batch_size, augment
         self.per_arch_kwargs = {NETWORKS.canonical(k): dict(v) for k, v in (arch_kwargs or {}).items()}
         self.dirpath, self.filename, self.skip_unsupported = dirpath, filename, bool(skip_unsupported)
         self.results: list[EvalResult] = []
@@ -93,8 +78,7 @@ class CrossArchEvaluation(pl.Callback):
         return dict(own or {}) if arch == kw.get("arch") else {}
 
     def supported_archs(self, pl_module: pl.LightningModule) -> list[str]:
-        """The archs that can be built for the set's image shape (building on the ``meta`` device: no
-        memory)."""
+        """The archs that can be built for the set's image shape (built on the ``meta`` device: no memory)."""
         from lightning_sdc.models import build_network
 
         synset = getattr(pl_module, "synset", None)  # only its shape is needed
@@ -127,9 +111,7 @@ class CrossArchEvaluation(pl.Callback):
         out = output_dir(trainer, self.dirpath)  # collective under DDP: every rank calls it
         synset = evaluated_set(pl_module)
         if not synset.is_finite():
-            rank_zero_warn(
-                "CrossArchEvaluation: the synthetic set holds non-finite values; nothing evaluated"
-            )
+            rank_zero_warn("CrossArchEvaluation: the synthetic set holds non-finite values; nothing evaluated")
             return []
         spec = getattr(getattr(trainer, "datamodule", None), "spec", None)
         if spec is None:
@@ -153,13 +135,8 @@ class CrossArchEvaluation(pl.Callback):
     def _report(self, trainer: pl.Trainer, out: Any, synset: Any) -> None:
         if not trainer.is_global_zero or not self.results:
             return
-        title = (
-            f"cross-architecture evaluation: {synset.dataset}, IPC {synset.ipc}, step {trainer.global_step}"
-        )
-        metrics = {}
-        for r in self.results:
-            metrics[f"cross_arch/{r.arch}/acc_mean"] = r.mean
-            metrics[f"cross_arch/{r.arch}/acc_std"] = r.std
+        title = f"cross-architecture evaluation: {synset.dataset}, IPC {synset.ipc}, step {trainer.global_step}"
+        metrics = {f"cross_arch/{r.arch}/acc_{k}": getattr(r, k) for r in self.results for k in ("mean", "std")}
         log_metrics(trainer, metrics, trainer.global_step)
         table = results_markdown(self.results, title)
         for logger in trainer.loggers:

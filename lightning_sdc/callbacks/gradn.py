@@ -66,44 +66,24 @@ class GraDNTracker(pl.Callback):
         name: metric prefix, CSV file stem and checkpoint state key (``"gradn"``).
     """
 
-    def __init__(
-        self,
-        every: int = 10,
-        num_networks: int = 4,
-        ema: float = 0.9,
-        source: str = "auto",
-        params: str = "all",
-        method: str = "auto",
-        chunk_size: int = 64,
-        arch: str | None = None,
-        arch_kwargs: Mapping[str, Any] | None = None,
-        expert_epochs: Sequence[int] | None = None,
-        resample: bool = False,
-        train_epochs: int = 5,
-        seed: int = 0,
-        dirpath: str | None = None,
-        name: str = "gradn",
-    ) -> None:
-        check_every("every", every)
-        check_every("num_networks", num_networks)
-        check_every("chunk_size", chunk_size)
+    def __init__(self, every: int = 10, num_networks: int = 4, ema: float = 0.9, source: str = "auto",
+                 params: str = "all", method: str = "auto", chunk_size: int = 64, arch: str | None = None,
+                 arch_kwargs: Mapping[str, Any] | None = None, expert_epochs: Sequence[int] | None = None,
+                 resample: bool = False, train_epochs: int = 5, seed: int = 0, dirpath: str | None = None,
+                 name: str = "gradn") -> None:
+        for what, value in (("every", every), ("num_networks", num_networks), ("chunk_size", chunk_size),
+                            ("train_epochs", train_epochs)):
+            check_every(what, value)
         if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 <= ema < 1:
             raise ValueError(f"ema must be a number in [0, 1), got {ema!r}")
-        for what, value, allowed in (
-            ("source", source, SOURCES),
-            ("params", params, PARAM_SETS),
-            ("method", method, METHODS),
-        ):
+        for what, value, allowed in (("source", source, SOURCES), ("params", params, PARAM_SETS),
+                                     ("method", method, METHODS)):
             if value not in allowed:
                 raise ValueError(f"{what}={value!r} is not allowed; allowed: {', '.join(allowed)}")
-        if expert_epochs is not None and (
-            len(expert_epochs) != num_networks
-            or any(isinstance(e, bool) or not isinstance(e, int) or e < 0 for e in expert_epochs)
-        ):
-            raise ValueError(
-                f"expert_epochs must be {num_networks} integers >= 0 (one per network), got {expert_epochs!r}"
-            )
-        check_every("train_epochs", train_epochs)
+        if expert_epochs is not None and (len(expert_epochs) != num_networks or any(
+                isinstance(e, bool) or not isinstance(e, int) or e < 0 for e in expert_epochs)):
+            raise ValueError(f"expert_epochs must be {num_networks} integers >= 0 (one per network), got "
+                             f"{expert_epochs!r}")
         if not isinstance(name, str) or not name or "/" in name:
             raise ValueError(f"name must be a non-empty string without '/', got {name!r}")
         if arch is not None:
@@ -130,22 +110,15 @@ class GraDNTracker(pl.Callback):
     def resolved_source(self, trainer: pl.Trainer) -> str:
         if self.source != "auto":
             return self.source
-        return (
-            "experts" if getattr(getattr(trainer, "datamodule", None), "buffer", None) is not None else "init"
-        )
+        return "experts" if getattr(getattr(trainer, "datamodule", None), "buffer", None) is not None else "init"
 
     def _arch(self, pl_module: pl.LightningModule) -> tuple[str, dict[str, Any]]:
         arch = self.arch or getattr(pl_module, "arch", None)
         if arch is None:
             raise ValueError("GraDNTracker needs arch= when the module has no 'arch' attribute")
-        kwargs = self.arch_kwargs
-        if kwargs is None:
-            kwargs = (
-                dict(getattr(pl_module, "arch_kwargs", {}) or {})
-                if arch == getattr(pl_module, "arch", None)
-                else {}
-            )
-        return arch, kwargs
+        if self.arch_kwargs is not None:
+            return arch, self.arch_kwargs
+        return arch, dict(getattr(pl_module, "arch_kwargs", {}) or {}) if arch == getattr(pl_module, "arch", None) else {}
 
     def snapshot_plan(self, datamodule: Any) -> list[tuple[int, int]]:
         """``(expert_id, epoch)`` of each network for ``source="experts"``."""
@@ -180,21 +153,15 @@ class GraDNTracker(pl.Callback):
         device = pl_module.device
         if source == "init":
             keys = (self.seed, _TRACK_KEY, k) + ((step,) if self.resample else ())
-            net = build_network(
-                arch, c, synset.num_classes, (h, w), generator=seeded_generator(*keys), **kwargs
-            )
+            net = build_network(arch, c, synset.num_classes, (h, w), generator=seeded_generator(*keys), **kwargs)
         elif source == "trained":
             from lightning_sdc.difficulty import train_ensemble
 
             spec = getattr(trainer.datamodule, "spec", None)
             if spec is None:
-                raise ValueError(
-                    "GraDNTracker(source='trained') needs a DataModule with a loaded dataset 'spec'"
-                )
-            nets = train_ensemble(
-                spec, self.num_networks, epochs=self.train_epochs, arch=arch, arch_kwargs=kwargs,
-                seed=self.seed, device=device,
-            )  # fmt: skip
+                raise ValueError("GraDNTracker(source='trained') needs a DataModule with a loaded dataset 'spec'")
+            nets = train_ensemble(spec, self.num_networks, epochs=self.train_epochs, arch=arch, arch_kwargs=kwargs,
+                                  seed=self.seed, device=device)
             self._networks.update({i: n.eval() for i, n in enumerate(nets)})
             return nets[k]
         else:
@@ -206,10 +173,8 @@ class GraDNTracker(pl.Callback):
             flat = dm.buffer.snapshot(expert_id, epoch)
             n_params = sum(p.numel() for p in net.parameters())
             if flat.numel() != n_params:
-                raise ValueError(
-                    f"expert snapshots have {flat.numel()} parameters but {arch} {kwargs} has {n_params}; "
-                    "pass the buffer's arch/arch_kwargs to GraDNTracker"
-                )
+                raise ValueError(f"expert snapshots have {flat.numel()} parameters but {arch} {kwargs} has "
+                                 f"{n_params}; pass the buffer's arch/arch_kwargs to GraDNTracker")
             torch.nn.utils.vector_to_parameters(flat.to(torch.float32), net.parameters())
         net = net.to(device).eval()
         self._networks[k] = net
@@ -217,8 +182,7 @@ class GraDNTracker(pl.Callback):
 
     # ------------------------------------------------------------------ measuring
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int | None = None) -> float:
-        """Mean per-sample gradient norm of the synthetic set over the ensemble (this rank's networks,
-        reduced)."""
+        """Mean per-sample gradient norm of the synthetic set over the ensemble (this rank's networks, reduced)."""
         step = trainer.global_step if step is None else step
         images, targets, _ = pl_module.synset.detached()
         if not (torch.isfinite(images).all() and torch.isfinite(targets.float()).all()):
@@ -226,9 +190,8 @@ class GraDNTracker(pl.Callback):
         total = torch.zeros(2, dtype=torch.float64, device=pl_module.device)
         for k in rank_share(list(range(self.num_networks)), trainer.global_rank, trainer.world_size):
             net = self.network(k, step, trainer, pl_module)
-            norms = per_sample_grad_norms(
-                net, images, targets, params=self.params, method=self.method, chunk_size=self.chunk_size
-            )
+            norms = per_sample_grad_norms(net, images, targets, params=self.params, method=self.method,
+                                          chunk_size=self.chunk_size)
             total[0] += norms.double().sum()
             total[1] += norms.numel()
         if trainer.world_size > 1:
@@ -250,9 +213,7 @@ class GraDNTracker(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.record(trainer, pl_module)
 
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
         if trainer.global_step % self.every == 0:
             self.record(trainer, pl_module)
 
@@ -282,12 +243,8 @@ class GraDNTracker(pl.Callback):
         except KeyError as exc:
             raise KeyError(f"GraDNTracker state is missing {exc}; has {sorted(state_dict)}") from None
         if not len(steps) == len(values) == len(emas):
-            raise ValueError(
-                f"GraDNTracker state has {len(steps)} steps, {len(values)} values, {len(emas)} EMA values"
-            )
-        self.steps = [int(s) for s in steps]
-        self.values = [float(v) for v in values]
-        self.ema_values = [float(v) for v in emas]
+            raise ValueError(f"GraDNTracker state has {len(steps)} steps, {len(values)} values, {len(emas)} EMA values")
+        self.steps, self.values, self.ema_values = [int(s) for s in steps], list(map(float, values)), list(map(float, emas))
 
 
 # ---------------------------------------------------------------------- curves and the Figure 1a plot
@@ -321,22 +278,13 @@ def _curve(source: CurveSource, column: str | None) -> tuple[list[int], list[flo
     if isinstance(source, tuple):
         steps, values = source
         if len(steps) != len(values) or not len(steps):
-            raise ValueError(
-                f"a curve needs as many steps as values (and at least one), got {len(steps)}/{len(values)}"
-            )
+            raise ValueError(f"a curve needs as many steps as values (and at least one), got {len(steps)}/{len(values)}")
         return [int(s) for s in steps], [float(v) for v in values]
     return read_curve(source, column)
 
 
-def plot_gradn_curves(
-    curves: Mapping[str, CurveSource],
-    path: str | os.PathLike,
-    *,
-    ema: float = 0.9,
-    column: str | None = None,
-    title: str | None = None,
-    shade: bool = True,
-) -> Path:
+def plot_gradn_curves(curves: Mapping[str, CurveSource], path: str | os.PathLike, *, ema: float = 0.9,
+                      column: str | None = None, title: str | None = None, shade: bool = True) -> Path:
     """Draw GraDN curves (e.g. ``{"DSA": "…/gradn.csv", "DSA + SDC": "…/gradn.csv"}``) into a PNG (Figure 1a).
 
     Each curve is drawn raw (thin) and EMA-smoothed with ``ema`` (bold; the paper's curves are smoothed);
@@ -370,13 +318,7 @@ def plot_gradn_curves(
         m2 = dict(zip(s2, v2))
         common = [(s, v, m2[s]) for s, v in zip(s1, v1) if s in m2]
         if common:
-            ax.fill_between(
-                [c[0] for c in common],
-                [c[1] for c in common],
-                [c[2] for c in common],
-                color="grey",
-                alpha=0.25,
-            )
+            ax.fill_between(*zip(*common), color="grey", alpha=0.25)
     ax.set_xlabel("distillation step")
     ax.set_ylabel("mean GraDN of the synthetic set")
     ax.grid(alpha=0.3)
@@ -394,12 +336,6 @@ def curve_summary(steps: Sequence[int], values: Sequence[float], ema: float = 0.
     """Start and end of a curve, raw and smoothed (for reports)."""
     sm = ema_smooth(values, ema)
     finite = [v for v in values if math.isfinite(v)]
-    return {
-        "first_step": float(steps[0]),
-        "last_step": float(steps[-1]),
-        "start": float(values[0]),
-        "end": float(values[-1]),
-        "start_ema": float(sm[0]),
-        "end_ema": float(sm[-1]),
-        "max": max(finite) if finite else float("nan"),
-    }
+    return {"first_step": float(steps[0]), "last_step": float(steps[-1]), "start": float(values[0]),
+            "end": float(values[-1]), "start_ema": float(sm[0]), "end_ema": float(sm[-1]),
+            "max": max(finite) if finite else float("nan")}

@@ -38,12 +38,10 @@ SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP", "SIGCONT")
 class Preempted(SIGTERMException, Stopped):
     """``fit`` stopped by a signal after writing a checkpoint; exit status ``128 + signum``."""
 
-    def __init__(self, signum: int, step: int, path: Path | None, requeued: bool = False, handled: bool = False
-                 ) -> None:
+    def __init__(self, signum: int, step: int, path: Path | None, requeued: bool = False, handled: bool = False):
         SystemExit.__init__(self, 128 + int(signum))
         self.signum, self.step, self.path, self.requeued = int(signum), step, path, requeued
-        self.reported = handled
-        self.handled = handled  # checkpoint written (or checkpointing off) and reported
+        self.reported = self.handled = handled  # checkpoint written (or checkpointing off) and reported
 
 
 def _signal_number(name: Any) -> int:
@@ -67,14 +65,9 @@ class PreemptionCheckpoint(pl.Callback):
             as ``compare``, says "Run the same command to continue.").
     """
 
-    def __init__(
-        self,
-        every_n_minutes: float | None = 10.0,
-        every_n_steps: int | None = None,
-        dirpath: str | None = None,
-        signals: Sequence[str] = ("SIGTERM", "SIGUSR1", "SIGINT"),
-        resume: str = "Run the same command with --ckpt_path last to continue.",
-    ) -> None:
+    def __init__(self, every_n_minutes: float | None = 10.0, every_n_steps: int | None = None,
+                 dirpath: str | None = None, signals: Sequence[str] = ("SIGTERM", "SIGUSR1", "SIGINT"),
+                 resume: str = "Run the same command with --ckpt_path last to continue.") -> None:
         if every_n_minutes is not None and (isinstance(every_n_minutes, bool)
                                             or not isinstance(every_n_minutes, (int, float))
                                             or not every_n_minutes > 0 or every_n_minutes == float("inf")):
@@ -84,17 +77,14 @@ class PreemptionCheckpoint(pl.Callback):
             raise ValueError(f"every_n_steps must be an integer >= 1 or None, got {every_n_steps!r}")
         self.every_n_minutes, self.every_n_steps, self.dirpath = every_n_minutes, every_n_steps, dirpath
         self.signals = tuple(_signal_number(s) for s in signals)
-        self.resume = str(resume)
+        self.resume, self.saves, self._saved_step, self._next_time = str(resume), 0, -1, float("inf")
         self.received: int | None = None
         self.last_path: Path | None = None
-        self.saves = 0
-        self._saved_step = -1
-        self._next_time = float("inf")
-        self._previous: dict[int, Any] = {}
         self._trainer: pl.Trainer | None = None
-        self._validating = False
         self._lock: Path | None = None
         self._hold: set[int] | None = None
+        self._previous: dict[int, Any] = {}
+        self._validating = False
 
     # ------------------------------------------------------------------ where, and whether
     def path(self, trainer: pl.Trainer) -> Path:
