@@ -321,7 +321,8 @@ def run_grid(name: str, seeds: Sequence[int] = (0,), out: str | Path = "runs/rep
     out = prepare_output_dir(out, "--out")  # before any cell runs
     cache = out / grid.name
     trainer_config = trainer_config or grid.trainer_config
-    print("\n".join(plan(grid, seeds, trainer_config, only)), flush=True)
+    with quiet_lightning():  # configs parsed per cell: no Lightning banner lines
+        print("\n".join(plan(grid, seeds, trainer_config, only)), flush=True)
     done: dict[str, list[dict[str, Any]]] = {}
 
     def write_tables() -> tuple[str, Path]:
@@ -404,7 +405,8 @@ def reproduce_command(
             print(f"no CUDA device here: planning {grid} with trainer/cpu (times are this CPU's)")
             trainer = "trainer/cpu"
         set_budget(g, max_steps, num_models, epochs)
-        print("\n".join(plan(g, seeds or [0], trainer, only)))
+        with quiet_lightning():
+            print("\n".join(plan(g, seeds or [0], trainer, only)))
         return []
     md = run_grid(grid, seeds or [0], out, trainer_config, max_steps, num_models, only, epochs)
     return [str(md), str(md.with_suffix(".csv"))]

@@ -143,10 +143,12 @@ def compare_command(
     baselines = {}
     if ddranking:
         from lightning_sdc.compare.runner import execute_baseline
+        from lightning_sdc.progress import quiet_lightning
 
         for spec in specs[:: len(values)]:  # one per seed
             print(f"[ddranking] seed {spec.seed}: random subset + full data", flush=True)
-            baselines[spec.seed] = execute_baseline(spec, full_data_epochs, out_dir / "runs")
+            with quiet_lightning():
+                baselines[spec.seed] = execute_baseline(spec, full_data_epochs, out_dir / "runs")
 
     from lightning_sdc.compare.report import Study, sets_figure, write_report
 
