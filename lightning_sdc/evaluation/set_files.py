@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from lightning_sdc.io import safe_torch_load
+from lightning_sdc.models import NETWORKS
 from lightning_sdc.synthetic import SetFileError, SyntheticSet, check_set
 from lightning_sdc.training import TRAIN_AUGMENTS
 
@@ -71,6 +72,8 @@ SETTINGS = {
     "lr": (lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                                    and v > 0), "a finite number > 0"),
     "augment": (lambda v: v in TRAIN_AUGMENTS, ", ".join(TRAIN_AUGMENTS)),
+    "arch": (lambda v: v in NETWORKS, "a registered network (" + ", ".join(NETWORKS.names()) + ")"),
+    "arch_kwargs": (lambda v: isinstance(v, dict), "a mapping of network options"),
 }
 
 
