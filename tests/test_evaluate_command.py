@@ -56,7 +56,8 @@ def test_archs_as_a_plain_list_or_bracketed_list(tmp_path, digits_set, monkeypat
     """``--archs A B`` (ending at the set's path or the next option), ``--archs [A, B]`` split by the shell, and
     ``--archs [A,B]`` reach the evaluation alike (the CLI's one list syntax)."""
     path = str(digits_set.save(tmp_path / "synset.pt"))
-    for argv in (["--archs", "ConvNet", "ConvNetD1", path, "--epochs", "3"], ["--archs", "[ConvNet,", "ConvNetD1]", path],
+    for argv in (["--archs", "ConvNet", "ConvNetD1", path, "--epochs", "3"],
+                 ["--archs", "[ConvNet,", "ConvNetD1]", path],
                  [path, "--archs", "[ConvNet,ConvNetD1]", "--quiet"], [path, "--archs", "ConvNet", "ConvNetD1"]):
         spy = Spy()
         monkeypatch.setattr(cmd, "evaluate_table", spy)

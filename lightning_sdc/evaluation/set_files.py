@@ -206,8 +206,9 @@ def _check_dataset(recorded: str, given: str, file: Path) -> None:
 
 def _foreign_set(source: Path, images: Tensor, labels: Tensor, dataset: str | None, zca: Any, root: Any, *,
                  lr: Tensor | None = None, meta: SyntheticSet | None = None) -> SyntheticSet:
-    """A checked :class:`SyntheticSet` of a layout without metadata: the dataset's shape, normalisation and
-    ZCA state (``meta``'s, ``zca`` itself when a state dict, else fitted when ``zca``); ``meta`` (a set file beside it) gives dataset and protocol."""
+    """A checked :class:`SyntheticSet` of a layout without metadata: the dataset's shape, normalisation and ZCA
+    state (``meta``'s, ``zca`` itself when a state dict, else fitted when ``zca``); ``meta`` (a set file beside
+    it) gives dataset and protocol."""
     from lightning_sdc.data import dataset_info, load_dataset
 
     if meta is None and dataset is None:
@@ -256,8 +257,8 @@ def _load_pair(file: Path, first: Tensor, *, dataset: str | None, zca: bool | No
     meta = SyntheticSet.load(beside) if beside.is_file() else None
     if meta is not None and dataset is not None:
         _check_dataset(meta.dataset, dataset, beside)
-    synset = _foreign_set(Path(f"{images_file} + {labels_file.name}"), tensors["images"], tensors["labels"], dataset, zca, root,
-                          lr=None if lr is None else lr.detach(), meta=meta)
+    synset = _foreign_set(Path(f"{images_file} + {labels_file.name}"), tensors["images"], tensors["labels"], dataset,
+                          zca, root, lr=None if lr is None else lr.detach(), meta=meta)
     files = [images_file, labels_file] + ([lr_file] if lr is not None else [])
     return LoadedSet(synset, set_protocol(synset, str(beside)), "tm-pair", files)
 
