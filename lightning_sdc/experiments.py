@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 
-from lightning_sdc.cli import CONFIG_DIR as CONFIGS
-from lightning_sdc.cli import UsageError, list_options, resolve_config
 from lightning_sdc.cost import RunCost, estimate_lines, evaluation_points, gm_run_cost, measured_rate
 from lightning_sdc.io import atomic_write_text, prepare_output_dir
+from lightning_sdc.lightning_cli import CONFIG_DIR as CONFIGS
+from lightning_sdc.lightning_cli import UsageError, resolve_config
 from lightning_sdc.progress import progress, quiet_lightning, update_callback
 
 #: the method name of a Random-baseline cell (no distillation; evaluated with its config's protocol)
@@ -187,9 +187,9 @@ def run_cell(cell: Cell, grid: Grid, seed: int, trainer_config: Path) -> dict[st
     bar. A ``random`` cell distils nothing: ``cell.ipc`` real images per class (``random_coreset`` with ``seed``)
     are evaluated with the protocol of the parsed model, on the dataset its DataModule would load (without
     building that DataModule's expert buffer)."""
-    from lightning_sdc.cli import build_in_memory_cli
     from lightning_sdc.data import load_dataset
     from lightning_sdc.evaluation import evaluate_synset
+    from lightning_sdc.lightning_cli import build_in_memory_cli
     from lightning_sdc.synthetic import random_coreset
 
     if not cell.config.exists():
@@ -249,7 +249,7 @@ def plan(grid: Grid, seeds: Sequence[int], trainer_config: str | Path, only: Seq
     """What :func:`run_grid` will run: the run count, and per cell its updates, evaluations and an estimated time
     (:mod:`lightning_sdc.cost`: the cell's arithmetic at the rate measured on the cell's device; GM cells only).
     Configs are parsed, nothing is read or distilled."""
-    from lightning_sdc.cli import build_in_memory_cli
+    from lightning_sdc.lightning_cli import build_in_memory_cli
 
     cells = [c for c in grid.cells if not only or c.key in only]
     lines = [f"{grid.name}: {len(cells)} cells × {len(seeds)} seed(s) = {len(cells) * len(seeds)} runs "
@@ -410,6 +410,3 @@ def reproduce_command(
         return []
     md = run_grid(grid, seeds or [0], out, trainer_config, max_steps, num_models, only, epochs)
     return [str(md), str(md.with_suffix(".csv"))]
-
-
-reproduce_command.prepare_args = list_options("--seeds", "--only")  # type: ignore[attr-defined]  # `--seeds 0 1 2`

@@ -33,9 +33,9 @@ import numpy as np
 import pytorch_lightning as pl
 
 from lightning_sdc.callbacks.gradn import SOURCES, GraDNTracker, curve_summary, plot_gradn_curves
-from lightning_sdc.cli import CONFIG_DIR as CONFIGS
 from lightning_sdc.difficulty.grad_norms import METHODS
 from lightning_sdc.io import atomic_write, atomic_write_text, prepare_output_dir
+from lightning_sdc.lightning_cli import CONFIG_DIR as CONFIGS
 from lightning_sdc.progress import progress, quiet_lightning, update_callback
 
 #: the default config (a packaged config name)
@@ -67,7 +67,7 @@ def track_run(config: Path, sdc_lambda: float, *, steps: int, every: int, networ
     """Distil ``steps`` updates of ``config`` (parsed as ``lightning-sdc fit``, λ and the seed overridden) with the
     tracker attached; the curve (measured at step 0, every ``every`` steps and at the last step), the in-loop
     gradient norms and the wall time."""
-    from lightning_sdc.cli import build_in_memory_cli
+    from lightning_sdc.lightning_cli import build_in_memory_cli
 
     cli = build_in_memory_cli([config], seed, [f"--model.init_args.sdc_lambda={sdc_lambda}"])
     module, datamodule = cli.model, cli.datamodule
@@ -178,7 +178,7 @@ def gradn_curve_command(
     Returns:
         The ``.npz``, ``.png`` and ``summary.txt`` written.
     """
-    from lightning_sdc.cli import UsageError, resolve_config
+    from lightning_sdc.lightning_cli import UsageError, resolve_config
 
     path = resolve_config(run_config, "--run_config")
     for name, value in (("steps", steps), ("every", every), ("num_networks", num_networks),

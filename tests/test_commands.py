@@ -161,7 +161,7 @@ def run_doc_command(tokens: list[str], report: list[str]) -> None:
         assert out.returncode == 0, out.stderr
         command = {"demo": ["demo"], "reproduce": ["reproduce", "--grid", variables.get("GRID", "fmnist-cpu")]}
         assert target in command, f"no runner for `{text}`: add it to tests/test_commands.py"
-        assert ("lightning_sdc.demo" if target == "demo" else "lightning-sdc reproduce") in out.stdout
+        assert f"lightning-sdc {command[target][0]}" in out.stdout
         run_cli(command[target], report, text)
         return
     if program == "python" and tokens[1:3] == ["-m", "lightning_sdc"]:

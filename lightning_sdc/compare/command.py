@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lightning_sdc.cli import list_options
 from lightning_sdc.compare.runner import RunSpec, parse_vary, resolve, run_all
 
 TRAINER_CONFIG = "configs/trainer/cpu.yaml"  # a packaged config name (works from any directory)
@@ -161,6 +160,3 @@ def compare_command(
         print(f"wrote {out_dir / f'{name}{suffix}'}")
     print(f"wrote {out_dir / 'runs'}/ (one file and final set per run)", flush=True)
     return md
-
-
-compare_command.prepare_args = list_options("--overrides")  # type: ignore[attr-defined]  # `--overrides a=1 b=2`

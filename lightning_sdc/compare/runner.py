@@ -2,7 +2,7 @@
 
 A comparison varies ONE config key over a few values (``model.init_args.sdc_lambda=0,0.01``) and repeats each
 value with several seeds. Run ``(seed, value)`` is the LightningCLI run of the configs (as ``lightning-sdc fit``,
-built by :func:`lightning_sdc.cli.build_in_memory_cli`, so the seed sets the global RNG and the method's keyed
+built by :func:`lightning_sdc.lightning_cli.build_in_memory_cli`, so the seed sets the global RNG and the method's keyed
 generators) with ``--<key>=<value>`` appended, followed by the method's own evaluation protocol
 (``model.eval_kwargs()``, optionally with ``num_models`` / ``epochs`` overridden) on the final set.
 
@@ -126,9 +126,9 @@ class RunResult:
 
 def resolve(config: str | Path) -> Path:
     """A config as given: a file (absolute or relative to the working directory), or a packaged config name
-    (``demo/mnist5k_dsa_ipc1``, ``configs/demo/mnist5k_dsa_ipc1.yaml``: :func:`lightning_sdc.cli.resolve_config`), so
+    (``demo/mnist5k_dsa_ipc1``, ``configs/demo/mnist5k_dsa_ipc1.yaml``: :func:`lightning_sdc.lightning_cli.resolve_config`), so
     a comparison runs from any directory and after ``pip install``; the run cache keys on the name as given."""
-    from lightning_sdc.cli import resolve_config
+    from lightning_sdc.lightning_cli import resolve_config
 
     return resolve_config(config, option="--cell")
 
@@ -239,7 +239,7 @@ def distil(spec: RunSpec, run_dir: Path) -> tuple[Any, list[int]]:
     """The distillation of ``spec`` in ``run_dir``, resumed from its ``last.ckpt`` when there is one; each piece
     appended to ``segments.json``. Returns the CLI (model, trainer, datamodule) and the evaluation points."""
     from lightning_sdc.callbacks import PreemptionCheckpoint
-    from lightning_sdc.cli import build_in_memory_cli
+    from lightning_sdc.lightning_cli import build_in_memory_cli
     from lightning_sdc.runs import LAST
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -328,10 +328,10 @@ def execute_baseline(spec: RunSpec, full_epochs: int, out_dir: Path) -> dict[str
     of the configs (without the varied key, nothing distilled), and the full-data accuracy
     (:func:`lightning_sdc.evaluation.ddranking.full_data_accuracy`, trained once per setting into
     ``<out>/full_data``)."""
-    from lightning_sdc.cli import build_in_memory_cli
     from lightning_sdc.data import load_dataset
     from lightning_sdc.evaluation import evaluate_synset
     from lightning_sdc.evaluation.ddranking import full_data_accuracy
+    from lightning_sdc.lightning_cli import build_in_memory_cli
     from lightning_sdc.synthetic import random_coreset
 
     base = baseline_spec(spec, full_epochs)

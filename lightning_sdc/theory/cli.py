@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import replace
 
-from lightning_sdc.progress import bare_flags, progress, quiet_mode
+from lightning_sdc.progress import progress, quiet_mode
 
 from .figures import FIGURES, CurveSettings, default_settings, make_figure, work_units
 
@@ -83,11 +83,3 @@ def theory_command(
     with quiet_mode(quiet), progress(total=work_units(settings), desc=f"fig{figure}", unit="pt") as bar:
         paths = make_figure(figure, out, settings, progress=bar.update)
     return [str(p) for p in paths]
-
-
-def _prepare_args(argv: list[str]) -> list[str]:
-    """``--quiet`` and ``--quick`` may be written alone (see :func:`lightning_sdc.progress.bare_flags`)."""
-    return bare_flags(argv, ("--quiet", "--quick"))
-
-
-theory_command.prepare_args = _prepare_args  # type: ignore[attr-defined]  # used by lightning_sdc.cli
