@@ -328,8 +328,10 @@ def test_duplicate_archs_and_unwritable_out_are_refused_before_training(tmp_path
     assert spy.calls == []
 
 
-def test_sigterm_keeps_the_finished_architectures_rows(tmp_path, digits_set):
-    """Issue #25 item 0/6: SIGTERM while the second architecture trains: exit 143, the first one's row on disk."""
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_stop_signal_keeps_the_finished_architectures_rows(tmp_path, digits_set, signame):
+    """Issue #25 item 0/6: SIGTERM (or Ctrl-C) while the second architecture trains: exit 143 (130), the first
+    one's row on disk."""
     import os
     import signal
     import subprocess
@@ -344,11 +346,12 @@ def test_sigterm_keeps_the_finished_architectures_rows(tmp_path, digits_set):
     deadline = time.monotonic() + 240
     while not (tmp_path / "res.csv").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    signum = getattr(signal, signame)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
+    assert proc.returncode == 128 + signum, err
     rows = (tmp_path / "res.csv").read_text().splitlines()
-    assert len(rows) == 2 and rows[1].startswith("ConvNet,") and "SIGTERM" in err
+    assert len(rows) == 2 and rows[1].startswith("ConvNet,") and signame in err
 
 
 def test_metrics_and_table_report_one_accuracy_and_the_csv_holds_both(tmp_path, digits_set, monkeypatch):
