@@ -1,14 +1,10 @@
 """The ``lightning-sdc`` command line (also ``python -m lightning_sdc``); ``lightning-sdc --help`` lists it all.
 
-:data:`COMMANDS` is the one table of subcommands, with their ``--help`` lines; :func:`command` imports the
-function behind one only when it runs (``--help`` and ``theory`` load no torch). ``fit | validate | test`` are
-the LightningCLI of :mod:`lightning_sdc.lightning_cli`::
-
-    lightning-sdc fit --config trainer/cpu --config demo/mnist5k_dsa_ipc10 --model.init_args.sdc_lambda 0.002
-
-The others are plain functions run by ``jsonargparse.auto_cli`` (typed ``--help`` from their signatures,
-``--config`` files accepted): every list option takes ``--x A B`` and ``--x '[A, B]'``, every flag written alone
-is true. Each runs under :func:`lightning_sdc.signals.stop_on_signals`; :func:`main` prints errors in one line.
+:data:`COMMANDS` is the one table of subcommands and their help lines; :func:`command` imports the function of one
+when it runs (``--help`` and ``theory`` load no torch). ``fit | validate | test`` are the LightningCLI of
+:mod:`lightning_sdc.lightning_cli`; the others are functions run by ``jsonargparse.auto_cli`` (typed ``--help``,
+``--config`` files), each list option taking ``--x A B`` and ``--x '[A, B]'`` and each flag alone meaning true.
+All run under :func:`lightning_sdc.signals.stop_on_signals`; :func:`main` prints errors in one line.
 """
 
 from __future__ import annotations
@@ -95,7 +91,7 @@ def command(name: str) -> Callable[..., Any]:
 
 
 # ---------------------------------------------------------------------- one syntax for lists and flags
-def list_options_of(function: Callable[..., Any], kind: str = "list") -> list[str]:
+def list_options(function: Callable[..., Any], kind: str = "list") -> list[str]:
     """The options of a subcommand's ``function`` that take a list (``--archs``, ``--seeds``, ``--overrides``), or
     with ``kind="flag"`` a boolean."""
     pattern = r"(typing\.)?(List|list|Sequence|tuple|Tuple)\[" if kind == "list" else \
@@ -106,11 +102,6 @@ def list_options_of(function: Callable[..., Any], kind: str = "list") -> list[st
         if (re.search if kind == "list" else re.fullmatch)(pattern, text):
             found.append(f"--{p.name}")
     return found
-
-
-def list_options(*options: str) -> Callable[[Sequence[str]], list[str]]:
-    """A ``prepare_args`` making ``options`` plain lists (:func:`run` does so for every list option already)."""
-    return lambda argv: plain_args(argv, options)
 
 
 def plain_args(argv: Sequence[str], lists: Sequence[str] = (), flags: Sequence[str] = (),
@@ -195,14 +186,12 @@ def report_fit(cli: Any) -> None:
     from statistics import fmean, pstdev
 
     trainer, model = cli.trainer, cli.model
-    if not trainer.is_global_zero:
-        return
     accs = list(getattr(model, "last_eval_accuracies", None) or [])
-    if accs:
+    if accs and trainer.is_global_zero:
         images = int(model.synset.images.shape[0])
         print(f"accuracy {100 * fmean(accs):.2f} ± {100 * pstdev(accs):.2f} % over {len(accs)} networks "
               f"({model.hparams.get('dataset')} test, {images} images)")
-    for cb in trainer.callbacks:
+    for cb in trainer.callbacks if trainer.is_global_zero else ():
         for path in getattr(cb, "paths", None) or []:
             if Path(path).name == f"{getattr(cb, 'filename', 'synset')}.pt":
                 print(f"wrote {path}")
@@ -231,8 +220,8 @@ def run(args: Sequence[str] | None = None) -> Any:
     from jsonargparse import auto_cli
 
     function = command(name)
-    sub_argv = plain_args(getattr(function, "prepare_args", list)(argv[1:]), list_options_of(function),
-                          list_options_of(function, "flag"), positional=name in POSITIONAL)
+    sub_argv = plain_args(getattr(function, "prepare_args", list)(argv[1:]), list_options(function),
+                          list_options(function, "flag"), positional=name in POSITIONAL)
     try:
         check_config_files(sub_argv)
     except ValueError as exc:
@@ -274,7 +263,7 @@ def _one_line(exc: BaseException) -> str:
                 given.setdefault(where, value)
         elif (line := line.removeprefix("- ").strip()) and not line.startswith(_NOISE):
             errors.append((where, line))
-    parts = []
+    parts = []  # one per error, each once
     for where, line in errors:
         last = where.rsplit(".", 1)[-1]
         shown = line if not where or re.search(rf"\b{re.escape(last)}\b", line) else f"{where}: {line}"
@@ -283,9 +272,8 @@ def _one_line(exc: BaseException) -> str:
             split = value.startswith(("{", "[")) and value.count(value[0]) > value.count("}" if value[0] == "{" else "]")
             shown += f" (given: {value}" + (": the shell split the value at its spaces; quote it, e.g. "
                                             f"--{where} '{{width: 8, depth: 2}}')" if split else ")")
-        if shown not in parts:
-            parts.append(shown)
-    return "; ".join(parts) or " ".join(line.strip() for line in text.splitlines() if line.strip())
+        parts.append(shown)
+    return "; ".join(dict.fromkeys(parts)) or " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def main(args: Sequence[str] | None = None) -> None:
@@ -311,10 +299,9 @@ def main(args: Sequence[str] | None = None) -> None:
         print(f"{PROG}: error: {type(exc).__name__}: {message} (LIGHTNING_SDC_TRACEBACK=1 shows where)",
               file=sys.stderr)
         raise SystemExit(1) from None
-    if isinstance(result, (list, tuple)) and result and all(isinstance(p, (str, Path)) for p in result):
-        if all(Path(p).exists() for p in result):
-            for p in result:
-                print(f"wrote {p}")
+    if isinstance(result, (list, tuple)) and result and all(isinstance(p, (str, Path)) and Path(p).exists()
+                                                            for p in result):
+        print("\n".join(f"wrote {p}" for p in result))
 
 
 if __name__ == "__main__":

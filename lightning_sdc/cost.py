@@ -77,17 +77,15 @@ def measured_rate(model: Any, device: torch.device | str, repeats: int = 3) -> f
     def step() -> None:
         torch.autograd.grad(F.cross_entropy(net(x), y), params)
 
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda _: None)
     times = []
-    for i in range(repeats + 1):
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize(device)
+    for _ in range(repeats + 1):
+        sync(device)
         t0 = time.perf_counter()
         step()
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize(device)
-        if i:
-            times.append(time.perf_counter() - t0)
-    seconds = sorted(times)[len(times) // 2]
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    seconds = sorted(times[1:])[len(times[1:]) // 2]  # after one warm-up
     return 3 * forward_flops(net, c) * h.batch_real / seconds
 
 

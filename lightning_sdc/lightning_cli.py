@@ -1,11 +1,9 @@
 """The LightningCLI behind ``lightning-sdc fit | validate | test`` and the in-memory runs of the commands.
 
-``--config`` takes a file or the name of a config shipped in the package (``dsa/fashionmnist_ipc1``, with or
-without ``configs/`` and ``.yaml``); ``--model dsa`` / ``--data realdatamodule`` take a method's registry name or
-a DataModule's class name, in any case. ``dataset`` and ``zca`` are given once on the DataModule, ``arch`` and
-``arch_kwargs`` once on the method, ``--seed_everything`` is also the method's and the DataModule's ``seed``:
-:data:`LINKS` drives both the ``link_arguments`` calls and the refusal of a different value given for a target.
-"""
+``--config`` takes a file or a packaged config's name (``dsa/fashionmnist_ipc1``); ``--model dsa`` / ``--data
+realdatamodule`` a registry or class name, any case. :data:`LINKS` gives ``dataset``/``zca`` once (DataModule),
+``arch``/``arch_kwargs`` once (method) and ``--seed_everything`` as both ``seed``s, and refuses a different value
+given for a target."""
 
 from __future__ import annotations
 
@@ -86,8 +84,7 @@ def configs_command(group: str | None = None) -> list[str]:
     Args:
         group: only this directory (dsa, demo, trainer, …).
     """
-    names = [n for n in packaged_configs() if group is None or n.split("/")[0] == group]
-    if not names:
+    if not (names := [n for n in packaged_configs() if group is None or n.split("/")[0] == group]):
         raise UsageError(f"configs: no group {group!r}; allowed: "
                          f"{', '.join(sorted({n.split('/')[0] for n in packaged_configs()}))}")
     print("\n".join(names))
@@ -100,8 +97,7 @@ _UNIFIED = re.compile(r"(?<![\w.])lightning\.(pytorch|fabric)\b[\w.]*")
 
 def _refuse_unified_lightning(text: str, where: str) -> None:
     if match := _UNIFIED.search(text):
-        ours = match.group(0).replace("lightning.pytorch", "pytorch_lightning").replace("lightning.fabric",
-                                                                                        "lightning_fabric")
+        ours = match.group(0).replace("lightning.pytorch", "pytorch_lightning").replace("lightning.fabric", "lightning_fabric")
         raise UsageError(f"{where} names {match.group(0)!r} from the unified `lightning` package; this library "
                          f"uses `pytorch-lightning`: write {ours!r}")
 
@@ -222,20 +218,16 @@ def check_trainer_options(trainer: Any, fit: bool = True) -> None:
         raise UsageError(f"--trainer.limit_train_batches {limit}: the real data are an endless stream of updates, "
                          "so a fraction of it means nothing; allowed: 1.0 or an integer (updates per epoch); "
                          "set the run's length with --trainer.max_steps")
-    accelerator = get("accelerator")
-    if isinstance(accelerator, str) and accelerator.lower() in ("gpu", "cuda", "mps"):
+    if isinstance(accelerator := get("accelerator"), str) and accelerator.lower() in ("gpu", "cuda", "mps"):
         import torch
 
-        mps = accelerator.lower() == "mps"
-        if not (torch.backends.mps.is_available() if mps else torch.cuda.is_available()):
+        if not (torch.backends.mps.is_available() if accelerator.lower() == "mps" else torch.cuda.is_available()):
             raise UsageError(f"--trainer.accelerator {accelerator}: no {accelerator.upper()} device is visible on this "
                              f"machine (torch {torch.__version__}); allowed here: cpu or auto")
-    devices = get("devices")
-    if (_is_int(devices) and devices < 1 and devices != -1) or (isinstance(devices, str) and devices.strip() in ("0", "")):
+    if (_is_int(devices := get("devices")) and devices < 1 and devices != -1) or (isinstance(devices, str) and devices.strip() in ("0", "")):
         raise UsageError(f"--trainer.devices {devices}: allowed: an integer >= 1, -1 (all), 'auto', or a list of "
                          "device indices such as [0, 1]")
-    every = get("check_val_every_n_epoch")
-    if every is not None and (not _is_int(every) or every < 1):
+    if (every := get("check_val_every_n_epoch")) is not None and (not _is_int(every) or every < 1):
         raise UsageError(f"--trainer.check_val_every_n_epoch {every}: allowed: null (the default: evaluate every "
                          "--trainer.val_check_interval updates) or an integer >= 1")
     for key, ok, why in (

@@ -307,14 +307,8 @@ def check_config_files(args: Sequence[str]) -> None:
     """Every ``--config FILE`` of a command line exists and holds a YAML mapping (one line otherwise)."""
     import yaml
 
-    for i, arg in enumerate(args):
-        if arg in ("--config", "-c") and i + 1 < len(args):
-            name = args[i + 1]
-        elif arg.startswith("--config="):
-            name = arg.split("=", 1)[1]
-        else:
-            continue
-        path = Path(name)
+    named = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg in ("--config", "-c")]
+    for path in map(Path, named + [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]):
         if not path.is_file():
             continue  # jsonargparse also accepts inline YAML and says so itself
         try:

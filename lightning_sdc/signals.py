@@ -80,7 +80,7 @@ def hold(signums: Iterable[int] = STOP_SIGNALS) -> Iterator[None]:
         yield
     finally:
         _state.held.remove(held)
-    if _state.received is not None and _state.received in held and _installed():
+    if _state.received is not None and _state.received in held and _state.command is not None:
         check()
 
 
@@ -96,10 +96,6 @@ def hold_end(token: set[int]) -> None:
     """End the hold :func:`hold_start` returned (no error if it ended already)."""
     with contextlib.suppress(ValueError):
         _state.held.remove(token)
-
-
-def _installed() -> bool:
-    return _state.command is not None
 
 
 def _stat(pid: int | str) -> list[str]:
@@ -173,7 +169,7 @@ def stop_on_signals(command: str) -> Iterator[None]:
     Outside the main thread (where Python cannot install handlers) the block runs unchanged. Nested use (a
     command that runs another in-process) keeps the outer installation.
     """
-    if threading.current_thread() is not threading.main_thread() or _installed():
+    if threading.current_thread() is not threading.main_thread() or _state.command is not None:
         yield
         return
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}

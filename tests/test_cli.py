@@ -342,9 +342,9 @@ def test_every_subcommand_imports_its_function() -> None:
 
 
 def _list_options() -> list[tuple[str, str]]:
-    from lightning_sdc.cli import command, list_options_of
+    from lightning_sdc.cli import command, list_options
 
-    return [(name, option) for name in SUBCOMMANDS for option in list_options_of(command(name))]
+    return [(name, option) for name in SUBCOMMANDS for option in list_options(command(name))]
 
 
 def test_the_list_options_are_found() -> None:
@@ -360,7 +360,7 @@ def test_every_list_option_takes_both_forms(name, option) -> None:
 
     from jsonargparse import ArgumentParser
 
-    from lightning_sdc.cli import POSITIONAL, command, list_options_of, plain_args
+    from lightning_sdc.cli import POSITIONAL, command, list_options, plain_args
 
     function = command(name)
     hint = typing.get_type_hints(function)[option[2:]]
@@ -368,7 +368,7 @@ def test_every_list_option_takes_both_forms(name, option) -> None:
     expected = [int(v) for v in values] if "int" in str(hint) else values
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument(option, type=hint)
-    lists, positional = list_options_of(function), name in POSITIONAL
+    lists, positional = list_options(function), name in POSITIONAL
     for argv in ([option, *values], [option, "[" + ", ".join(map(repr, values)) + "]"],
                  [option, "[" + values[0] + ",", repr(values[1]) + "]"]):  # the last: split by the shell
         parsed = parser.parse_args(plain_args(argv, lists, positional=positional))

@@ -15,14 +15,9 @@ __all__ = ["check_every", "evaluated_set", "image_writers", "log_metrics", "outp
 
 
 def output_dir(trainer: pl.Trainer, dirpath: str | None = None) -> Path:
-    """``dirpath`` if given, else the run's log directory (the logger's version folder, or
-    ``default_root_dir``).
-
-    ``trainer.log_dir`` broadcasts under DDP, so this must be called on every rank.
-    """
-    if dirpath is not None:
-        return Path(dirpath)
-    return Path(trainer.log_dir or trainer.default_root_dir)
+    """``dirpath`` if given, else the run's log directory (the logger's version folder, or ``default_root_dir``);
+    ``trainer.log_dir`` broadcasts under DDP, so every rank must call this."""
+    return Path(dirpath) if dirpath is not None else Path(trainer.log_dir or trainer.default_root_dir)
 
 
 def log_metrics(trainer: pl.Trainer, metrics: Mapping[str, float], step: int) -> None:

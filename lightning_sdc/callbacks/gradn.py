@@ -122,18 +122,14 @@ class GraDNTracker(pl.Callback):
 
     def snapshot_plan(self, datamodule: Any) -> list[tuple[int, int]]:
         """``(expert_id, epoch)`` of each network for ``source="experts"``."""
-        buffer = datamodule.buffer
-        ids = buffer.expert_ids
-        if self.expert_epochs is not None:
-            epochs = self.expert_epochs
-        else:
+        buffer, epochs = datamodule.buffer, self.expert_epochs
+        if epochs is None:
             lo = int(getattr(datamodule, "min_start_epoch", 0))
-            hi = int(getattr(datamodule, "max_start_epoch", buffer.epochs + 1))
-            hi = max(lo + 1, min(hi, buffer.epochs + 1))
+            hi = max(lo + 1, min(int(getattr(datamodule, "max_start_epoch", buffer.epochs + 1)), buffer.epochs + 1))
             epochs = [lo + (k * (hi - lo)) // self.num_networks for k in range(self.num_networks)]
-        bad = [e for e in epochs if e > buffer.epochs]
-        if bad:
+        if bad := [e for e in epochs if e > buffer.epochs]:
             raise ValueError(f"expert_epochs {bad} exceed the buffer's {buffer.epochs} epochs")
+        ids = buffer.expert_ids
         return [(ids[k % len(ids)], int(epochs[k])) for k in range(self.num_networks)]
 
     def network(self, k: int, step: int, trainer: pl.Trainer, pl_module: pl.LightningModule) -> nn.Module:
@@ -147,10 +143,8 @@ class GraDNTracker(pl.Callback):
             self._networks, self._network_key = {}, key
         if k in self._networks:
             return self._networks[k]
-        arch, kwargs = self._arch(pl_module)
-        synset = pl_module.synset
+        (arch, kwargs), synset, device = self._arch(pl_module), pl_module.synset, pl_module.device
         c, h, w = synset.image_shape
-        device = pl_module.device
         if source == "init":
             keys = (self.seed, _TRACK_KEY, k) + ((step,) if self.resample else ())
             net = build_network(arch, c, synset.num_classes, (h, w), generator=seeded_generator(*keys), **kwargs)
@@ -168,10 +162,8 @@ class GraDNTracker(pl.Callback):
             dm = trainer.datamodule
             if getattr(dm, "buffer", None) is None:
                 raise ValueError("GraDNTracker(source='experts') needs a DataModule with an expert buffer")
-            expert_id, epoch = self.snapshot_plan(dm)[k]
             net = build_network(arch, c, synset.num_classes, (h, w), **kwargs)
-            flat = dm.buffer.snapshot(expert_id, epoch)
-            n_params = sum(p.numel() for p in net.parameters())
+            flat, n_params = dm.buffer.snapshot(*self.snapshot_plan(dm)[k]), sum(p.numel() for p in net.parameters())
             if flat.numel() != n_params:
                 raise ValueError(f"expert snapshots have {flat.numel()} parameters but {arch} {kwargs} has "
                                  f"{n_params}; pass the buffer's arch/arch_kwargs to GraDNTracker")

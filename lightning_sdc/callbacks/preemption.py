@@ -47,9 +47,9 @@ class Preempted(SIGTERMException, Stopped):
 def _signal_number(name: Any) -> int:
     if isinstance(name, int) and not isinstance(name, bool):
         return int(name)
-    if not isinstance(name, str) or name.upper() not in SIGNALS or not hasattr(signal, name.upper()):
-        raise ValueError(f"signals: {name!r} is not allowed; allowed: {', '.join(s for s in SIGNALS if hasattr(signal, s))}")
-    return int(getattr(signal, name.upper()))
+    if isinstance(name, str) and name.upper() in SIGNALS and hasattr(signal, name.upper()):
+        return int(getattr(signal, name.upper()))
+    raise ValueError(f"signals: {name!r} is not allowed; allowed: {', '.join(s for s in SIGNALS if hasattr(signal, s))}")
 
 
 class PreemptionCheckpoint(pl.Callback):
@@ -245,10 +245,9 @@ class PreemptionCheckpoint(pl.Callback):
         try:
             result = subprocess.call(["scontrol", "requeue", job])
         except FileNotFoundError:
-            rank_zero_warn("PreemptionCheckpoint: scontrol not found; the job was not requeued")
-            return False
+            result = "scontrol not found"
         if result != 0:
-            rank_zero_warn(f"PreemptionCheckpoint: scontrol requeue {job} failed with status {result}")
+            rank_zero_warn(f"PreemptionCheckpoint: scontrol requeue {job} failed ({result}); the job was not requeued")
         return result == 0
 
     # ------------------------------------------------------------------ signal handlers

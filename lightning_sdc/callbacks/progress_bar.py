@@ -17,10 +17,8 @@ class UpdateProgressBar(TQDMProgressBar):
         return "updates"
 
     def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
-        bar = self.train_progress_bar
-        bar.reset(total=trainer.max_steps if trainer.max_steps > 0 else None)
-        bar.update(trainer.global_step)
-        bar.set_description("updates")
+        self.train_progress_bar.reset(total=trainer.max_steps if trainer.max_steps > 0 else None)
+        self.train_progress_bar.update(trainer.global_step)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
         bar = self.train_progress_bar
