@@ -19,7 +19,11 @@ def _in_notebook() -> bool:
 
 def use_file_backend() -> None:
     """The command only writes PNG files: draw with Agg (no display needed), except inside a notebook, which keeps
-    its own (inline) backend. Called by :func:`theory_command`, never at import."""
+    its own (inline) backend; matplotlib's font-fallback warnings are silenced. Called by :func:`theory_command`,
+    never at import."""
+    import logging
+
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # mathtext: "DejaVu Sans Display not found"
     if not _in_notebook():
         import matplotlib
 
