@@ -429,3 +429,23 @@ def test_cross_arch_and_gradn_under_ddp_match_one_process(tmp_path):
         r.split(",")[:6] for r in one_table.splitlines()
     ]
     assert two_curve[0] == one_curve[0] and two_curve[1] == pytest.approx(one_curve[1], rel=1e-5)
+
+
+def test_grid_has_one_row_per_class_upscaled_with_every_image_in_place():
+    """figures.grid_image: class c's ipc images fill row c left to right, each 8 px image drawn 8x (>= 64 px);
+    a second set beside it under a title; sets that do not fill the class rows are refused."""
+    from lightning_sdc.figures import grid_image
+
+    classes, ipc, h = 3, 2, 8
+    pixels = torch.arange(classes * ipc, dtype=torch.float32).div(10).view(-1, 1, 1, 1).expand(-1, 1, h, h)
+    grid = np.asarray(grid_image([("", pixels)], ["a", "b", "c"]))
+    tile = 8 * h + 2
+    assert grid.shape[0] == classes * tile + 2
+    for c in range(classes):
+        for j in range(ipc):
+            x, y = grid.shape[1] - (ipc - j) * tile + tile // 2, 2 + c * tile + tile // 2
+            assert np.abs(grid[y, x].astype(int) - 255 * (c * ipc + j) / 10).max() <= 1
+    pair = np.asarray(grid_image([("λ = 0", pixels), ("λ = 0.01", pixels)], ["a", "b", "c"]))
+    assert pair.shape[0] > grid.shape[0] and pair.shape[1] >= grid.shape[1] + ipc * tile  # a title row, 2 sets
+    with pytest.raises(ValueError, match="do not fill 3 class rows"):
+        grid_image([("x", pixels[:5])], ["a", "b", "c"])
