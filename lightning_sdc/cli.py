@@ -214,7 +214,7 @@ def run(args: Sequence[str] | None = None) -> Any:
     if name in LIGHTNING_SUBCOMMANDS:
         with stop_on_signals(name):
             cli = build_cli(None if args is None else argv)
-        if name == "fit" and "--print_config" not in " ".join(argv):
+        if name == "fit":
             report_fit(cli)
         return cli
     from jsonargparse import auto_cli

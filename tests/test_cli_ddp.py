@@ -31,3 +31,7 @@ def test_ddp_fit_with_the_default_logger_finishes_and_exports(tmp_path: Path) ->
     assert (version / "checkpoints" / "last.ckpt").is_file()
     synset = SyntheticSet.load(version / "synthetic" / "synset.pt")
     assert synset.images.shape[0] == 10 and bool(synset.images.isfinite().all())
+    out = proc.stdout.splitlines()  # rank 0 alone reports: the accuracy, then the set it wrote
+    assert len([line for line in out if line.startswith("accuracy ")]) == 1
+    assert [line for line in out if line.startswith("wrote ")] == [f"wrote {version / 'synthetic' / 'synset.pt'}"]
+    assert not list((tmp_path / "run").rglob("*.lock"))
