@@ -449,3 +449,19 @@ def test_grid_has_one_row_per_class_upscaled_with_every_image_in_place():
     assert pair.shape[0] > grid.shape[0] and pair.shape[1] >= grid.shape[1] + ipc * tile  # a title row, 2 sets
     with pytest.raises(ValueError, match="do not fill 3 class rows"):
         grid_image([("x", pixels[:5])], ["a", "b", "c"])
+
+
+def test_final_grid_reaches_a_real_tensorboard_log(tmp_path):
+    """With TensorBoard as the logger, the exporter `fit` always adds writes the final set's grid into the event
+    file: one row per class of 8×8 digits drawn 8× (64 px) under tag synthetic/images at the last step."""
+    pytest.importorskip("tensorboard")
+    from pytorch_lightning.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    model = ToyMethod()
+    _trainer(tmp_path, 2, [SyntheticSetExporter()], logger=logger).fit(model, datamodule=_dm())
+    events = EventAccumulator(str(Path(logger.log_dir)))
+    events.Reload()
+    (image,) = events.Images("synthetic/images")
+    assert image.step == 2 and image.height == model.synset.num_classes * (8 * 8 + 2) + 2
