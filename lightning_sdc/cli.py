@@ -220,7 +220,7 @@ def run(args: Sequence[str] | None = None) -> Any:
     from jsonargparse import auto_cli
 
     function = command(name)
-    sub_argv = plain_args(getattr(function, "prepare_args", list)(argv[1:]), list_options(function),
+    sub_argv = plain_args(argv[1:], list_options(function),
                           list_options(function, "flag"), positional=name in POSITIONAL)
     try:
         check_config_files(sub_argv)

@@ -33,7 +33,7 @@ import numpy as np
 import pytorch_lightning as pl
 
 from lightning_sdc.callbacks.gradn import SOURCES, GraDNTracker, curve_summary, plot_gradn_curves
-from lightning_sdc.difficulty.grad_norms import METHODS
+from lightning_sdc.difficulty.grad_norms import GRAD_METHODS
 from lightning_sdc.io import atomic_write, atomic_write_text, prepare_output_dir
 from lightning_sdc.lightning_cli import CONFIG_DIR as CONFIGS
 from lightning_sdc.progress import progress, quiet_lightning, update_callback
@@ -191,8 +191,8 @@ def gradn_curve_command(
         raise UsageError(f"--ema must be in [0, 1), got {ema}")
     if source not in SOURCES:
         raise UsageError(f"--source {source!r}: allowed: {', '.join(SOURCES)}")
-    if grad_method not in METHODS:
-        raise UsageError(f"--grad_method {grad_method!r}: allowed: {', '.join(METHODS)}")
+    if grad_method not in GRAD_METHODS:
+        raise UsageError(f"--grad_method {grad_method!r}: allowed: {', '.join(GRAD_METHODS)}")
     workdir_path, out_path = prepare_output_dir(workdir, "--workdir"), Path(out)
     prepare_output_dir(out_path.parent, "--out (its directory)")  # both before any run
     with quiet_lightning():

@@ -131,23 +131,6 @@ def update_callback(bar: tqdm) -> Any:
     return _Updates()
 
 
-_BOOL_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0", "null")
-
-
-def bare_flags(argv: Iterable[str], flags: tuple[str, ...] = ("--quiet",)) -> list[str]:
-    """``--quiet`` written alone (jsonargparse's boolean options want ``--quiet true``) becomes ``--quiet=true``.
-
-    Subcommands attach ``prepare_args = bare_flags`` (or call it from their own) so that ``lightning-sdc
-    coreset ... --quiet`` works as written.
-    """
-    args = list(argv)
-    out = []
-    for i, arg in enumerate(args):
-        value_follows = i + 1 < len(args) and args[i + 1].lower() in _BOOL_WORDS
-        out.append(f"{arg}=true" if arg in flags and not value_follows else arg)
-    return out
-
-
 _phases: list[tqdm] = []
 
 
@@ -168,5 +151,5 @@ def advance(n: int = 1) -> None:
         _phases[-1].update(n)
 
 
-__all__ = ["ENV_QUIET", "advance", "bare_flags", "phase", "progress", "progress_enabled", "quiet_lightning", "quiet_mode",
+__all__ = ["ENV_QUIET", "advance", "phase", "progress", "progress_enabled", "quiet_lightning", "quiet_mode",
            "trainer_progress_enabled", "update_callback"]

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_sdc.data import ClassIndexedImages
-from lightning_sdc.io import atomic_torch_save, atomic_write, safe_torch_load
+from lightning_sdc.io import atomic_torch_save, safe_torch_load
 
 LABEL_MODES = ("hard", "soft", "learned")
 FORMAT_VERSION = 1
@@ -326,13 +326,11 @@ class SyntheticSet(nn.Module):
             out.append(atomic_torch_save(self.syn_lr.detach().cpu(), directory / f"lr_{suffix}.pt"))
         return out
 
-    def save_grid(self, path: str | os.PathLike, nrow: int | None = None) -> Path:
-        """PNG grid of the pixels (un-whitened, un-normalised), one row per class when it fits."""
-        from torchvision.utils import save_image
+    def save_grid(self, path: str | os.PathLike) -> Path:
+        """PNG of the pixels: one row per class, class names, upscaled (:func:`lightning_sdc.figures.save_grid`)."""
+        from lightning_sdc.figures import save_grid
 
-        nrow = nrow or (self.ipc if self.ipc > 1 else min(self.num_classes, 10))
-        pix = self.pixels()
-        return atomic_write(path, lambda tmp: save_image(pix, tmp, nrow=nrow, padding=1, format="png"))
+        return save_grid(path, [("", self.pixels())], self.class_names)
 
     def extra_repr(self) -> str:
         lr = "" if self.syn_lr is None else f", syn_lr={float(self.syn_lr):.4g}"

@@ -127,13 +127,6 @@ def test_coreset_and_difficulty_commands_show_their_phases(monkeypatch, tmp_path
     assert "difficulty:" not in quiet.getvalue()
 
 
-def test_bare_quiet_flag_becomes_true():
-    assert P.bare_flags(["x", "--quiet"]) == ["x", "--quiet=true"]
-    assert P.bare_flags(["--quiet", "--out", "d"]) == ["--quiet=true", "--out", "d"]
-    assert P.bare_flags(["--quiet", "false", "y"]) == ["--quiet", "false", "y"]
-    assert P.bare_flags(["--quick", "--quiet"], ("--quiet", "--quick")) == ["--quick=true", "--quiet=true"]
-
-
 def test_demo_shows_a_bar_with_eta_for_every_phase(monkeypatch, tmp_path):
     """`lightning-sdc demo` on a terminal: the five phases (two distillations counted in updates, three evaluations
     counted in network epochs) each draw a bar with elapsed<remaining time, in order; Lightning's tips stay off."""

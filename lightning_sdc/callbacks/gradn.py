@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from lightning_sdc.callbacks.common import check_every, log_metrics, output_dir, rank_share
-from lightning_sdc.difficulty.grad_norms import METHODS, PARAM_SETS, per_sample_grad_norms
-from lightning_sdc.io import atomic_write, atomic_write_text
+from lightning_sdc.difficulty.grad_norms import GRAD_METHODS, PARAM_SETS, per_sample_grad_norms
+from lightning_sdc.figures import save_figure
+from lightning_sdc.io import atomic_write_text
 
 SOURCES = ("auto", "init", "experts", "trained")
 #: domain tag of the tracker's network generators
@@ -77,7 +78,7 @@ class GraDNTracker(pl.Callback):
         if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 <= ema < 1:
             raise ValueError(f"ema must be a number in [0, 1), got {ema!r}")
         for what, value, allowed in (("source", source, SOURCES), ("params", params, PARAM_SETS),
-                                     ("method", method, METHODS)):
+                                     ("method", method, GRAD_METHODS)):
             if value not in allowed:
                 raise ValueError(f"{what}={value!r} is not allowed; allowed: {', '.join(allowed)}")
         if expert_epochs is not None and (len(expert_epochs) != num_networks or any(
@@ -293,6 +294,8 @@ def plot_gradn_curves(curves: Mapping[str, CurveSource], path: str | os.PathLike
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     if not curves:
         raise ValueError("curves must hold at least one labelled curve")
@@ -314,14 +317,16 @@ def plot_gradn_curves(curves: Mapping[str, CurveSource], path: str | os.PathLike
     ax.set_xlabel("distillation step")
     ax.set_ylabel("mean GraDN of the synthetic set")
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles = ax.get_legend_handles_labels()[0] + [
+        Line2D([], [], color="grey", alpha=0.3, lw=0.8, label="faint: measured"),
+        Line2D([], [], color="grey", lw=2.0, label=f"bold: EMA (β = {ema:g})")]
+    if shade and len(smoothed) == 2:
+        handles.append(Patch(color="grey", alpha=0.25, label="band: gap between the EMAs"))
+    ax.legend(handles=handles, fontsize=8)
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path)
 
 
 def curve_summary(steps: Sequence[int], values: Sequence[float], ema: float = 0.9) -> dict[str, float]:

@@ -14,7 +14,7 @@ from lightning_sdc.difficulty.grad_norms import GradMethod, ParamSet
 from lightning_sdc.difficulty.scores import DifficultyScores, score_samples
 from lightning_sdc.difficulty.training import train_ensemble
 from lightning_sdc.io import atomic_write_text, prepare_output_dir
-from lightning_sdc.progress import bare_flags, phase, quiet_mode
+from lightning_sdc.progress import phase, quiet_mode
 from lightning_sdc.training import TrainAugment
 from lightning_sdc.training.checks import check_choices, check_int
 
@@ -148,6 +148,3 @@ def difficulty_command(
     atomic_write_text(json.dumps(summary, indent=2, default=str) + "\n", paths["json"])
     print(table)
     return summary
-
-
-difficulty_command.prepare_args = bare_flags  # type: ignore[attr-defined]  # `--quiet` alone (used by lightning_sdc.cli)

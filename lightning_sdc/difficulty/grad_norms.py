@@ -37,7 +37,6 @@ ParamSet = Literal["all", "last_layer"]
 GradMethod = Literal["auto", "vmap", "loop"]
 PARAM_SETS: tuple[str, ...] = typing.get_args(ParamSet)
 GRAD_METHODS: tuple[str, ...] = typing.get_args(GradMethod)
-METHODS = GRAD_METHODS  # the name callbacks/gradn.py and gradn_curve.py import
 
 
 def sample_losses(logits: Tensor, targets: Tensor) -> Tensor:
