@@ -301,11 +301,7 @@ def _cli_class(given: Sequence[tuple[str, Any, str]], export: bool) -> type:
             compares them instead (:func:`lightning_sdc.runs.prepare_subcommand`, before the subcommand runs)."""
 
         def before_subcommand(self) -> None:
-            """:func:`lightning_sdc.runs.prepare_subcommand` (errors as one-line :class:`UsageError`); TensorBoard
-            gets no ``hp_metric`` placeholder."""
-            for logger in self.trainer.loggers:
-                if hasattr(logger, "_default_hp_metric"):
-                    logger._default_hp_metric = False  # TensorBoardLogger(default_hp_metric=False)
+            """:func:`lightning_sdc.runs.prepare_subcommand` (errors as one-line :class:`UsageError`)."""
             try:
                 prepare_subcommand(self, self.subcommand, lock=export)
             except (ValueError, RuntimeError, OSError) as exc:
