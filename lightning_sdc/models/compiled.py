@@ -204,8 +204,3 @@ def _compile_structure(net: nn.Module) -> tuple[nn.Module, nn.Module, Any, Any]:
         return functional_call(evaluation, dict(zip(names, params)), (x,))
 
     return template, evaluation, torch.compile(loss, dynamic=False), torch.compile(logits, dynamic=False)
-
-
-def usable(compiled: CompiledNetwork | None, net: nn.Module) -> CompiledNetwork | None:
-    """``compiled`` if it is given and can serve ``net``, else ``None`` (the eager pass)."""
-    return compiled if compiled is not None and compiled.supports(net) else None
