@@ -42,7 +42,9 @@ def demo_command(
     seed: int = 0,
     out: str = "runs/demo",
 ) -> list[str]:
-    """Distil a GM demo config with and without SDC on the CPU; print the accuracy of Random, the method and +SDC.
+    """Distil a GM demo config with and without SDC on the CPU; print the accuracy of Random and the method.
+
+    The table has three rows: Random real images, the method, and the method + SDC.
 
     Args:
         run_config: the distillation config, a gradient-matching one (file or packaged name); default ``demo/mnist5k_dsa_ipc1``.

@@ -370,7 +370,9 @@ def reproduce_command(
     only: list[str] | None = None,
     dry_run: bool = False,
 ) -> list[str]:
-    """Run (or resume) a reproduction grid of paper cells with and without SDC; write <out>/<grid>.md and .csv.
+    """Run (or resume) a reproduction grid of paper cells with and without SDC.
+
+    Writes ``<out>/<grid>.md`` and ``.csv``, one JSON per finished cell.
 
     Args:
         grid: the grid to run (``fmnist-cpu``, ``tm-digits``, ``table1-gpu``, ``table2``).

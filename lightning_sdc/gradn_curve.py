@@ -158,7 +158,9 @@ def gradn_curve_command(
     out: str = "runs/gradn_curve/gradn_curve",
     workdir: str = "runs/gradn_curve",
 ) -> list[str]:
-    """GraDN of the synthetic set during distillation, with and without SDC (Figure 1a/1c): writes .npz and .png.
+    """GraDN of the synthetic set during distillation, with and without SDC (Figure 1a/1c).
+
+    Writes the curves as ``.npz`` and their plot as ``.png``.
 
     Args:
         run_config: the distillation config (a file or a packaged name; default ``demo/mnist5k_dsa_ipc1``).

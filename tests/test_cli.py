@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from lightning_sdc.cli import (
+    COMMANDS,
     LIGHTNING_SUBCOMMANDS,
     SUBCOMMANDS,
     UsageError,
@@ -51,6 +52,16 @@ def test_subcommand_help(name, capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert f"lightning-sdc {name}" in out and "usage" in out.lower()
+
+
+@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+def test_top_level_help_line_is_the_commands_own_first_line(name):
+    """``lightning-sdc --help`` prints COMMANDS (no imports); it must say what the function's docstring says."""
+    import inspect
+
+    from lightning_sdc.cli import command
+
+    assert COMMANDS[name] == inspect.getdoc(command(name)).splitlines()[0].replace("``", "")
 
 
 def test_unknown_subcommand_lists_every_subcommand(capsys):
