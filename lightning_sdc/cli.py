@@ -188,9 +188,8 @@ def report_fit(cli: Any) -> None:
     trainer, model = cli.trainer, cli.model
     accs = list(getattr(model, "last_eval_accuracies", None) or [])
     if accs and trainer.is_global_zero:
-        images = int(model.synset.images.shape[0])
         print(f"accuracy {100 * fmean(accs):.2f} ± {100 * pstdev(accs):.2f} % over {len(accs)} networks "
-              f"({model.hparams.get('dataset')} test, {images} images)")
+              f"({model.hparams.get('dataset')} test, {model.last_eval_test_images} images)")
     for cb in trainer.callbacks if trainer.is_global_zero else ():
         for path in getattr(cb, "paths", None) or []:
             if Path(path).name == f"{getattr(cb, 'filename', 'synset')}.pt":

@@ -431,9 +431,11 @@ class DistillationModule(pl.LightningModule):
         rank, world = self.trainer.global_rank, self.trainer.world_size
         # Lightning's validation bar shows "0/?" while these train: an inner bar with their epochs and an ETA
         mine = len(range(rank, kw["num_models"], world))
+        split = self.evaluation_split()
+        self.last_eval_test_images = len(split[0])
         with progress(total=mine * (kw["epochs"] + 1), desc="evaluation networks", unit="epoch",
                       enabled=trainer_progress_enabled(self._trainer)) as bar:
-            (result,), _ = evaluate_table(self.eval_synset(), self.evaluation_split(), list(kw["arch_kwargs"]), **kw,
+            (result,), _ = evaluate_table(self.eval_synset(), split, list(kw["arch_kwargs"]), **kw,
                                           key=(self.seed, 7919, self.step_index), distributed=world > 1,
                                           on_epoch=bar.update)
         return result.accuracies
