@@ -584,6 +584,12 @@ def _dir_md(ctx: Ctx) -> Path:
     return ctx.tmp / "table"
 
 
+def _cross_arch(**kw: Any) -> Any:
+    from lightning_sdc.callbacks import CrossArchEvaluation
+
+    return CrossArchEvaluation(**kw)
+
+
 def _preemption(**kw: Any) -> Any:
     from lightning_sdc.callbacks import PreemptionCheckpoint
 
@@ -901,6 +907,18 @@ CASES: list[BadInput] = [
              lambda c: _console_evaluate(_saved(c, "res_DC_digits_ConvNet_1ipc.pt", {"data": "x"})), ConsoleError,
              ("res_DC_digits_ConvNet_1ipc.pt", "not DC's list of [image_syn, label_syn] pairs", "1 error line"),
              "load"),
+    BadInput("cli-config-checkpoint", "lightning-sdc fit --config <a checkpoint> (run.ckpt)",
+             lambda c: _console("fit", "--config", str(_finished_run(c))), ConsoleError,
+             ("--config", "last.ckpt", "not a text file", "exit status 2", "1 error line")),
+    BadInput("cli-ipc-0-console", "lightning-sdc fit ... --model.init_args.ipc 0",
+             lambda c: _console_fit(c, "u_ipc0", "--model.init_args.ipc", "0"), ConsoleError,
+             ("ipc must be an integer >= 1", "got 0", "exit status 1", "1 error line")),
+    BadInput("evaluate-lr-nan", "lightning-sdc evaluate <set> --lr nan",
+             lambda c: _console_evaluate(_synset_file(c, "ok5", **_SET), "--lr", "nan"), ConsoleError,
+             ("lr: Expected a <class 'float'>", "given: nan", "exit status 2", "1 error line")),
+    BadInput("cross-arch-twice", "CrossArchEvaluation(archs=['ConvNet', 'convnet']) (fails after fit before)",
+             lambda c: _cross_arch(archs=["ConvNet", "convnet"]), ValueError,
+             ("names ConvNet more than once", "allowed: each architecture once")),
     BadInput("evaluate-cli-shape", "lightning-sdc evaluate <a 28x28 set whose metadata says digits>",
              lambda c: _evaluate_cli(_synset_file(c, "wrong_shape", num_classes=10, ipc=1, image_shape=(1, 28, 28),
                                                   dataset="digits")),

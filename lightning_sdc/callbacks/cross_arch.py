@@ -18,7 +18,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_sdc.callbacks.common import check_every, evaluated_set, log_metrics, output_dir
 from lightning_sdc.evaluation import CROSS_ARCHS, EvalResult, evaluate_table, results_markdown, write_results
-from lightning_sdc.evaluation.protocol import dist_rank_world, eval_jobs, rank_share
+from lightning_sdc.evaluation.protocol import dist_rank_world, eval_jobs, rank_share, unique_archs
 from lightning_sdc.progress import progress, trainer_progress_enabled
 
 
@@ -46,7 +46,7 @@ class CrossArchEvaluation(pl.Callback):
                  filename: str = "cross_arch", skip_unsupported: bool = False) -> None:
         from lightning_sdc.models import NETWORKS
 
-        self.archs = [NETWORKS.canonical(a) for a in archs]  # KeyError listing the allowed names
+        self.archs = unique_archs(archs)  # KeyError listing the allowed names, ValueError for one named twice
         if not self.archs:
             raise ValueError("archs must name at least one architecture")
         if num_models is not None:
