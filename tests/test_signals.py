@@ -257,6 +257,22 @@ def test_compare_stops_on_sigterm(tmp_path: Path) -> None:
               "--bootstrap", "100", "--out", "cmp", command="compare")
 
 
+@pytest.mark.slow
+def test_compare_stopped_in_a_runs_setup_keeps_the_finished_runs(tmp_path: Path) -> None:
+    """SIGTERM while the second run sets up its data (before its first update): exit 143, the first run's result
+    kept; the same command reads it back instead of computing it again."""
+    args = ["compare", "--cell", "demo/digits_dsa_ipc1", "--vary", "model.init_args.sdc_lambda=0,0.01", "--seeds",
+            "2", "--num_models", "1", "--epochs", "1", "--gradn_networks", "0", "--test_size", "100", "--overrides",
+            "[trainer.max_steps=2]", "--bootstrap", "100", "--out", "cmp"]
+    interrupt(tmp_path, signal.SIGTERM, "lightning_sdc.data.real:RealDataModule.setup", 2, *args, command="compare")
+    (first,) = (tmp_path / "cmp" / "runs").glob("sdc_lambda=0_seed0_*.json")
+    stamp = first.stat().st_mtime_ns
+    assert not list((tmp_path / "cmp" / "runs").glob("sdc_lambda=0.01_*.json"))
+    again = rerun(tmp_path, *args)
+    assert f"[skip 1/4] model.init_args.sdc_lambda=0 seed 0: {first.name}" in again and "[run 2/4]" in again
+    assert first.stat().st_mtime_ns == stamp and len(list((tmp_path / "cmp" / "runs").glob("*.json"))) == 4
+
+
 # ------------------------------------------------------------------------------------------- fit, validate
 def _fit_command(tmp: Path, model: dict, data: dict, steps: int, callbacks: list[dict] = (),
                  val_check_interval: int | None = None) -> list[str]:
@@ -290,9 +306,9 @@ def test_sigterm_while_fit_trains_its_experts_resumes_the_partial_expert(tmp_pat
 
 
 @pytest.mark.slow
-def test_validate_stops_on_sigterm(tmp_path: Path) -> None:
-    command = _fit_command(tmp_path, dc_model(), real_data(), 1, val_check_interval=1)
-    run(command)
+@pytest.mark.parametrize("command", ["validate", "test"])
+def test_validate_and_test_stop_on_sigterm(tmp_path: Path, command: str) -> None:
+    fit = _fit_command(tmp_path, dc_model(), real_data(), 1, val_check_interval=1)
+    run(fit)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    interrupt(tmp_path, signal.SIGTERM, EVALUATION, 1, "validate", *command[1:3], "--ckpt_path", str(last),
-              command="validate")
+    interrupt(tmp_path, signal.SIGTERM, EVALUATION, 1, command, *fit[1:3], "--ckpt_path", str(last), command=command)
