@@ -149,6 +149,9 @@ class ExpertTrajectoryDataModule(LightningDataModule):
             )
         check_int("test_batch_size", test_batch_size, 1)
         _check_train_kwargs(train_kwargs or {})
+        if file := next((p for p in (Path(buffer_dir), *Path(buffer_dir).parents) if p.is_file()), None):
+            raise ValueError(f"buffer_dir={str(buffer_dir)!r}: {str(file)!r} is a file; allowed: a directory of "
+                             "expert trajectories (expert_*.pt + manifest.json), new or existing")
         self.save_hyperparameters()
         self.dataset = self._info.name
         self.buffer_dir = Path(buffer_dir)
@@ -275,9 +278,6 @@ class ExpertTrajectoryDataModule(LightningDataModule):
             self._expert_ids = self.buffer.expert_ids
 
     def _open_buffer(self) -> ExpertBuffer:
-        if Path(self.buffer_dir).exists() and not Path(self.buffer_dir).is_dir():
-            raise ValueError(f"buffer_dir={str(self.buffer_dir)!r} is a file; allowed: a directory of expert "
-                             "trajectories (expert_*.pt + manifest.json), new or existing")
         if not ExpertBuffer.exists(self.buffer_dir):
             hint = "" if self.train_if_missing else " (train_if_missing=False)"
             raise FileNotFoundError(
