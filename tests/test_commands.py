@@ -254,9 +254,12 @@ def test_readme_quickstart_runs_verbatim(tmp_path: Path) -> None:
         wrote = [tmp_path / line.removeprefix("wrote ") for line in out.stdout.splitlines() if line.startswith("wrote ")]
         assert all(p.exists() for p in wrote), out.stdout[-2000:]
         printed[tokens[1]] = [p.resolve() for p in wrote]
+        if tokens[1] == "fit":
+            fit_accuracy = re.search(r"^accuracy (\d+\.\d\d ± \d+\.\d\d) % over 1 networks", out.stdout, re.M)
         if tokens[1] == "evaluate":  # the README's path is the set `fit` wrote and said it wrote
             assert (tmp_path / tokens[2]).resolve() in printed["fit"], (tokens[2], printed["fit"])
-            assert "±" in out.stdout
+            # the same networks score the final set in `fit` and in `evaluate`: one accuracy for one set
+            assert fit_accuracy and f"| ConvNet | {fit_accuracy[1]} | 1 |" in out.stdout, (fit_accuracy, out.stdout)
     assert {p.name for p in printed["demo"]} == {"dsa.pt", "dsa_sdc.pt", "sets.png"}
 
 

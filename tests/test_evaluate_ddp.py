@@ -1,7 +1,7 @@
-"""Evaluation sharded over processes (issue 15, "Evaluation sharded"): 2 CPU processes (gloo), results equal to
-one process.
+"""Evaluation sharded over processes: 2 CPU processes (gloo), results equal to one process.
 
-Model ``i`` draws everything from ``seeded_generator(seed, i)`` (periodic evaluation: ``(seed, 7919, step, i)``),
+Model ``i`` draws everything from ``seeded_generator(seed, i)`` (periodic evaluation before the final set:
+``(seed, 7919, step, i)``),
 so whichever rank trains it, it is the same network; each rank trains and tests its share of the evaluation
 engine's jobs and the accuracies are gathered. Results come back through files written by the ranks.
 """
@@ -204,10 +204,10 @@ def test_periodic_evaluation_under_ddp_fit_equals_one_process(tmp_path, digits):
     assert [r["trained"] for r in ranks] == [2, 1]  # the training was shared (jobs 0, 2 | 1), not repeated
     assert ranks[0]["acc"] == ranks[1]["acc"] and ranks[0]["step"] == 1
     assert torch.equal(ranks[0]["images"], ranks[1]["images"])
-    # one process, the reference protocol on the whole test split: networks (seed, 7919, step, i)
+    # one process, the reference protocol on the whole test split: the final set's networks (seed, i)
     expected = []
     for i in range(3):
-        g = seeded_generator(3, 7919, 1, i)
+        g = seeded_generator(3, i)
         net = build_network("ConvNet", 1, 10, (8, 8), generator=g, **SMALL)
         train_network(net, ranks[0]["images"], ranks[0]["targets"], epochs=2, lr=model.hparams.eval_lr or 0.01,
                       batch_size=model.hparams.eval_batch_size, generator=g)

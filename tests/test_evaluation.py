@@ -90,7 +90,8 @@ def test_empty_test_split_and_out_of_range_labels_are_errors(digits):
 
 
 def test_periodic_evaluation_is_the_engine_on_the_loops_rows(digits):
-    """``fit``'s validation is one engine call: networks ``(seed, 7919, step, i)`` trained on the set and tested on
+    """``fit``'s validation is one engine call: networks ``(seed, 7919, step, i)`` (the final set: ``(seed, i)``,
+    as ``evaluate``) trained on the set and tested on
     the rows the validation loop passes (``limit_val_batches=2`` batches of 64; the whole split:
     ``tests/test_evaluate_ddp.py``), equal to :func:`evaluate_table` on those rows; the sanity check (one batch)
     evaluates too, at step 0."""
@@ -106,14 +107,14 @@ def test_periodic_evaluation_is_the_engine_on_the_loops_rows(digits):
             seen.append((module.step_index, list(module.last_eval_accuracies), module.synset.detached()[:2]))
 
     model = DC("digits", 1, arch_kwargs=SMALL, batch_real=16, seed=3, eval_num_models=2, eval_epochs=2)
-    pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                enable_model_summary=False, check_val_every_n_epoch=None, val_check_interval=1, max_epochs=-1,
                limit_val_batches=2, num_sanity_val_steps=1, callbacks=[Record()],
                ).fit(model, RealDataModule("digits", test_batch_size=64))
-    assert [s for s, _, _ in seen] == [0, 1]  # the sanity check (one batch) and the step-1 validation
+    assert [s for s, _, _ in seen] == [0, 1, 2]  # the sanity check (one batch), steps 1 and 2 (final)
     kw = model.eval_kwargs()
     kw["arch_kwargs"] = {kw.pop("arch"): kw["arch_kwargs"]}
-    for (step, accs, synset), rows in zip(seen, (64, 128)):
+    for (step, accs, synset), rows, key in zip(seen, (64, 128, 128), ((3, 7919, 0), (3, 7919, 1), (3,))):
         test = (digits.test_images[:rows], digits.test_labels[:rows])
-        (want,), _ = evaluate_table(synset, test, ["ConvNet"], **kw, key=(3, 7919, step))
+        (want,), _ = evaluate_table(synset, test, ["ConvNet"], **kw, key=key)
         assert accs == want.accuracies and len(set(accs)) == 2

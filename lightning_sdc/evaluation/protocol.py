@@ -6,7 +6,7 @@ and the periodic evaluation inside ``fit`` (:meth:`~lightning_sdc.methods.base.D
 
 1. **jobs**: a list of ``(architecture, network index)``; network ``i`` draws its initialisation, batch order
    and augmentation from ``seeded_generator(*key, i)`` (``key`` = ``(seed,)``, or ``(seed, 7919, step)`` for
-   the periodic evaluation), so a job is the same network whichever process runs it;
+   ``fit``'s evaluations before the final set), so a job is the same network whichever process runs it;
 2. **train** (:func:`train_network`): DC ``utils.py:evaluate_synset`` (also MTT's and DATM's) —
    :meth:`~lightning_sdc.training.Schedule.dc_evaluation` run by the one
    :class:`~lightning_sdc.training.TrainingLoop`: SGD momentum 0.9, weight decay 5e-4, ``epochs + 1`` passes

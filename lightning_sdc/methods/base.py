@@ -419,8 +419,10 @@ class DistillationModule(pl.LightningModule):
 
     def evaluate_now(self) -> list[float]:
         """Accuracies of ``eval_num_models`` fresh networks trained on :meth:`eval_synset` and tested on
-        :meth:`evaluation_split`, through the evaluation engine (network ``i`` from ``(seed, 7919, step, i)``, fresh
-        networks at every step; shared over the ranks under DDP)."""
+        :meth:`evaluation_split`, through the evaluation engine, shared over the ranks under DDP. Network ``i`` draws
+        from ``(seed, 7919, step, i)`` at the periodic evaluations (fresh networks at every step) and from
+        ``(seed, i)`` for the final set and under ``validate``/``test``: the networks ``lightning-sdc evaluate`` and
+        :func:`~lightning_sdc.evaluation.evaluate_synset` train, so both report the same accuracies for it."""
         if not bool(self.synset.images.detach().any()):
             raise ValueError(
                 f"the synthetic set of this {type(self).__name__} is blank (all zeros: never fitted, no checkpoint "
@@ -436,9 +438,15 @@ class DistillationModule(pl.LightningModule):
         with progress(total=mine * (kw["epochs"] + 1), desc="evaluation networks", unit="epoch",
                       enabled=trainer_progress_enabled(self._trainer)) as bar:
             (result,), _ = evaluate_table(self.eval_synset(), split, list(kw["arch_kwargs"]), **kw,
-                                          key=(self.seed, 7919, self.step_index), distributed=world > 1,
+                                          key=self.evaluation_key(), distributed=world > 1,
                                           on_epoch=bar.update)
         return result.accuracies
+
+    def evaluation_key(self) -> tuple[int, ...]:
+        """``(seed,)`` for the final set (and ``validate``/``test``), ``(seed, 7919, step)`` before it."""
+        trainer = self.trainer
+        final = trainer.state.fn != "fit" or 0 < trainer.max_steps <= self.step_index
+        return (self.seed,) if final else (self.seed, 7919, self.step_index)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         """Nothing per batch: :meth:`on_validation_epoch_end` evaluates on the loader's tensors at once."""
