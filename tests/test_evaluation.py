@@ -114,7 +114,7 @@ def test_periodic_evaluation_is_the_engine_on_the_loops_rows(digits):
     assert [s for s, _, _ in seen] == [0, 1, 2]  # the sanity check (one batch), steps 1 and 2 (final)
     kw = model.eval_kwargs()
     kw["arch_kwargs"] = {kw.pop("arch"): kw["arch_kwargs"]}
-    for (step, accs, synset), rows, key in zip(seen, (64, 128, 128), ((3, 7919, 0), (3, 7919, 1), (3,))):
+    for (_, accs, synset), rows, key in zip(seen, (64, 128, 128), ((3, 7919, 0), (3, 7919, 1), (3,))):
         test = (digits.test_images[:rows], digits.test_labels[:rows])
         (want,), _ = evaluate_table(synset, test, ["ConvNet"], **kw, key=key)
         assert accs == want.accuracies and len(set(accs)) == 2
