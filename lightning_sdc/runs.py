@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_sdc.io import prepare_output_dir
+
 #: the package whose classes a checkpoint may name
 PACKAGE = "lightning_sdc"
 #: class-path keys a checkpoint's hyper-parameters may hold (LightningCLI writes the first two)
@@ -42,12 +44,15 @@ def checkpoint_dir(trainer: Any) -> Path:
     """The run's checkpoint directory, as Lightning's ``ModelCheckpoint`` resolves it when it has no ``dirpath``:
     ``<save_dir>/<name>/<version>/checkpoints`` with a logger, ``<default_root_dir>/checkpoints`` without."""
     if trainer.loggers:
-        logger = trainer.loggers[0]
-        save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
-        version = logger.version
-        version = version if isinstance(version, str) else f"version_{version}"
-        return Path(save_dir, str(logger.name), version, "checkpoints")
+        version = trainer.loggers[0].version
+        return _versions_dir(trainer) / (version if isinstance(version, str) else f"version_{version}") / "checkpoints"
     return Path(trainer.default_root_dir, "checkpoints")
+
+
+def _versions_dir(trainer: Any) -> Path:
+    """``<save_dir>/<name>`` of the first logger, the parent of its version directories."""
+    logger = trainer.loggers[0]
+    return Path(logger.save_dir if logger.save_dir is not None else trainer.default_root_dir, str(logger.name))
 
 
 def _last_candidates(trainer: Any) -> set[Path]:
@@ -58,18 +63,10 @@ def _last_candidates(trainer: Any) -> set[Path]:
         dirpath = getattr(cb, "dirpath", None)
         if dirpath is not None and (getattr(cb, "save_last", None) is not None or hasattr(cb, "last_path")):
             found |= set(Path(dirpath).glob("*.ckpt"))
-    if trainer.loggers:
-        logger = trainer.loggers[0]
-        save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
-        pinned = getattr(logger, "_version", None)  # a version the user set: only that one
-        base = Path(save_dir, str(logger.name))
-        if pinned is not None:
-            version = pinned if isinstance(pinned, str) else f"version_{pinned}"
-            found |= set((base / version / "checkpoints").glob("*.ckpt"))
-        else:
-            found |= set(base.glob("*/checkpoints/*.ckpt"))
+    if trainer.loggers and getattr(trainer.loggers[0], "_version", None) is None:  # no version pinned: all of them
+        found |= set(_versions_dir(trainer).glob("*/checkpoints/*.ckpt"))
     else:
-        found |= set(Path(trainer.default_root_dir, "checkpoints").glob("*.ckpt"))
+        found |= set(checkpoint_dir(trainer).glob("*.ckpt"))
     return {p for p in found if p.is_file()}
 
 
@@ -396,6 +393,7 @@ def prepare_subcommand(cli: Any, subcommand: str, lock: bool = True) -> None:
     trainer = cli.trainer
     if subcommand == "fit":
         check_trainer_settings(trainer)
+        prepare_output_dir(trainer.default_root_dir, "--trainer.default_root_dir")  # a file, under a file: one line
     if subcommand in ("validate", "test") and not ckpt:
         raise ValueError(f"{subcommand} needs --ckpt_path (a checkpoint of a fit run): without one the "
                          "synthetic set is blank. To score a saved set, use lightning-sdc evaluate PATH")
