@@ -388,12 +388,14 @@ def prepare_subcommand(cli: Any, subcommand: str, lock: bool = True) -> None:
     ``PreemptionCheckpoint``, which releases the lock when ``fit`` ends)."""
     from pytorch_lightning.utilities import rank_zero_info
 
-    config = cli.config_init[subcommand]
+    config, trainer = cli.config_init[subcommand], cli.trainer
     ckpt = config.get("ckpt_path")
-    trainer = cli.trainer
-    if subcommand == "fit":
+    if subcommand == "fit":  # output directories that are (or lie under) a file: one line now, not after the run
         check_trainer_settings(trainer)
-        prepare_output_dir(trainer.default_root_dir, "--trainer.default_root_dir")  # a file, under a file: one line
+        dirs = [(f"{type(cb).__name__}.dirpath", cb.dirpath) for cb in trainer.callbacks if getattr(cb, "dirpath", None)]
+        for what, path in [("--trainer.default_root_dir", trainer.default_root_dir), *dirs]:
+            if "://" not in str(path):
+                prepare_output_dir(path, what)
     if subcommand in ("validate", "test") and not ckpt:
         raise ValueError(f"{subcommand} needs --ckpt_path (a checkpoint of a fit run): without one the "
                          "synthetic set is blank. To score a saved set, use lightning-sdc evaluate PATH")

@@ -929,6 +929,12 @@ CASES: list[BadInput] = [
              lambda c: _console(*[a for a in _tiny_fit_args(_a_file(c, "f9") / "run") if a != "--trainer.logger=false"]),
              ConsoleError, ("--trainer.default_root_dir=", "f9/run", "cannot be created as a directory",
                             "1 error line"), "setup"),
+    BadInput("fit-exporter-under-file", "lightning-sdc fit ... --trainer.callbacks+=SyntheticSetExporter "
+             "--trainer.callbacks.dirpath <file>/x (was: after the last update)",
+             lambda c: _console_fit(c, "exp_f10", "--trainer.callbacks+=SyntheticSetExporter",
+                                    f"--trainer.callbacks.dirpath={_a_file(c, 'f10') / 'x'}"),
+             ConsoleError, ("SyntheticSetExporter.dirpath=", "f10/x", "cannot be created as a directory",
+                            "1 error line"), "setup"),
     BadInput("evaluate-cli-shape", "lightning-sdc evaluate <a 28x28 set whose metadata says digits>",
              lambda c: _evaluate_cli(_synset_file(c, "wrong_shape", num_classes=10, ipc=1, image_shape=(1, 28, 28),
                                                   dataset="digits")),
