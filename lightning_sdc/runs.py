@@ -383,9 +383,9 @@ def check_run_dir(trainer: Any, config: Any, resuming: bool) -> None:
 # ------------------------------------------------------------------------------------------ the CLI hook
 def prepare_subcommand(cli: Any, subcommand: str, lock: bool = True) -> None:
     """What ``lightning-sdc fit|validate|test`` does before the Trainer runs (called from the CLI's
-    ``before_<subcommand>``): resolve ``--ckpt_path last``, check the checkpoint (class paths, same settings),
-    refuse ``validate``/``test`` without one, and lock the run directory of ``fit`` (``lock``: the run keeps a
-    ``PreemptionCheckpoint``, which releases the lock when ``fit`` ends)."""
+    ``before_<subcommand>``): create ``fit``'s output directories (root, callbacks' ``dirpath``), resolve ``--ckpt_path
+    last``, check the checkpoint (class paths, same settings), refuse ``validate``/``test`` without one, and lock
+    the run directory of ``fit`` (``lock``: a ``PreemptionCheckpoint`` releases the lock when ``fit`` ends)."""
     from pytorch_lightning.utilities import rank_zero_info
 
     config, trainer = cli.config_init[subcommand], cli.trainer
