@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from lightning_sdc.runs import check_config_files, flat_items, prepare_subcommand
+from lightning_sdc.runs import UsageError, check_config_files, flat_items, prepare_subcommand
 
 PROG = "lightning-sdc"
 #: where the packaged configs live (``configs/`` in a checkout is a symlink to it)
@@ -31,10 +31,6 @@ RUN_CALLBACKS = ("lightning_sdc.callbacks.PreemptionCheckpoint", "lightning_sdc.
 IN_MEMORY_FLAGS = ("--trainer.logger=false", "--trainer.enable_checkpointing=false",
                    "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
                    "--trainer.limit_val_batches=0")
-
-
-class UsageError(ValueError):
-    """A command line that cannot run; the console script prints it as one line (exit status 2)."""
 
 
 def method_seed(seed_everything: bool | int) -> int:
@@ -227,6 +223,8 @@ def check_trainer_options(trainer: Any, fit: bool = True) -> None:
     if (_is_int(devices := get("devices")) and devices < 1 and devices != -1) or (isinstance(devices, str) and devices.strip() in ("0", "")):
         raise UsageError(f"--trainer.devices {devices}: allowed: an integer >= 1, -1 (all), 'auto', or a list of "
                          "device indices such as [0, 1]")
+    if not isinstance(interval := get("val_check_interval"), (int, float, type(None))):  # a time ("DD:HH:MM:SS")
+        raise UsageError(f"--trainer.val_check_interval {interval}: allowed: an integer >= 1 or a float in (0, 1]")
     if (every := get("check_val_every_n_epoch")) is not None and (not _is_int(every) or every < 1):
         raise UsageError(f"--trainer.check_val_every_n_epoch {every}: allowed: null (the default: evaluate every "
                          "--trainer.val_check_interval updates) or an integer >= 1")
@@ -327,10 +325,7 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True, export: bool 
 
     given: list[tuple[str, Any, str]] = []
     argv = rewrite_args(sys.argv[1:] if args is None else args, given)
-    try:
-        check_config_files(argv)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    check_config_files(argv)
     per_parser = {"exit_on_error": False, "formatter_class": help_formatter()}  # main() prints errors in one line
     saved, sys.argv = sys.argv, [sys.argv[0] if sys.argv else PROG, *argv]  # LightningCLI reads sys.argv
     try:

@@ -35,6 +35,10 @@ LOCK_NAME = ".lightning_sdc.lock"
 LAST = "last.ckpt"
 
 
+class UsageError(ValueError):
+    """A command line that cannot run; the console script prints it as one line (exit status 2)."""
+
+
 class ResumeError(ValueError):
     """A checkpoint that cannot be resumed by this command (another configuration, a foreign class path)."""
 
@@ -311,14 +315,14 @@ def check_config_files(args: Sequence[str]) -> None:
         try:
             doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError:
-            raise ValueError(f"--config {path}: not a text file (a YAML config was expected; is it a binary, a "
+            raise UsageError(f"--config {path}: not a text file (a YAML config was expected; is it a binary, a "
                              "checkpoint?)") from None
         except yaml.YAMLError as exc:
-            raise ValueError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+            raise UsageError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
         if doc is None:
-            raise ValueError(f"config file {path} is empty; expected a mapping such as 'model: ...', 'trainer: ...'")
+            raise UsageError(f"config file {path} is empty; expected a mapping such as 'model: ...', 'trainer: ...'")
         if not isinstance(doc, dict):
-            raise ValueError(f"config file {path} holds a {type(doc).__name__}, expected a mapping of settings")
+            raise UsageError(f"config file {path} holds a {type(doc).__name__}, expected a mapping of settings")
 
 
 # ------------------------------------------------------------------------------------------ one run per dir
