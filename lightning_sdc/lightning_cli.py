@@ -163,10 +163,8 @@ def rewrite_args(argv: Sequence[str], given: list[tuple[str, Any, str]] | None =
                 given.append((option[2:], parsed, f"{option} {raw}"))
             out.append(args[i])
         i += 1
-    values = {}
-    for k, arg in enumerate(out):
-        option, eq, value = arg.partition("=")
-        values[option] = value if eq or k + 1 >= len(out) else out[k + 1]
+    parts = [arg.partition("=") for arg in out]  # option -> its value (``--x=v`` or ``--x v``)
+    values = {option: value if eq or k + 1 >= len(out) else out[k + 1] for k, (option, eq, value) in enumerate(parts)}
     if str(values.get("--trainer.logger", "")).rsplit(".", 1)[-1] in ("TensorBoardLogger", "CSVLogger") and not any(
             o.startswith(("--trainer.logger.save_dir", "--trainer.logger.init_args.save_dir")) for o in values):
         out.append(f"--trainer.logger.save_dir={values.get('--trainer.default_root_dir', '.')}")
@@ -192,8 +190,8 @@ def _is_int(value: Any) -> bool:
 def check_trainer_options(trainer: Any, fit: bool = True) -> None:
     """One line, before the Trainer is built, for what Lightning would reject with a traceback (or accept and
     crash on): epoch budgets and endless runs (the data are an endless stream of updates), negative budgets,
-    fractional train limits, a GPU that is not there, zero devices, and the automatic-optimisation features
-    (accumulation, clipping) that one manual synthetic-set update per step cannot use."""
+    fractional train limits, a val_check_interval that counts no updates (a time), a GPU that is not there, zero
+    devices, and the automatic-optimisation features (accumulation, clipping) one update per step cannot use."""
     if trainer is None:
         return
     get = trainer.get
@@ -223,8 +221,8 @@ def check_trainer_options(trainer: Any, fit: bool = True) -> None:
     if (_is_int(devices := get("devices")) and devices < 1 and devices != -1) or (isinstance(devices, str) and devices.strip() in ("0", "")):
         raise UsageError(f"--trainer.devices {devices}: allowed: an integer >= 1, -1 (all), 'auto', or a list of "
                          "device indices such as [0, 1]")
-    if not isinstance(interval := get("val_check_interval"), (int, float, type(None))):  # a time ("DD:HH:MM:SS")
-        raise UsageError(f"--trainer.val_check_interval {interval}: allowed: an integer >= 1 or a float in (0, 1]")
+    if (i := get("val_check_interval")) is not None and not (_is_int(i) or isinstance(i, float) and 0 < i <= 1):
+        raise UsageError(f"--trainer.val_check_interval {i}: allowed: an integer >= 1 (updates) or a float in (0, 1]")
     if (every := get("check_val_every_n_epoch")) is not None and (not _is_int(every) or every < 1):
         raise UsageError(f"--trainer.check_val_every_n_epoch {every}: allowed: null (the default: evaluate every "
                          "--trainer.val_check_interval updates) or an integer >= 1")
@@ -318,6 +316,7 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True, export: bool 
     SIGTERM/SIGUSR1/SIGINT and at the end, then the final set in ``<log dir>/synthetic/synset.pt`` (+ ``.png``, TM
     layout), beside ``config.yaml``; a bar counting updates. Drivers that keep the set in memory pass
     ``export=False`` (no callbacks, no config.yaml)."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
     from pytorch_lightning import LightningDataModule
 
     import lightning_sdc.callbacks  # noqa: F401 - short class names in configs
@@ -336,6 +335,8 @@ def build_cli(args: Sequence[str] | None = None, run: bool = True, export: bool 
             parser_kwargs={"prog": PROG, "description": __doc__.split("\n\n")[0], **per_parser,
                            **{name: per_parser for name in ("fit", "validate", "test")}},
             **({} if export else {"save_config_callback": None}))
+    except MisconfigurationException as exc:  # a Trainer setting Lightning refuses (limit_val_batches -1): one line
+        raise UsageError(str(exc)) from None
     finally:
         sys.argv = saved
 
