@@ -355,8 +355,8 @@ def random_coreset(spec: Any, ipc: int, seed: int = 0) -> SyntheticSet:
     distinct real training images of each class of ``spec`` (a DatasetSpec), drawn with a generator seeded by
     ``seed``; evaluated with the same protocol as any set."""
     real = ClassIndexedImages(spec.train_images, spec.train_labels, spec.num_classes)
-    for c in range(spec.num_classes):
-        if not isinstance(ipc, int) or ipc < 1 or ipc > real.count(c):
-            raise ValueError(f"ipc={ipc!r} is not allowed for class {c} of {spec.name!r}: it has {real.count(c)} images")
+    most = min(real.count(c) for c in range(spec.num_classes))  # images in the smallest class
+    if not isinstance(ipc, int) or not 1 <= ipc <= most:
+        raise ValueError(f"ipc={ipc!r} is not allowed; allowed: an integer in [1, {most}] (smallest class of {spec.name!r})")
     g = torch.Generator().manual_seed(int(seed))
     return real_set(spec, torch.cat([real.first_k(c, ipc, g) for c in range(spec.num_classes)]))
