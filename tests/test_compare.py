@@ -226,8 +226,12 @@ def test_compare_end_to_end_digits(tmp_path, monkeypatch, capsys):
     assert len(calls) == 1 and runs[0].exists()
     whole = json.loads(runs[1].read_text())
     runs[1].write_text(runs[1].read_text()[:40])  # a run file cut short: computed again, to the same numbers
+    baseline = sorted((out / "runs").glob("random_seed*.json"))[0]
+    random_accs = json.loads(baseline.read_text())
+    baseline.write_text(baseline.read_text()[:30])  # the same for the Random baseline's cache
     assert compare_command(**args) == md and len(calls) == 2
     assert json.loads(runs[1].read_text())["accuracies"] == whole["accuracies"]
+    assert json.loads(baseline.read_text()) == random_accs
 
     summary = write_summary([out / "t.json"], tmp_path / "all.md", "# Title\n")
     text = summary.read_text()

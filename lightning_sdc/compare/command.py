@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lightning_sdc.compare.runner import RunSpec, parse_vary, resolve, run_all
+from lightning_sdc.io import prepare_output_dir
 
 TRAINER_CONFIG = "configs/trainer/cpu.yaml"  # a packaged config name (works from any directory)
 
@@ -136,7 +137,7 @@ def compare_command(
     specs = plan(cell, vary, seeds, first_seed, trainer_config, overrides, num_models, epochs, gradn_networks,
                  test_size)
     key, values = parse_vary(vary)
-    out_dir = Path(out)
+    out_dir = prepare_output_dir(out, "--out")
     name = name or f"{Path(cell).stem}__{key.rsplit('.', 1)[-1]}"
     results = run_all(specs, out_dir / "runs", log=lambda s: print(s, flush=True))
     baselines = {}

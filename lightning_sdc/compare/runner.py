@@ -337,7 +337,10 @@ def execute_baseline(spec: RunSpec, full_epochs: int, out_dir: Path) -> dict[str
     base = baseline_spec(spec, full_epochs)
     path = out_dir / f"random_seed{spec.seed}_{base.fingerprint()}.json"
     if path.exists():
-        return json.loads(path.read_text())
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            path.unlink()  # a torn cache file: computed again
     cli = build_in_memory_cli([resolve(c) for c in spec.configs], spec.seed, list(spec.overrides))
     model, dm = cli.model, cli.datamodule
     data = load_dataset(dm.dataset, dm.root, download=dm.download, zca=dm.zca, **dm.dataset_kwargs)
