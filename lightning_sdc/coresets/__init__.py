@@ -13,20 +13,7 @@ from lightning_sdc.coresets.herding import (
 )
 from lightning_sdc.synthetic import random_coreset
 
-__all__ = [
-    "CORESET_METHODS",
-    "KEEP",
-    "RULES",
-    "build_coreset",
-    "check_ipc",
-    "coreset_command",
-    "coreset_from_rows",
-    "embed_features",
-    "feature_network",
-    "forgetting_coreset",
-    "forgetting_per_class",
-    "herding_coreset",
-    "herding_per_class",
-    "herding_select",
-    "random_coreset",
-]
+__all__ = ["CORESET_METHODS", "KEEP", "RULES", "build_coreset", "check_ipc", "coreset_command",
+           "coreset_from_rows", "embed_features", "feature_network", "forgetting_coreset",
+           "forgetting_per_class", "herding_coreset", "herding_per_class", "herding_select",
+           "random_coreset"]

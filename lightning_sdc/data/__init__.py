@@ -29,29 +29,10 @@ from lightning_sdc.data.sampling import ClassIndexedImages
 from lightning_sdc.data.spec import DatasetInfo, DatasetNotFoundError, DatasetSpec
 from lightning_sdc.data.zca import ZCAWhitening
 
-__all__ = [
-    "DATASETS",
-    "ClassIndexedImages",
-    "DatasetEntry",
-    "DatasetInfo",
-    "DatasetNotFoundError",
-    "DatasetSpec",
-    "RawData",
-    "RealDataModule",
-    "ZCAWhitening",
-    "cache_dir",
-    "clear_dataset_cache",
-    "data_root",
-    "dataset_info",
-    "list_datasets",
-    "load_dataset",
-    "prepare_dataset",
-    "read_idx",
-    "read_idx_dir",
-    "register_dataset",
-    "stratified_split",
-    "write_idx",
-]
+__all__ = ["DATASETS", "ClassIndexedImages", "DatasetEntry", "DatasetInfo", "DatasetNotFoundError",
+           "DatasetSpec", "RawData", "RealDataModule", "ZCAWhitening", "cache_dir", "clear_dataset_cache",
+           "data_root", "dataset_info", "list_datasets", "load_dataset", "prepare_dataset", "read_idx",
+           "read_idx_dir", "register_dataset", "stratified_split", "write_idx"]
 
 
 def __getattr__(name: str) -> Any:

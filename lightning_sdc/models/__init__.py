@@ -81,22 +81,6 @@ def network_options(name: str) -> dict[str, Any]:
     return _keywords(NETWORKS.canonical(name))
 
 
-__all__ = [
-    "NETWORKS",
-    "AlexNet",
-    "ConvNet",
-    "InputRule",
-    "LeNet",
-    "MLP",
-    "ParamLayout",
-    "ResNet",
-    "VGG",
-    "build_network",
-    "count_parameters",
-    "flatten_params",
-    "functional_forward",
-    "list_networks",
-    "network_options",
-    "reinitialize_",
-    "unflatten",
-]
+__all__ = ["NETWORKS", "AlexNet", "ConvNet", "InputRule", "LeNet", "MLP", "ParamLayout", "ResNet", "VGG",
+           "build_network", "count_parameters", "flatten_params", "functional_forward", "list_networks",
+           "network_options", "reinitialize_", "unflatten"]
