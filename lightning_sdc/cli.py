@@ -159,14 +159,15 @@ def _unknown(name: str) -> UsageError:
 
 
 class _LightningNoise(logging.Filter):
-    """Drops Lightning's tips (litlogger, litmodels) and any line it already printed in this process (the
-    accelerator banner of every in-memory run of ``reproduce`` or ``compare``)."""
+    """Drops Lightning's tips (litlogger, litmodels) and a banner it already printed in this process (the
+    accelerator and seed lines of every in-memory run of ``reproduce`` or ``compare``); other lines pass."""
 
+    BANNERS = ("GPU available", "TPU available", "HPU available", "IPU available", "LOCAL_RANK:", "Seed set to")
     seen: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if message.startswith("💡") or (record.levelno <= logging.INFO and message in self.seen):
+        if message.startswith("💡") or (message.startswith(self.BANNERS) and message in self.seen):
             return False
         self.seen.add(message)
         return True

@@ -442,4 +442,6 @@ def test_lightning_tips_and_repeated_banners_are_dropped() -> None:
         return logger.filter(logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, (), None))
 
     assert not shown("💡 Tip: For seamless cloud logging ... litlogger")
-    assert shown("a line never seen before 1f3a") and not shown("a line never seen before 1f3a")
+    assert shown("GPU available: False (1f3a)") and not shown("GPU available: False (1f3a)")
+    # this library's own lines (the GM engine of each run) are never dropped
+    assert shown("GM gradient engine: eager (1f3a)") and shown("GM gradient engine: eager (1f3a)")
