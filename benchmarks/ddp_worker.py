@@ -9,7 +9,7 @@ import torch
 
 from benchmarks.measure import StepTimer
 from benchmarks.setups import gm_datamodule, gm_model, make_trainer
-from lightning_sdc.methods.gradient import DC
+from lightning_sdc.methods.gm.gradient import DC
 
 
 class RankZeroTimer(StepTimer):

@@ -95,7 +95,7 @@ def _peak_mib(device: str, base: int) -> float | None:
 def run_dc(device: str, quick: bool, precision: str) -> dict[str, Any]:
     """One DC run in ``precision`` (see the module docstring)."""
     from lightning_sdc.data import RealDataModule
-    from lightning_sdc.methods.gradient import DC
+    from lightning_sdc.methods.gm.gradient import DC
 
     s = sizes(device, quick)["dc"]
     model = DC(s["dataset"], s["ipc"], arch_kwargs=s["net"], batch_real=s["batch_real"], outer_loop=s["outer_loop"],

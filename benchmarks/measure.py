@@ -132,7 +132,7 @@ def sdc_overhead(kind: str, steps: int, device: str, experts: Path | None = None
         for lam in times:
             timer = StepTimer()
             if kind == "DC":
-                from lightning_sdc.methods.gradient import DC
+                from lightning_sdc.methods.gm.gradient import DC
 
                 model, dm = gm_model(DC, sdc_lambda=lam, **size), gm_datamodule()
             else:
@@ -145,7 +145,7 @@ def sdc_overhead(kind: str, steps: int, device: str, experts: Path | None = None
 
 
 def gm_floor(steps: int, device: str, **size: Any) -> float:
-    from lightning_sdc.methods.gradient import DC
+    from lightning_sdc.methods.gm.gradient import DC
 
     model = gm_model(DC, **size)
     t = step_time(model, gm_datamodule(), steps, device)
@@ -164,7 +164,7 @@ def tm_floor(steps: int, device: str, experts: Path, **size: Any) -> float:
 def bf16_cosine(device: str, experts: Path, net: dict[str, int] | None = None) -> dict[str, float]:
     """Cosine between the bf16-mixed and fp32 image gradients of the first update (DC and MTT); ``net`` must
     be the ConvNet size the ``experts`` were trained with."""
-    from lightning_sdc.methods.gradient import DC
+    from lightning_sdc.methods.gm.gradient import DC
     from lightning_sdc.methods.tm import MTT
 
     out = {}
@@ -247,7 +247,7 @@ def gm_vectorized(steps: int, device: str, *, ipc: int = 10, batch_real: int = 2
     """Per-class loop / vectorized (``torch.func.vmap``) DC step time at the reference ``batch_real`` 256 on
     ``mnist5k`` (1×28×28, 400 images per class); returns (ratio, loop s, vectorized s)."""
     from lightning_sdc.data import RealDataModule
-    from lightning_sdc.methods.gradient import DC
+    from lightning_sdc.methods.gm.gradient import DC
 
     times = []
     for engine in ("eager", "vmap"):

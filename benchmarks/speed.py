@@ -37,7 +37,7 @@ GM_DATASET = "fashionmnist"
 
 def dc_module(ipc: int, batch_real: int, dataset: str = GM_DATASET, **kw: Any) -> pl.LightningModule:
     """DC on ``dataset`` with the reference ConvNet-128, seed 11."""
-    from lightning_sdc.methods.gradient import DC
+    from lightning_sdc.methods.gm.gradient import DC
 
     return DC(dataset, ipc, batch_real=batch_real, seed=11, **kw)
 

@@ -211,7 +211,7 @@ def check_resume_config(checkpoint: Mapping[str, Any], path: str | os.PathLike, 
 
 
 def _same_class(saved: str, cls: type) -> bool:
-    """``lightning_sdc.methods.DC`` names ``lightning_sdc.methods.gm.dc.DC`` (a re-export), without importing."""
+    """``lightning_sdc.methods.DC`` names ``lightning_sdc.methods.gm.gradient.DC`` (a re-export), without importing."""
     return saved.rsplit(".", 1)[-1] == cls.__qualname__ and saved.startswith(PACKAGE + ".") and \
         cls.__module__.startswith(saved.rsplit(".", 1)[0])
 

@@ -17,7 +17,7 @@ import torch
 from benchmarks.setups import ensure_experts, tm_datamodule, tm_model
 from lightning_sdc.data import RealDataModule
 from lightning_sdc.io import atomic_torch_save, safe_torch_load
-from lightning_sdc.methods.gradient import DC, DSA
+from lightning_sdc.methods.gm.gradient import DC, DSA
 from lightning_sdc.methods.tm import MTT
 from tests.gm_helpers import SMALL, assert_same_updates, trainer
 

@@ -191,7 +191,7 @@ def test_periodic_evaluation_under_ddp_fit_equals_one_process(tmp_path, digits):
     whole test split (digits' 359 images, none padded nor twice) and the gathered accuracies are exactly those one
     process gets from the same set."""
     from lightning_sdc.data import RealDataModule
-    from lightning_sdc.methods.gradient import DC
+    from lightning_sdc.methods.gm.gradient import DC
     from lightning_sdc.models import build_network
     from tests.gm_helpers import SMALL, trainer
 

@@ -97,7 +97,7 @@ def test_periodic_evaluation_is_the_engine_on_the_loops_rows(digits):
     evaluates too, at step 0."""
     from lightning_sdc.data import RealDataModule
     from lightning_sdc.evaluation import evaluate_table
-    from lightning_sdc.methods.gradient import DC
+    from lightning_sdc.methods.gm.gradient import DC
     from tests.gm_helpers import SMALL
 
     seen = []

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.setups import ensure_experts, gm_datamodule, gm_model, make_trainer, tm_datamodule, tm_model
-from lightning_sdc.methods.gradient import DC
+from lightning_sdc.methods.gm.gradient import DC
 from lightning_sdc.methods.tm import MTT
 
 pytestmark = pytest.mark.cuda
@@ -75,7 +75,7 @@ def test_cuda_peak_memory_unrolled_vs_constant(experts: Path) -> None:
 def test_cuda_vectorized_gm_equals_the_class_loop() -> None:
     """``engine: vmap`` (one vmap over classes) on CUDA: one DC and one DSA update equal the per-class loop
     up to a small fraction of the change (CUDA kernels round differently from CPU's, not the algorithm)."""
-    from lightning_sdc.methods.gradient import DSA
+    from lightning_sdc.methods.gm.gradient import DSA
     from tests.gm_helpers import assert_same_updates
 
     for cls in (DC, DSA):

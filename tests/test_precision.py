@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.setups import ensure_experts, gm_datamodule, gm_model, make_trainer, tm_datamodule, tm_model
-from lightning_sdc.methods.gradient import DC, DCC, DSA, DSAC
+from lightning_sdc.methods.gm.gradient import DC, DCC, DSA, DSAC
 from lightning_sdc.methods.tm import DATM, FTD, MTT, TESLA
 
 #: measured minimum over the methods below was well above this (RESULTS.md); 0.98 leaves margin for bf16 noise

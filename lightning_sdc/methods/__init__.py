@@ -1,7 +1,7 @@
 """Distillation methods as LightningModules (one registry: :data:`METHODS`)."""
 
 from lightning_sdc.methods.base import DistillationModule, DivergenceError
-from lightning_sdc.methods.gradient import DC, DCC, DSA, DSAC, GradientMatching
+from lightning_sdc.methods.gm.gradient import DC, DCC, DSA, DSAC, GradientMatching
 from lightning_sdc.methods.registry import METHODS, build_method, list_methods, register_method
 from lightning_sdc.methods.tm import DATM, FTD, MTT, TESLA, TrajectoryMatching
 

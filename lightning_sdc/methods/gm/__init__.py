@@ -1,4 +1,4 @@
-"""Building blocks of the gradient-matching methods (:mod:`lightning_sdc.methods.gradient`)."""
+"""Gradient matching: DC, DSA, DCC, DSAC (:mod:`lightning_sdc.methods.gm.gradient`, Algorithm 1) and its blocks."""
 
 from lightning_sdc.methods.gm.engine import EngineName, GradientEngine, select_engine
 from lightning_sdc.methods.gm.grads import batched_class_gradients, class_gradient, stack_batches
