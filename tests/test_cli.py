@@ -309,7 +309,7 @@ def test_console_errors_are_one_line_with_the_users_message(capsys, monkeypatch,
         main(["evaluate", "missing.pt"])
 
 
-# ------------------------------------------------------------------------------------------- issue #25
+# ----------------------------------------------------------------------------------- bad values, one line
 def test_a_bare_logger_name_gets_the_default_save_dir() -> None:
     from lightning_sdc.cli import rewrite_args
 

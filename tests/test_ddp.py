@@ -1,4 +1,4 @@
-"""DDP with 2 CPU processes (``ddp_spawn``, gloo), configured only through the Trainer (issue #7 item 1).
+"""DDP with 2 CPU processes (``ddp_spawn``, gloo), configured only through the Trainer.
 
 GM: classes are sharded over ranks, every rank builds the same per-iteration network from explicit generators
 and scales its loss by the world size, so DDP's averaged image gradient is the single-process sum over classes:

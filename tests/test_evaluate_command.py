@@ -1,4 +1,4 @@
-"""``lightning-sdc evaluate`` as a user types it (issue 13 point 5, issue 17 points 5 and 7): every set layout,
+"""``lightning-sdc evaluate`` as a user types it: every set layout,
 ``--archs`` as a plain list, network options, the set's own protocol as defaults, finished architectures kept
 when one fails, and one-line errors for bad files."""
 
@@ -271,7 +271,7 @@ def test_methods_record_their_protocol_in_the_saved_set(tmp_path, digits):
     assert Path(tmp_path / "synset.pt").exists()
 
 
-# ------------------------------------------------------------------------------------------- issue #25, #24 items 7, 9
+# ------------------------------------------------------------------------------------ set layouts, --out, --metrics
 def _lightning_sdc(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
     """``lightning-sdc ARGS`` as a user runs it: the console script, in a child process."""
     import subprocess

@@ -1,4 +1,4 @@
-"""Install (issue #25): ``pip install lightning-sdc`` gives working offline datasets (``digits``, ``mnist5k``), and an
+"""Install: ``pip install lightning-sdc`` gives working offline datasets (``digits``, ``mnist5k``), and an
 environment that lacks their packages is told the one ``pip install`` line that fixes it, on one line."""
 
 from __future__ import annotations

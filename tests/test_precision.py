@@ -1,4 +1,4 @@
-"""Mixed precision (issue #7 item 2): every method under ``bf16-mixed`` autocast gives an image gradient that
+"""Mixed precision: every method under ``bf16-mixed`` autocast gives an image gradient that
 agrees with fp32, and the synthetic set and optimiser state stay fp32.
 
 The gradient is read from the first SGD update: with a fresh momentum buffer the first step is

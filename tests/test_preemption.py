@@ -1,4 +1,4 @@
-"""Pre-emption (issue #17, points 1 and 4): SIGTERM / SIGUSR1 during ``fit`` write a checkpoint of the last completed
+"""Pre-emption: SIGTERM / SIGUSR1 during ``fit`` write a checkpoint of the last completed
 update and exit non-zero; the same command line with ``--ckpt_path last`` continues to the set an uninterrupted run
 makes, bit for bit. Real child processes (``python -m lightning_sdc fit``), tiny digits settings."""
 

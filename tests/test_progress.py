@@ -1,4 +1,4 @@
-"""The shared progress bars (issue 13 point 9): an ETA on a terminal, silent under --quiet or without a TTY."""
+"""The shared progress bars: an ETA on a terminal, silent under --quiet or without a TTY."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reliability (issue #8): exact resume after SIGKILL, atomic files, early and clear errors, divergence, determinism.
+"""Reliability: exact resume after SIGKILL, atomic files, early and clear errors, divergence, determinism.
 
 Fault injection on the CPU with tiny settings (digits 1×8×8, ConvNet width 8–16, depth 2). The SIGKILL tests run
 the real command line (``python -m lightning_sdc fit``) in child processes; the bad-input table lives in

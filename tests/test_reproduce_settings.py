@@ -1,4 +1,4 @@
-"""``reproduce`` reports what it ran (issue #25, 2b): a cached cell computed with other settings is computed again,
+"""``reproduce`` reports what it ran: a cached cell computed with other settings is computed again,
 not reused, and the report states the command line's overrides and each cell's networks, epochs and updates."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Resume (issue #13 point 2, issue #17 points 2, 3, 8): ``fit --ckpt_path last`` with the run's own command line
+"""Resume: ``fit --ckpt_path last`` with the run's own command line
 continues the run bit for bit; a checkpoint made with other settings, or naming a foreign class, is refused before
 anything is imported or computed; one live run per run directory.
 

@@ -1,4 +1,4 @@
-"""The speed paths of issue 14 compute what the plain paths compute (float rounding apart)."""
+"""The speed paths compute what the plain paths compute (float rounding apart)."""
 
 from __future__ import annotations
 
