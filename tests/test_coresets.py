@@ -129,3 +129,17 @@ def test_coreset_command_writes_and_evaluates(tmp_path, digits):
     assert torch.equal(SyntheticSet.load(r["path"]).images, random_coreset(digits, 1, seed=4).images)
     with pytest.raises(ValueError, match="method='kcenter'"):
         coreset_command("kcenter", "digits", 1, str(tmp_path))
+
+
+def test_kept_selector_networks_give_the_same_counts_and_features(tmp_path, digits):
+    """Forgetting's kept runs restore their counts and Herding's kept feature network its weights, bit for bit."""
+    from lightning_sdc.difficulty import KeptNetworks, forgetting_counts
+
+    kw = {"epochs": 2, "arch_kwargs": SMALL, "batch_size": 128}
+    fresh = forgetting_counts(digits, runs=2, kept=KeptNetworks(tmp_path), **kw)
+    h = herding_coreset(digits, 2, kept=KeptNetworks(tmp_path), **kw)
+    again = KeptNetworks(tmp_path)
+    assert torch.equal(forgetting_counts(digits, runs=2, kept=again, **kw), fresh)
+    assert torch.equal(herding_coreset(digits, 2, kept=again, **kw).images, h.images)
+    assert (again.reused, again.trained) == (3, 0)
+    assert sorted(p.name.split("_")[0] for p in tmp_path.glob("*.pt")) == ["forgetting", "forgetting", "herding"]

@@ -4,6 +4,7 @@ digits."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from torch import nn
 from lightning_sdc.difficulty import (
     DifficultyScores,
     ForgettingCounter,
+    KeptNetworks,
     difficulty_command,
     difficulty_fractions,
     el2n,
@@ -23,6 +25,7 @@ from lightning_sdc.difficulty import (
     resolve_method,
     spearman,
     train_classifier,
+    train_ensemble,
 )
 from lightning_sdc.models import build_network
 
@@ -272,3 +275,31 @@ def test_difficulty_command_writes_its_files(digits_scores):
     assert header == "index,label,chi,gradn,gradn_std,el2n,loss"
     with pytest.raises(ValueError, match="split='val'"):
         difficulty_command("digits", split="val", out=str(out))
+
+
+def _same_network(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_kept_networks_are_reused_only_with_their_own_settings(tmp_path, digits):
+    """A kept network is loaded bit for bit instead of trained; another seed or dataset size has its own file; a
+    torn file is named in a warning and trained again."""
+    kw = {"epochs": 1, "arch_kwargs": SMALL, "batch_size": 128}
+    first = KeptNetworks(tmp_path)
+    (a,) = train_ensemble(digits, 1, kept=first, **kw)
+    (path,) = tmp_path.glob("ensemble_000_*.pt")
+    assert (first.reused, first.trained) == (0, 1)
+    assert torch.load(path, weights_only=True)["settings"]["arch_kwargs"] == SMALL
+    again = KeptNetworks(tmp_path)
+    (b,) = train_ensemble(digits, 1, kept=again, **kw)
+    assert (again.reused, again.trained) == (1, 0) and _same_network(a, b) and not b.training
+    other = KeptNetworks(tmp_path)
+    train_ensemble(digits, 1, kept=other, seed=1, **kw)
+    train_ensemble(digits, 1, kept=other, train_fraction=0.5, **kw)
+    assert other.reused == 0 and len(list(tmp_path.glob("ensemble_000_*.pt"))) == 3
+    path.write_bytes(path.read_bytes()[:100])
+    torn = KeptNetworks(tmp_path)
+    with pytest.warns(UserWarning, match=re.escape(f"kept network {path} is not reused")):
+        (c,) = train_ensemble(digits, 1, kept=torn, **kw)
+    assert (torn.reused, torn.trained) == (0, 1) and _same_network(a, c)
+    assert torch.load(path, weights_only=True)["settings"]["key"][-1] == 0  # written whole again

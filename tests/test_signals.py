@@ -214,10 +214,56 @@ def _signal_spawned(tmp: Path, args: list[str]) -> None:
     assert not [p for p in pids if alive(p)], "a worker outlived its parent"
 
 
-@pytest.mark.slow
-def test_difficulty_stops_on_sigterm(tmp_path: Path) -> None:
-    interrupt(tmp_path, signal.SIGTERM, TRAINING_EPOCH, 2, "difficulty", "--dataset", "digits", "--models", "2",
-              "--epochs", "2", "--arch_kwargs", TINY_NET, "--per_class", "2", "--out", "diff", command="difficulty")
+def _stop_after_the_first_network(tmp: Path, args: list[str], out: str, first: str) -> tuple[Path, Path]:
+    """SIGTERM in the second network's first epoch: exit 143 and only the first network kept in ``<out>/networks``;
+    the same command then reuses it (says so in one line) and ends as the uninterrupted run in ``ref/`` (in this
+    process, one thread as the child). Every kept network equals the reference's (same file name: same settings).
+    Returns both output directories."""
+    command = args[0]
+    interrupt(tmp, signal.SIGTERM, TRAINING_EPOCH, 3, *args, command=command)  # epochs 2: network 1's first epoch
+    (kept,) = (tmp / out / "networks").glob("*.pt")
+    assert kept.name.startswith(first), kept.name
+    stamp = kept.stat().st_mtime_ns
+    proc, _, log = start(tmp, TRAINING_EPOCH, 0, *args, log="rerun.log")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        run([*args[:-1], str(tmp / "ref" / out)])
+        rc = proc.wait(timeout=600)
+    finally:
+        torch.set_num_threads(threads)
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text(errors="replace")
+    assert rc == 0, f"exit status {rc}:\n{text[-3000:]}"
+    assert f"{command}: reused 1 of 2 trained networks kept in {out}/networks" in text, text[-3000:]
+    assert kept.stat().st_mtime_ns == stamp  # kept, not trained again
+    names = sorted(p.name for p in (tmp / out / "networks").glob("*.pt"))
+    assert len(names) == 2 and names == sorted(p.name for p in (tmp / "ref" / out / "networks").glob("*.pt"))
+    for name in names:
+        a, b = (torch.load(d / out / "networks" / name, weights_only=True) for d in (tmp, tmp / "ref"))
+        assert a["settings"] == b["settings"] and all(torch.equal(a["tensors"][k], b["tensors"][k]) for k in a["tensors"])
+    return tmp / out, tmp / "ref" / out
+
+
+def test_difficulty_stopped_keeps_its_finished_networks_and_the_same_command_gives_the_same_scores(
+        tmp_path: Path) -> None:
+    args = ["difficulty", "--dataset", "digits", "--models", "2", "--epochs", "2", "--arch_kwargs", TINY_NET,
+            "--per_class", "2", "--batch_size", "128", "--out", "diff"]
+    resumed, reference = _stop_after_the_first_network(tmp_path, args, "diff", "ensemble_000_")
+    a, b = (torch.load(d / "scores.pt", weights_only=True) for d in (resumed, reference))
+    for key in ("gradn", "el2n", "loss", "wrong", "labels", "indices"):
+        assert torch.equal(a[key], b[key]), key
+    assert a["meta"] == b["meta"]
+
+
+def test_forgetting_coreset_stopped_keeps_its_finished_runs_and_the_same_command_gives_the_same_set(
+        tmp_path: Path) -> None:
+    args = ["coreset", "--method", "forgetting", "--dataset", "digits", "--ipc", "2", "--runs", "2", "--epochs", "2",
+            "--arch_kwargs", TINY_NET, "--batch_size", "128", "--evaluate", "false", "--out", "cs"]
+    resumed, reference = _stop_after_the_first_network(tmp_path, args, "cs", "forgetting_000_")
+    a, b = (torch.load(d / "digits_forgetting_ipc2.pt", weights_only=True) for d in (resumed, reference))
+    assert torch.equal(a["images"], b["images"]) and torch.equal(a["labels"], b["labels"])
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import torch
 from lightning_sdc.coresets.forgetting import KEEP, forgetting_coreset
 from lightning_sdc.coresets.herding import RULES, herding_coreset
 from lightning_sdc.difficulty.forgetting import NEVER_LEARNED
+from lightning_sdc.difficulty.training import KeptNetworks
 from lightning_sdc.io import atomic_write_text, prepare_output_dir
 from lightning_sdc.progress import phase, progress, quiet_mode
 from lightning_sdc.synthetic import SyntheticSet, random_coreset
@@ -73,7 +74,8 @@ def coreset_command(
         dataset: registered dataset name.
         ipc: images per class.
         out: output directory; writes ``<dataset>_<method>_ipc<ipc>.pt`` (+ ``.png``) and, with ``evaluate``,
-            ``….md``/``….csv`` tables and a ``….json`` summary.
+            ``….md``/``….csv`` tables and a ``….json`` summary; the selector's finished networks in ``networks/``
+            (the same command reuses them).
         seed: seeds selection (Random draw, selector network, Forgetting's tie-breaking) and evaluation.
         arch: selector network (Herding's feature network, Forgetting's counting run).
         arch_kwargs: selector network options, e.g. ``{"width": 64}``.
@@ -107,13 +109,13 @@ def coreset_command(
                                  ("never_learned", never_learned, NEVER_LEARNED)):
         if value not in allowed:
             raise ValueError(f"{name}={value!r} is not allowed; allowed: {', '.join(allowed)}")
-    prepare_output_dir(out, "--out")  # before the selection and evaluation it would hold
+    kept = KeptNetworks(prepare_output_dir(out, "--out") / "networks")  # before the selection and evaluation
     dev = torch.device(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
     spec = load_dataset(dataset, root=root)
     train = {"arch": arch, "arch_kwargs": arch_kwargs, "epochs": epochs, "lr": lr, "batch_size": batch_size,
-             "augment": augment}
+             "augment": augment, "kept": kept}
     options: dict[str, Any] = {}
     if method == "herding":
         options = {"rule": rule, **train}
@@ -123,6 +125,7 @@ def coreset_command(
     selection = {"herding": epochs, "forgetting": runs * epochs}.get(method, 0)
     with quiet_mode(quiet), phase(total=selection or None, desc=f"{method} selection", quiet=not selection):
         synset = build_coreset(method, spec, ipc, seed=seed, device=dev, **options)
+    kept.report("coreset")
     stem = Path(out) / f"{spec.name}_{method}_ipc{ipc}"
     path = synset.save(stem.with_suffix(".pt"), png=True)
     summary: dict[str, Any] = {"path": str(path), "method": method, "dataset": spec.name, "ipc": ipc}

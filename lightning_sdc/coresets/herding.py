@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_sdc.coresets.common import check_ipc, class_rows, coreset_from_rows, embed_features
+from lightning_sdc.difficulty.training import KeptNetworks, trained_network
 from lightning_sdc.synthetic import SyntheticSet
 
 RULES = ("argmin", "deepcore_argmax")
@@ -76,27 +77,11 @@ def herding_per_class(
 
 def feature_network(spec: Any, *, arch: str = "ConvNet", arch_kwargs: dict[str, Any] | None = None, epochs: int = 20,
                     lr: float = 0.01, batch_size: int = 256, augment: str = "none", seed: int = 0,
-                    device: str | torch.device = "cpu") -> nn.Module:
-    """An ``arch`` network trained on the whole training split of ``spec`` (DC: ConvNet), in eval mode."""
-    from lightning_sdc.difficulty.training import train_classifier
-    from lightning_sdc.models import build_network
-    from lightning_sdc.training import make_train_augment, seeded_generator
-
-    device = torch.device(device)
-    g = seeded_generator(seed, _HERD_KEY)
-    c, h, w = spec.image_shape
-    net = build_network(arch, c, spec.num_classes, (h, w), generator=g, **dict(arch_kwargs or {})).to(device)
-    aug = make_train_augment(augment, dataset=spec.name, arch=arch)
-    return train_classifier(
-        net,
-        spec.train_images.to(device),
-        spec.train_labels.to(device),
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        augment=aug,
-        generator=g,
-    )
+                    device: str | torch.device = "cpu", kept: KeptNetworks | None = None) -> nn.Module:
+    """An ``arch`` network trained on the whole training split of ``spec`` (DC: ConvNet), in eval mode; with
+    ``kept`` it is kept once trained and a kept one is reused (:class:`~lightning_sdc.difficulty.KeptNetworks`)."""
+    return trained_network(spec, (seed, _HERD_KEY), epochs=epochs, arch=arch, arch_kwargs=arch_kwargs, lr=lr,
+                           batch_size=batch_size, augment=augment, device=device, kept=kept, name="herding").eval()
 
 
 def herding_coreset(spec: Any, ipc: int, *, net: nn.Module | None = None, rule: str = "argmin", seed: int = 0,
@@ -106,7 +91,7 @@ def herding_coreset(spec: Any, ipc: int, *, net: nn.Module | None = None, rule: 
     Args:
         spec: a ``DatasetSpec``.
         net: the feature network (default: :func:`feature_network` trained with ``train_kwargs``: ``arch``,
-            ``arch_kwargs``, ``epochs``, ``lr``, ``batch_size``, ``augment``).
+            ``arch_kwargs``, ``epochs``, ``lr``, ``batch_size``, ``augment``, ``kept``).
         rule: ``"argmin"`` (herding, DC) | ``"deepcore_argmax"``.
     """
     check_ipc(spec, ipc)

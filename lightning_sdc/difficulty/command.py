@@ -12,7 +12,7 @@ from torch import Tensor
 from lightning_sdc.difficulty.figures import plot_figure3
 from lightning_sdc.difficulty.grad_norms import GradMethod, ParamSet
 from lightning_sdc.difficulty.scores import DifficultyScores, score_samples
-from lightning_sdc.difficulty.training import train_ensemble
+from lightning_sdc.difficulty.training import KeptNetworks, train_ensemble
 from lightning_sdc.io import atomic_write_text, prepare_output_dir
 from lightning_sdc.progress import phase, quiet_mode
 from lightning_sdc.training import TrainAugment
@@ -81,7 +81,7 @@ def difficulty_command(
         models: ensemble size M (χ takes the values 0, 1/M, …, 1).
         epochs: training epochs of each network (the time t of Θ_t; 0 = at initialisation).
         out: output directory: ``scores.pt``, ``scores.csv``, ``figure3.png``, ``summary.md``,
-            ``summary.json``.
+            ``summary.json``, and each finished network in ``networks/`` (the same command reuses them).
         arch: network registry name.
         arch_kwargs: network options, e.g. ``{"width": 32, "depth": 2}``.
         lr: SGD learning rate (momentum 0.9, weight decay 5e-4, × 0.1 at half the epochs).
@@ -110,7 +110,7 @@ def difficulty_command(
     # everything the scoring and the outputs need is checked before the ensemble trains
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer (samples per vmapped call), got {chunk_size!r}")
-    prepare_output_dir(out, "out")
+    kept = KeptNetworks(prepare_output_dir(out, "out") / "networks")
     arch = NETWORKS.canonical(arch)
     dev = torch.device(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
@@ -123,7 +123,8 @@ def difficulty_command(
     settings = {"arch": arch, "arch_kwargs": dict(arch_kwargs or {}), "epochs": epochs, "lr": lr, "augment": augment,
                 "train_fraction": train_fraction, "seed": seed}
     with quiet_mode(quiet), phase(total=models * epochs or None, desc=f"difficulty: {models} × {arch}"):
-        ensemble = train_ensemble(spec, models, batch_size=batch_size, device=dev, **settings)
+        ensemble = train_ensemble(spec, models, batch_size=batch_size, device=dev, kept=kept, **settings)
+    kept.report("difficulty")
     meta = {"dataset": spec.name, "split": split, "models": models, "params": params, **settings}
     with quiet_mode(quiet), phase(total=models, desc=f"difficulty: scoring {rows.numel()} samples", unit="model"):
         scores = score_samples(ensemble, images[rows].to(dev), labels[rows].to(dev), indices=rows, params=params,

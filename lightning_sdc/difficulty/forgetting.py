@@ -21,8 +21,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lightning_sdc.difficulty.training import train_classifier
-from lightning_sdc.training import BatchHook, TrainAugment, make_train_augment, seeded_generator
+from lightning_sdc.difficulty.training import KeptNetworks, trained_network
+from lightning_sdc.training import BatchHook, TrainAugment
 from lightning_sdc.training.checks import check_choices, check_int
 
 NeverLearned = Literal["max", "zero", "inf"]
@@ -77,6 +77,10 @@ class ForgettingCounter:
 
         return on_batch
 
+    def tensors(self) -> dict[str, Tensor]:
+        """The counter's tensors by name (updated in place: what a kept forgetting run stores)."""
+        return {"last": self.last, "events": self.events, "learned": self.learned, "presentations": self.presentations}
+
     def counts(self, never_learned: NeverLearned = "max") -> Tensor:
         """Forgetting events per example (float64), never-learned examples per ``never_learned``."""
         check_choices(forgetting_counts, {"never_learned": never_learned})
@@ -89,51 +93,25 @@ class ForgettingCounter:
         return counts
 
 
-def forgetting_counts(
-    spec: Any,
-    *,
-    runs: int = 1,
-    epochs: int = 20,
-    arch: str = "ConvNet",
-    arch_kwargs: dict[str, Any] | None = None,
-    lr: float = 0.01,
-    batch_size: int = 256,
-    augment: TrainAugment = "none",
-    never_learned: NeverLearned = "max",
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-) -> Tensor:
+def forgetting_counts(spec: Any, *, runs: int = 1, epochs: int = 20, arch: str = "ConvNet",
+                      arch_kwargs: dict[str, Any] | None = None, lr: float = 0.01, batch_size: int = 256,
+                      augment: TrainAugment = "none", never_learned: NeverLearned = "max", seed: int = 0,
+                      device: str | torch.device = "cpu", kept: KeptNetworks | None = None) -> Tensor:
     """Forgetting counts of every training example of ``spec``, summed over ``runs`` seeded training runs.
 
     Each run trains a fresh ``arch`` network with :func:`~lightning_sdc.difficulty.training.train_classifier`
-    (its ``on_batch`` hook records correctness before each step). Returns ``[N]`` float64.
+    (its ``on_batch`` hook records correctness before each step); with ``kept`` each finished run (network and
+    counts) is kept and a kept one reused (:class:`~lightning_sdc.difficulty.training.KeptNetworks`). Returns
+    ``[N]`` float64.
     """
-    from lightning_sdc.models import build_network
-
     check_int("runs", runs, 1)
     check_int("epochs", epochs, 1)
     check_choices(forgetting_counts, {"never_learned": never_learned})
-    device = torch.device(device)
-    images, labels = spec.train_images.to(device), spec.train_labels.to(device)
-    c, h, w = spec.image_shape
-    aug = make_train_augment(augment, dataset=spec.name, arch=arch)
-    total = torch.zeros(images.shape[0], dtype=torch.float64)
+    total = torch.zeros(spec.train_images.shape[0], dtype=torch.float64)
     for r in range(runs):
-        g = seeded_generator(seed, _FORGET_KEY, r)
-        net = build_network(arch, c, spec.num_classes, (h, w), generator=g, **dict(arch_kwargs or {})).to(
-            device
-        )
-        counter = ForgettingCounter(images.shape[0])
-        train_classifier(
-            net,
-            images,
-            labels,
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
-            augment=aug,
-            generator=g,
-            on_batch=counter.hook(),
-        )
+        counter = ForgettingCounter(spec.train_images.shape[0])
+        trained_network(spec, (seed, _FORGET_KEY, r), epochs=epochs, arch=arch, arch_kwargs=arch_kwargs, lr=lr,
+                        batch_size=batch_size, augment=augment, device=device, on_batch=counter.hook(),
+                        state=counter.tensors(), kept=kept, name=f"forgetting_{r:03d}")
         total += counter.counts(never_learned)
     return total
