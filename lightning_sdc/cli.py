@@ -237,6 +237,11 @@ _NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "E
           "Expected a <class 'NoneType'>")
 
 
+#: jsonargparse's ``Expected a <class 'float'>`` in words (YAML reads ``nan``/``inf`` as strings: only ``.nan``/``.inf``)
+_TYPE_WORDS = {"float": "a number such as 0.01 (nan and inf are not numbers here)", "int": "an integer",
+               "bool": "true or false", "NoneType": "null"}
+
+
 def _one_line(exc: BaseException) -> str:
     """The message of ``exc`` on one line, without jsonargparse's wrapping.
 
@@ -247,7 +252,7 @@ def _one_line(exc: BaseException) -> str:
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     text = re.sub(r"Call to compute_fn of link '[^']*' with args \(.*?\) failed: ", "", text)  # our own check's text
     if "\n" not in text.strip():
-        return text.strip()
+        return _plain_types(text.strip())
     stack: list[tuple[int, str]] = []
     errors: list[tuple[str, str]] = []
     given: dict[str, str] = {}
@@ -273,7 +278,12 @@ def _one_line(exc: BaseException) -> str:
             shown += f" (given: {value}" + (": the shell split the value at its spaces; quote it, e.g. "
                                             f"--{where} '{{width: 8, depth: 2}}')" if split else ")")
         parts.append(shown)
-    return "; ".join(dict.fromkeys(parts)) or " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return _plain_types("; ".join(dict.fromkeys(parts)) or " ".join(line.strip() for line in text.splitlines()
+                                                                      if line.strip()))
+
+
+def _plain_types(text: str) -> str:
+    return re.sub(r"Expected a <class '(\w+)'>", lambda m: "expected " + _TYPE_WORDS.get(m[1], f"a {m[1]}"), text)
 
 
 def main(args: Sequence[str] | None = None) -> None:

@@ -925,7 +925,7 @@ CASES: list[BadInput] = [
              ("ipc must be an integer >= 1", "got 0", "exit status 1", "1 error line")),
     BadInput("evaluate-lr-nan", "lightning-sdc evaluate <set> --lr nan",
              lambda c: _console_evaluate(_synset_file(c, "ok5", **_SET), "--lr", "nan"), ConsoleError,
-             ("lr: Expected a <class 'float'>", "given: nan", "exit status 2", "1 error line")),
+             ("lr: expected a number", "given: nan", "exit status 2", "1 error line")),
     BadInput("cross-arch-twice", "CrossArchEvaluation(archs=['ConvNet', 'convnet']) (fails after fit before)",
              lambda c: _cross_arch(archs=["ConvNet", "convnet"]), ValueError,
              ("names ConvNet more than once", "allowed: each architecture once")),

@@ -328,7 +328,7 @@ def test_jsonargparse_union_errors_become_one_line_with_the_full_key() -> None:
             '        Parser key "ipc":\n          Expected a <class \'int\'>. Got value: abc\n'
             "    - Expected a <class 'NoneType'>\n  Given value type: <class 'NestedArg'>\n"
             "  Given value: NestedArg(key='ipc', val='abc')")
-    assert _one_line(ValueError(text)) == "model.init_args.ipc: Expected a <class 'int'>. Got value: abc"
+    assert _one_line(ValueError(text)) == "model.init_args.ipc: expected an integer. Got value: abc"
 
 
 def test_a_missing_logger_package_names_the_extra(monkeypatch, capsys) -> None:
@@ -400,8 +400,9 @@ def test_flags_alone_are_true_and_lists_end_at_the_next_option() -> None:
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["fit", *TINY, "--model.init_args.ipc", "abc"], "model.init_args.ipc: Expected a <class 'int'>. Got value: abc"),
-    (["evaluate", "x.pt", "--lr", "nan"], "lr: Expected a <class 'float'> (given: nan)"),
+    (["fit", *TINY, "--model.init_args.ipc", "abc"], "model.init_args.ipc: expected an integer. Got value: abc"),
+    (["evaluate", "x.pt", "--lr", "nan"], "lr: expected a number such as 0.01 (nan and inf are not numbers here) "
+                                          "(given: nan)"),
     (["fit", *TINY, "--model.init_args.arch_kwargs", "{width:", "8,", "depth:", "2}"],
      "the shell split the value at its spaces; quote it"),
     (["fit", "--model", "lightning.pytorch.LightningModule"], "write 'pytorch_lightning.LightningModule'"),

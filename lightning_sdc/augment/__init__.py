@@ -34,9 +34,7 @@ from lightning_sdc.augment.strategy import (
     parse_strategy,
 )
 
-__all__ = [
-    "AUG_MODES", "DC_AUG_TOKENS", "DEFAULT_DSA_PARAMS", "DSA_ALIGN_CORNERS", "DSA_STRATEGY",
-    "DSA_STRATEGY_DIGITS", "DSA_TOKENS", "NO_STRATEGY", "DCAugParams", "DSAParams", "DSASample",
-    "apply_dsa", "dc_augment", "dc_augment_strategy", "default_dsa_strategy", "diff_augment",
-    "is_digit_dataset", "parse_dc_strategy", "parse_strategy", "sample_dsa"
-]
+__all__ = ["AUG_MODES", "DC_AUG_TOKENS", "DEFAULT_DSA_PARAMS", "DSA_ALIGN_CORNERS", "DSA_STRATEGY",
+           "DSA_STRATEGY_DIGITS", "DSA_TOKENS", "NO_STRATEGY", "DCAugParams", "DSAParams", "DSASample",
+           "apply_dsa", "dc_augment", "dc_augment_strategy", "default_dsa_strategy", "diff_augment",
+           "is_digit_dataset", "parse_dc_strategy", "parse_strategy", "sample_dsa"]

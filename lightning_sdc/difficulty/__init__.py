@@ -25,9 +25,7 @@ from lightning_sdc.difficulty.scores import (
 )
 from lightning_sdc.difficulty.training import KeptNetworks, train_classifier, train_ensemble, trained_network
 
-__all__ = [
-    "NEVER_LEARNED", "PARAM_SETS", "DifficultyScores", "ForgettingCounter", "KeptNetworks", "difficulty_command",
-    "difficulty_fractions", "el2n", "forgetting_counts", "forward_scores", "gradn", "misclassification",
-    "per_sample_grad_norms", "resolve_method", "sample_losses", "score_samples", "spearman",
-    "train_classifier", "train_ensemble", "trained_network"
-]
+__all__ = ["NEVER_LEARNED", "PARAM_SETS", "DifficultyScores", "ForgettingCounter", "KeptNetworks",
+           "difficulty_command", "difficulty_fractions", "el2n", "forgetting_counts", "forward_scores",
+           "gradn", "misclassification", "per_sample_grad_norms", "resolve_method", "sample_losses",
+           "score_samples", "spearman", "train_classifier", "train_ensemble", "trained_network"]

@@ -248,8 +248,6 @@ def evaluate_metrics(synset: Any, spec: Any, test: tuple[torch.Tensor, torch.Ten
                                  arch_kwargs=arch_kwargs[r.arch], syn=r.accuracies, **eval_kw) for r in results]
 
 
-__all__ = [
-    "DEFAULT_WEIGHT", "METRICS", "LabelRobustResult", "check_metrics", "check_weight", "default_cache_dir",
-    "evaluate_metrics", "full_data_accuracy", "hard_label_recovery", "improvement_over_random",
-    "label_robust_metrics", "label_robust_score", "metrics_markdown",
-]
+__all__ = ["DEFAULT_WEIGHT", "METRICS", "LabelRobustResult", "check_metrics", "check_weight",
+           "default_cache_dir", "evaluate_metrics", "full_data_accuracy", "hard_label_recovery",
+           "improvement_over_random", "label_robust_metrics", "label_robust_score", "metrics_markdown"]

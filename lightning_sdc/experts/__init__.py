@@ -22,9 +22,7 @@ from lightning_sdc.experts.training import (
 )
 from lightning_sdc.training.sam import SharpnessAwareStep
 
-__all__ = [
-    "FORMAT_VERSION", "MANIFEST", "ExpertBuffer", "ExpertRun", "ExpertTrainerOptions", "ExpertTraining",
-    "ExpertTrajectoryDataModule", "SharpnessAwareStep", "expert_path", "experts_command_line",
-    "partial_path", "read_expert", "run_experts", "save_expert", "scan_experts", "shard_ids",
-    "train_expert", "train_experts", "write_manifest"
-]
+__all__ = ["FORMAT_VERSION", "MANIFEST", "ExpertBuffer", "ExpertRun", "ExpertTrainerOptions",
+           "ExpertTraining", "ExpertTrajectoryDataModule", "SharpnessAwareStep", "expert_path",
+           "experts_command_line", "partial_path", "read_expert", "run_experts", "save_expert",
+           "scan_experts", "shard_ids", "train_expert", "train_experts", "write_manifest"]

@@ -5,8 +5,6 @@ from lightning_sdc.methods.gm.gradient import DC, DCC, DSA, DSAC, GradientMatchi
 from lightning_sdc.methods.registry import METHODS, build_method, list_methods, register_method
 from lightning_sdc.methods.tm import DATM, FTD, MTT, TESLA, TrajectoryMatching
 
-__all__ = [
-    "DC", "DCC", "DSA", "DSAC", "GradientMatching", "DATM", "FTD", "METHODS", "MTT", "TESLA",
-    "DistillationModule", "DivergenceError", "TrajectoryMatching", "build_method", "list_methods",
-    "register_method"
-]
+__all__ = ["DC", "DCC", "DSA", "DSAC", "GradientMatching", "DATM", "FTD", "METHODS", "MTT", "TESLA",
+           "DistillationModule", "DivergenceError", "TrajectoryMatching", "build_method", "list_methods",
+           "register_method"]

@@ -37,10 +37,9 @@ from .quadrature import gaussian_H, z_threshold
 from .simulation import SimulationResult, make_probe, max_margin, simulate
 from .validation import MODES, SaddlePointError
 
-__all__ = [
-    "FIGURES", "MODES", "CurveSettings", "ImperfectSolution", "PerfectSolution", "PlaneSettings", "SaddlePointError",
-    "SimulationResult", "crossover_alpha", "default_settings", "figure_data", "gaussian_H", "imperfect_curve",
-    "imperfect_energy_G", "imperfect_residuals", "make_figure", "make_probe", "max_margin", "perfect_curve",
-    "perfect_energy", "perfect_residuals", "plot_fig15", "plot_fig4a", "plot_fig4b", "plot_fig4c", "simulate",
-    "solve_imperfect", "solve_perfect", "z_threshold",
-]
+__all__ = ["FIGURES", "MODES", "CurveSettings", "ImperfectSolution", "PerfectSolution", "PlaneSettings",
+           "SaddlePointError", "SimulationResult", "crossover_alpha", "default_settings", "figure_data",
+           "gaussian_H", "imperfect_curve", "imperfect_energy_G", "imperfect_residuals", "make_figure",
+           "make_probe", "max_margin", "perfect_curve", "perfect_energy", "perfect_residuals", "plot_fig15",
+           "plot_fig4a", "plot_fig4b", "plot_fig4c", "simulate", "solve_imperfect", "solve_perfect",
+           "z_threshold"]

@@ -15,8 +15,7 @@ from lightning_sdc.training.loop import (
 from lightning_sdc.training.sam import SharpnessAwareStep, check_sam_settings, frozen_running_stats
 from lightning_sdc.training.seeds import seeded_generator
 
-__all__ = [
-    "TRAIN_AUGMENTS", "Augment", "BatchHook", "BatchLoss", "PlainStep", "Schedule", "SharpnessAwareStep",
-    "Step", "StepFactory", "TrainAugment", "TrainingLoop", "check_sam_settings", "frozen_running_stats",
-    "make_train_augment", "seeded_generator", "sharpness_aware"
-]
+__all__ = ["TRAIN_AUGMENTS", "Augment", "BatchHook", "BatchLoss", "PlainStep", "Schedule",
+           "SharpnessAwareStep", "Step", "StepFactory", "TrainAugment", "TrainingLoop",
+           "check_sam_settings", "frozen_running_stats", "make_train_augment", "seeded_generator",
+           "sharpness_aware"]

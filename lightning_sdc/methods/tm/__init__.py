@@ -15,7 +15,5 @@ from lightning_sdc.methods.tm.mtt import MTT
 from lightning_sdc.methods.tm.student import FunctionalStudent
 from lightning_sdc.methods.tm.tesla import TESLA
 
-__all__ = [
-    "DATM", "FTD", "MTT", "TESLA", "FunctionalStudent", "InnerStep", "MatchResult", "Memory",
-    "MetaGradient", "TrajectoryMatching", "chunk_schedule", "trajectory_objective"
-]
+__all__ = ["DATM", "FTD", "MTT", "TESLA", "FunctionalStudent", "InnerStep", "MatchResult", "Memory",
+           "MetaGradient", "TrajectoryMatching", "chunk_schedule", "trajectory_objective"]
