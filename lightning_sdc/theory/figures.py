@@ -21,8 +21,10 @@ import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.lines import Line2D
 
+from lightning_sdc.figures import save_figure
+
 from .curves import crossover_alpha, imperfect_curve, perfect_curve
-from .files import cached, save_figure
+from .files import cached
 from .simulation import simulate
 
 # No backend is chosen here: a notebook keeps its inline backend (the figures show), a script gets matplotlib's
@@ -283,8 +285,4 @@ def make_figure(
     settings = settings if settings is not None else default_settings(figure)
     data, cache_path, _ = figure_data(figure, out, settings, progress)
     fig = PLOTTERS[figure](data)
-    try:
-        png = save_figure(fig, Path(out) / f"fig{figure}.png")
-    finally:
-        plt.close(fig)
-    return [png, cache_path]
+    return [save_figure(fig, Path(out) / f"fig{figure}.png", dpi=150), cache_path]

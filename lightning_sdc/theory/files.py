@@ -65,8 +65,3 @@ def cached(
     arrays = compute()
     save_arrays(path, arrays, params)
     return arrays, True
-
-
-def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 150) -> Path:
-    """Save a matplotlib figure as PNG atomically."""
-    return atomic_write(path, _to_file(lambda fh: fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight")))
