@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from lightning_sdc.checks import check_int
+
 #: accelerators and strategies a job of independent networks can run with
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork")
@@ -52,9 +54,7 @@ class FabricTrainerOptions:
         if not ok:
             raise ValueError(f"trainer.devices={d!r} is not allowed; allowed: a count >= 1, -1 or 'auto' (all devices), "
                              "or a list of device indices")
-        n = self.num_nodes
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"trainer.num_nodes={n!r} is not allowed; allowed: an integer >= 1")
+        check_int("trainer.num_nodes", self.num_nodes, 1)
         return self
 
 

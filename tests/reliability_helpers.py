@@ -660,7 +660,7 @@ CASES: list[BadInput] = [
              ("dataset", "NoneType", "None")),
     BadInput("cli-test-batch-0", "lightning-sdc fit ... --data.init_args.test_batch_size 0",
              lambda c: _cli_fit(c, "tbs0", "--data.init_args.test_batch_size=0"), ValueError,
-             ("test_batch_size", "positive integer", "got 0")),
+             ("test_batch_size", ">= 1", "got 0")),
     BadInput("difficulty-batch-0", "lightning-sdc difficulty --batch_size 0 (before the ensemble trains)",
              lambda c: _difficulty(batch_size=0, out=str(c.tmp / "difficulty_b0")), ValueError,
              ("batch_size", "0", ">= 1")),

@@ -12,7 +12,7 @@ ROOT = Path(lightning_sdc.__file__).parent
 
 #: room (top-level module or package under lightning_sdc) -> layer; a room imports only rooms of lower layers
 LAYERS = {
-    "registry": 0, "io": 0, "signals": 0, "progress": 0,
+    "registry": 0, "io": 0, "signals": 0, "progress": 0, "checks": 0,
     "data": 1, "models": 1, "augment": 1, "matching": 1, "fabric_jobs": 1, "figures": 1,
     "training": 2, "synthetic": 2, "theory": 2,
     "evaluation": 3, "difficulty": 3, "runs": 3,

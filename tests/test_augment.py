@@ -77,10 +77,18 @@ def test_bad_token_error_lists_allowed_tokens():
         diff_augment(torch.zeros(1, 1, 4, 4), "crop__flip", generator=gen())
     with pytest.raises(ValueError, match="repeats"):
         parse_strategy("crop_crop")
-    with pytest.raises(ValueError, match="aug_mode"):
+    with pytest.raises(ValueError, match=r"aug_mode='X' is not allowed for DSAParams; allowed: S, M"):
         DSAParams(aug_mode="X")
-    with pytest.raises(ValueError, match="prob_flip"):
+    with pytest.raises(ValueError, match=r"DSAParams.prob_flip must be a number in \[0, 1\], got 1.5"):
         DSAParams(prob_flip=1.5)
+    with pytest.raises(ValueError, match=r"DSAParams.ratio_scale must be a finite number >= 1, got 0.5"):
+        DSAParams(ratio_scale=0.5)
+    with pytest.raises(ValueError, match=r"DSAParams.brightness must be a finite number >= 0, got nan"):
+        DSAParams(brightness=float("nan"))
+    with pytest.raises(ValueError, match=r"batch_size must be an integer >= 1 \(> 0\), got 0"):
+        sample_dsa("crop", 0, generator=gen(), siamese=True, image_size=4)
+    with pytest.raises(ValueError, match=r"image_size width must be an integer >= 1 \(> 0\), got 0"):
+        sample_dsa("crop", 2, generator=gen(), siamese=False, image_size=(4, 0))
 
 
 def test_none_is_identity():
@@ -355,8 +363,10 @@ def test_dc_augment_end_to_end():
     assert dc_augment(x, "none", gen()) is x
     with pytest.raises(ValueError, match="allowed: crop, scale, rotate, noise"):
         dc_augment(x, "crop_flip", gen())
-    with pytest.raises(ValueError, match="crop"):
+    with pytest.raises(ValueError, match=r"DCAugParams.crop must be an integer >= 1 \(> 0\), got 0"):
         DCAugParams(crop=0)
+    with pytest.raises(ValueError, match=r"DCAugParams.scale must be a number in \[0, 1\), got 1.0"):
+        DCAugParams(scale=1.0)
 
 
 def test_dc_augment_crop_fills_with_the_batch_channel_means():

@@ -341,7 +341,7 @@ def test_class_indexed_sampling_rejects_impossible_requests(digits):
         real.sample(0, n + 1, torch.Generator())
     with pytest.raises(ValueError, match=r"class 10 is not allowed; allowed: 0 … 9"):
         real.sample(10, 1, torch.Generator())
-    with pytest.raises(ValueError, match="n must be a positive integer"):
+    with pytest.raises(ValueError, match=r"n must be an integer >= 1 \(> 0\), got 0"):
         real.sample(0, 0, torch.Generator())
 
 
@@ -378,7 +378,7 @@ def test_real_datamodule_on_digits_without_trainer():
     assert len(list(dm.test_dataloader())) == 4
     with pytest.raises(KeyError, match="allowed: cifar10"):
         RealDataModule("imagenet")
-    with pytest.raises(ValueError, match="test_batch_size must be a positive integer"):
+    with pytest.raises(ValueError, match=r"test_batch_size must be an integer >= 1 \(> 0\), got 0"):
         RealDataModule("digits", test_batch_size=0)
 
 

@@ -144,7 +144,7 @@ def test_bad_process_layouts_fail_in_one_line_before_anything_runs(tmp_path, cap
     for flags, message in (
         (["--trainer.devices", "0"], "trainer.devices=0 is not allowed; allowed: a count >= 1, -1 or 'auto'"),
         (["--trainer.strategy", "fsdp"], "trainer.strategy='fsdp' is not allowed; allowed: auto, ddp, ddp_spawn"),
-        (["--trainer.num_nodes", "0"], "trainer.num_nodes=0 is not allowed; allowed: an integer >= 1"),
+        (["--trainer.num_nodes", "0"], "trainer.num_nodes must be an integer >= 1 (> 0), got 0"),
         (["--device", "cpu", "--trainer.accelerator", "cuda"], "device='cpu' and trainer.accelerator='cuda' disagree"),
         (["--device", "cuda:1", "--trainer.devices", "2"], "device='cuda:1' names one GPU but trainer.devices=2"),
     ):

@@ -237,7 +237,7 @@ def test_convnet_too_deep_for_the_image_raises():
     ({"norm": "instance"}, r"unknown norm 'instance'; allowed: instancenorm, batchnorm"),
     ({"act": "gelu"}, r"unknown act 'gelu'; allowed: relu, sigmoid"),
     ({"pooling": "avg"}, r"unknown pooling 'avg'; allowed: avgpooling"),
-    ({"width": 0}, r"width must be a positive int"),
+    ({"width": 0}, r"ConvNet: width must be an integer >= 1 \(> 0\), got 0"),
     ({"widht": 32}, r"network 'ConvNet' has no option\(s\) widht; its options: width=128"),
 ])
 def test_bad_options(kw, pattern):
@@ -248,10 +248,14 @@ def test_bad_options(kw, pattern):
 def test_bad_basic_arguments():
     with pytest.raises(ValueError, match="network 'LeNet' has no option"):
         build_network("LeNet", 3, 10, (32, 32), width=32)
-    with pytest.raises(ValueError, match="num_classes must be a positive int"):
+    with pytest.raises(ValueError, match=r"ConvNet: num_classes must be an integer >= 1 \(> 0\), got 0"):
         build_network("ConvNet", 3, 0, (32, 32))
     with pytest.raises(ValueError, match=r"im_size must be \(height, width\)"):
         build_network("ConvNet", 3, 10, 32)
+    from lightning_sdc.models.resnet import ResNet
+
+    with pytest.raises(ValueError, match=r"depth=50 is not allowed for ResNet; allowed: 18, 34"):
+        ResNet(3, 10, depth=50)
 
 
 # ---------------------------------------------------------------- functional runs

@@ -10,6 +10,8 @@ def test_sdc_term_is_the_global_norm():
     assert sdc_term(g, 1).item() == pytest.approx(5.0)
     assert sdc_term(g, 2).item() == pytest.approx(25.0)
     assert sdc_term(torch.tensor([3.0, 4.0])).item() == pytest.approx(5.0)
+    with pytest.raises(ValueError, match=r"power=3 is not allowed; allowed: 1, 2"):
+        sdc_term(g, 3)
 
 
 def test_sdc_term_gradient_matches_finite_differences():

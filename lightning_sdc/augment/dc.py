@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_sdc.augment.geometry import affine_sample, gather_rows_cols, rotation_theta, theta_grid
+from lightning_sdc.checks import check_int, check_number
 
 DC_AUG_TOKENS = ("crop", "scale", "rotate", "noise")
 
@@ -44,14 +45,10 @@ class DCAugParams:
     noise: float = 0.001
 
     def __post_init__(self) -> None:
-        if isinstance(self.crop, bool) or not isinstance(self.crop, int) or self.crop < 1:
-            raise ValueError(f"DCAugParams.crop must be an int >= 1, got {self.crop!r}")
-        if isinstance(self.rotate, bool) or not isinstance(self.rotate, int) or self.rotate < 1:
-            raise ValueError(f"DCAugParams.rotate must be an int >= 1 (degrees), got {self.rotate!r}")
-        if not (0 <= self.scale < 1):
-            raise ValueError(f"DCAugParams.scale must be in [0, 1), got {self.scale!r}")
-        if not (self.noise >= 0 and math.isfinite(self.noise)):
-            raise ValueError(f"DCAugParams.noise must be a finite number >= 0, got {self.noise!r}")
+        check_int("DCAugParams.crop", self.crop, 1)
+        check_int("DCAugParams.rotate", self.rotate, 1)
+        check_number("DCAugParams.scale", self.scale, strict=False, below=1)
+        check_number("DCAugParams.noise", self.noise, strict=False)
 
 
 def dc_augment_strategy(dataset: str, arch: str) -> str:

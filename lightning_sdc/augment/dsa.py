@@ -54,6 +54,7 @@ from lightning_sdc.augment.geometry import (
     theta_grid,
 )
 from lightning_sdc.augment.strategy import DSAParams, parse_strategy
+from lightning_sdc.checks import check_int
 
 DEFAULT_DSA_PARAMS = DSAParams()
 #: ``affine_grid``/``grid_sample`` corner convention of DSA's scale and rotate (torch 1.2 behaviour).
@@ -186,9 +187,7 @@ def _check_image_size(image_size: object) -> tuple[int, int]:
         h, w = (int(s) for s in image_size)  # type: ignore[union-attr]
     except (TypeError, ValueError):
         raise ValueError(f"image_size must be an int or a pair (H, W), got {image_size!r}") from None
-    if h < 1 or w < 1:
-        raise ValueError(f"image_size must be positive, got {(h, w)}")
-    return h, w
+    return check_int("image_size height", h, 1), check_int("image_size width", w, 1)
 
 
 def sample_dsa(
@@ -216,8 +215,7 @@ def sample_dsa(
     """
     tokens = parse_strategy(strategy)
     size = _check_image_size(image_size)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    check_int("batch_size", batch_size, 1)
     n = 1 if siamese else batch_size
     if not tokens:
         return DSASample(tokens=(), siamese=bool(siamese), image_size=size, batch_size=n)

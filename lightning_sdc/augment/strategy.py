@@ -7,10 +7,11 @@ CIFAR-10/100 and :data:`DSA_STRATEGY_DIGITS` (no horizontal flip) for MNIST and 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
+
+from lightning_sdc.checks import check_choices, check_number
 
 #: Every token the reference ``AUGMENT_FNS`` knows; ``color`` = brightness → saturation → contrast.
 DSA_TOKENS = ("color", "crop", "cutout", "flip", "scale", "rotate")
@@ -53,19 +54,11 @@ class DSAParams:
     contrast: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.aug_mode not in AUG_MODES:
-            raise ValueError(f"aug_mode={self.aug_mode!r} is not allowed; allowed: 'S' (one token per call), 'M' (all)")
-        for name in ("prob_flip", "ratio_scale", "ratio_rotate", "ratio_crop_pad", "ratio_cutout",
-                     "brightness", "saturation", "contrast"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"DSAParams.{name} must be a finite number, got {value!r}")
-            if value < 0:
-                raise ValueError(f"DSAParams.{name} must be >= 0, got {value!r}")
-        if self.prob_flip > 1:
-            raise ValueError(f"DSAParams.prob_flip must be in [0, 1], got {self.prob_flip!r}")
-        if self.ratio_scale < 1:
-            raise ValueError(f"DSAParams.ratio_scale must be >= 1 (factors in [1/r, r]), got {self.ratio_scale!r}")
+        check_choices(DSAParams, {"aug_mode": self.aug_mode})
+        check_number("DSAParams.prob_flip", self.prob_flip, strict=False, at_most=1)
+        check_number("DSAParams.ratio_scale", self.ratio_scale, 1, strict=False)
+        for name in ("ratio_rotate", "ratio_crop_pad", "ratio_cutout", "brightness", "saturation", "contrast"):
+            check_number(f"DSAParams.{name}", getattr(self, name), strict=False)
 
 
 @lru_cache(maxsize=256)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lightning_sdc.checks import check_int, check_number
 from lightning_sdc.data.registry import RawData, cache_dir, register_dataset
 from lightning_sdc.data.spec import DatasetInfo
 from lightning_sdc.io import atomic_write
@@ -86,8 +87,7 @@ def digits(root: Path, download: bool = False, seed: int = 0, train_fraction: fl
 
     Class ``c`` with ``n_c`` images gives ``round(train_fraction · n_c)`` train images and the rest test.
     """
-    if not 0 < train_fraction < 1:
-        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction!r}")
+    check_number("train_fraction", train_fraction, below=1)
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -167,10 +167,7 @@ def mnist5k(
 
     Defaults 400/100 per class; ``train_per_class + test_per_class`` must be at most 500.
     """
-    for key, value in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be a positive integer, got {value!r}")
-    if train_per_class + test_per_class > 500:
+    if check_int("train_per_class", train_per_class, 1) + check_int("test_per_class", test_per_class, 1) > 500:
         raise ValueError(
             f"mnist5k has 500 images per class; train_per_class + test_per_class = "
             f"{train_per_class + test_per_class} is not allowed (at most 500)"

@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
+from lightning_sdc.checks import check_int
 from lightning_sdc.data.registry import dataset_info, load_dataset, prepare_dataset
 from lightning_sdc.data.sampling import ClassIndexedImages
 from lightning_sdc.data.spec import DatasetInfo, DatasetSpec
@@ -55,8 +56,7 @@ class RealDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self._info = dataset_info(dataset)  # KeyError listing the allowed names, before anything else
-        if not isinstance(test_batch_size, int) or isinstance(test_batch_size, bool) or test_batch_size < 1:
-            raise ValueError(f"test_batch_size must be a positive integer, got {test_batch_size!r}")
+        check_int("test_batch_size", test_batch_size, 1)
         if device != "auto":
             try:
                 torch.device(device)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_sdc.checks import check_number
 from lightning_sdc.data.spec import DatasetInfo, DatasetSpec
 from lightning_sdc.data.zca import ZCAWhitening
 from lightning_sdc.registry import Registry
@@ -151,8 +152,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, download: 
         )
     if zca_space not in ZCA_SPACES:
         raise ValueError(f"zca_space={zca_space!r} is not allowed; allowed: {', '.join(ZCA_SPACES)}")
-    if not (isinstance(zca_eps, (int, float)) and zca_eps > 0):
-        raise ValueError(f"zca_eps must be a positive number, got {zca_eps!r}")
+    check_number("zca_eps", zca_eps)
     path = data_root(root)
     resolved = {**allowed, **options}  # explicit defaults and omitted options share a cache entry
     root_key = None if entry.offline else str(path.resolve())  # offline sets ignore root

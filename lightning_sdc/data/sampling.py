@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from lightning_sdc.checks import check_int
+
 
 class ClassIndexedImages:
     """Images and labels on one device plus per-class index tensors.
@@ -86,9 +88,7 @@ class ClassIndexedImages:
             raise ValueError(f"class {c!r} is not allowed; allowed: 0 … {self.num_classes - 1}")
 
     def _check_n(self, c: int, n: int) -> None:
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
-        if n > self._counts[c]:
+        if check_int("n", n, 1) > self._counts[c]:
             raise ValueError(
                 f"cannot draw n={n} distinct images of class {c}: it has {self._counts[c]} "
                 f"(allowed: 1 ≤ n ≤ {self._counts[c]})"

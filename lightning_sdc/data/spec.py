@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from lightning_sdc.checks import check_number
+
 if TYPE_CHECKING:
     from lightning_sdc.data.zca import ZCAWhitening
 
@@ -61,8 +63,8 @@ class DatasetInfo:
             )
         if len(self.mean) != channels or len(self.std) != channels:
             raise ValueError(f"{self.name}: mean/std need {channels} entries, got {self.mean} / {self.std}")
-        if any(s <= 0 for s in self.std):
-            raise ValueError(f"{self.name}: std must be positive, got {self.std}")
+        for s in self.std:
+            check_number(f"{self.name}: std", s)
         if len(self.class_names) != self.num_classes:
             raise ValueError(
                 f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes"

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_sdc.checks import check_number
+
 FORMAT = "lightning_sdc.ZCAWhitening"
 _CHUNK = 8192  # rows per matmul when transforming large sets (bounds the temporary memory)
 
@@ -66,8 +68,7 @@ class ZCAWhitening:
 
         if images.dim() != 4 or images.shape[0] < 2:
             raise ValueError(f"ZCA needs at least two N×C×H×W images, got shape {tuple(images.shape)}")
-        if not eps > 0:
-            raise ValueError(f"ZCA eps must be positive, got {eps!r}")
+        check_number("ZCA eps", eps)
         x = images.detach().float()
         if pixel_mean is not None and pixel_std is not None:
             x = _affine(x, pixel_std, pixel_mean)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from lightning_sdc.checks import check_choices, check_int
 from lightning_sdc.difficulty.figures import plot_figure3
 from lightning_sdc.difficulty.grad_norms import GradMethod, ParamSet
 from lightning_sdc.difficulty.scores import DifficultyScores, score_samples
@@ -16,7 +17,6 @@ from lightning_sdc.difficulty.training import KeptNetworks, train_ensemble
 from lightning_sdc.io import atomic_write_text, prepare_output_dir
 from lightning_sdc.progress import phase, quiet_mode
 from lightning_sdc.training import TrainAugment
-from lightning_sdc.training.checks import check_choices, check_int
 
 
 def stratified_rows(

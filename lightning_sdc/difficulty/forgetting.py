@@ -21,9 +21,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from lightning_sdc.checks import check_choices, check_int
 from lightning_sdc.difficulty.training import KeptNetworks, trained_network
 from lightning_sdc.training import BatchHook, TrainAugment
-from lightning_sdc.training.checks import check_choices, check_int
 
 NeverLearned = Literal["max", "zero", "inf"]
 NEVER_LEARNED: tuple[str, ...] = typing.get_args(NeverLearned)

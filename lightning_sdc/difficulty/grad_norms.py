@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_sdc.training.checks import check_choices
+from lightning_sdc.checks import check_choices
 
 ParamSet = Literal["all", "last_layer"]
 GradMethod = Literal["auto", "vmap", "loop"]

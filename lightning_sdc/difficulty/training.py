@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_sdc.checks import check_int, check_number
 from lightning_sdc.io import atomic_torch_save, safe_torch_load
 from lightning_sdc.progress import advance
 from lightning_sdc.signals import hold
@@ -40,7 +41,6 @@ from lightning_sdc.training import (
     make_train_augment,
     seeded_generator,
 )
-from lightning_sdc.training.checks import check_int, check_number
 
 #: domain tag mixed into ensemble generators (never coincides with the evaluation's ``(seed, i)`` keys)
 _ENSEMBLE_KEY = 0x44494646  # "DIFF"

@@ -29,10 +29,10 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
+from lightning_sdc.checks import check_int
 from lightning_sdc.experts.buffer import ExpertBuffer
 from lightning_sdc.experts.training import train_experts
 from lightning_sdc.training import seeded_generator
-from lightning_sdc.training.checks import check_int
 
 #: domain tag mixed into the sampling generator's key, so it never coincides with another ``seeded_generator``
 _SAMPLE_KEY = 0x45585054  # "EXPT"

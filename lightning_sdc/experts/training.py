@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_sdc.checks import check_int, check_number
 from lightning_sdc.evaluation.protocol import test_accuracy
 from lightning_sdc.experts.buffer import (
     FORMAT_VERSION,
@@ -51,7 +52,6 @@ from lightning_sdc.training import (
     seeded_generator,
 )
 from lightning_sdc.training import sharpness_aware as sharpness_aware_step
-from lightning_sdc.training.checks import check_int, check_number
 
 
 @dataclass

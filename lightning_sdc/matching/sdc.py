@@ -17,9 +17,12 @@ The norm is always accumulated in fp32 (the gradients may come from a bf16/fp16 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
+
+from lightning_sdc.checks import check_choices
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -29,7 +32,7 @@ def grad_sq_norm(grads: Sequence[Tensor]) -> Tensor:
     return torch.stack([(g.float() if g.dtype in _LOW_PRECISION else g).pow(2).sum() for g in grads]).sum()
 
 
-def sdc_term(grads: Sequence[Tensor] | Tensor, power: int = 1) -> Tensor:
+def sdc_term(grads: Sequence[Tensor] | Tensor, power: Literal[1, 2] = 1) -> Tensor:
     """``‖∇θ L_syn‖₂`` (``power=1``, eq. 11/12) or ``‖∇θ L_syn‖₂²`` (``power=2``, Algorithms 1/2).
 
     Args:
@@ -40,7 +43,6 @@ def sdc_term(grads: Sequence[Tensor] | Tensor, power: int = 1) -> Tensor:
     Returns:
         A differentiable fp32 scalar (gradients flow to whatever ``grads`` depends on, e.g. the images).
     """
-    if power not in (1, 2):
-        raise ValueError(f"sdc_power must be 1 or 2, got {power!r}")
+    check_choices(sdc_term, {"power": power})
     sq = grad_sq_norm([grads] if isinstance(grads, Tensor) else grads)
     return sq.sqrt() if power == 1 else sq

@@ -24,12 +24,12 @@ from lightning_fabric.utilities.cloud_io import get_filesystem
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
+from lightning_sdc.checks import check_choices, check_int, check_number
 from lightning_sdc.evaluation.protocol import evaluate_table
 from lightning_sdc.io import atomic_torch_save, safe_torch_load
 from lightning_sdc.progress import progress, trainer_progress_enabled
 from lightning_sdc.synthetic import SyntheticSet
 from lightning_sdc.training import TrainAugment, seeded_generator
-from lightning_sdc.training.checks import check_choices, check_int, check_number
 
 
 class DivergenceError(RuntimeError):

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from lightning_sdc.checks import check_int
 from lightning_sdc.registry import Registry
 
 NETWORKS: Registry[nn.Module] = Registry("network")
@@ -89,10 +90,8 @@ def check_input(arch: str, channels: int, im_size: Sequence[int], rules: Sequenc
 
 def check_basic_args(arch: str, channels: int, num_classes: int, im_size: Sequence[int]) -> tuple[int, int]:
     """Validate the arguments every factory shares; returns ``im_size`` as an ``(H, W)`` tuple of ints."""
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"{arch}: channels must be a positive int, got {channels!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"{arch}: num_classes must be a positive int, got {num_classes!r}")
+    check_int(f"{arch}: channels", channels, 1)
+    check_int(f"{arch}: num_classes", num_classes, 1)
     try:
         h, w = (int(s) for s in im_size)
     except (TypeError, ValueError):

@@ -22,6 +22,7 @@ from functools import partial
 
 from torch import Tensor, nn
 
+from lightning_sdc.checks import check_int
 from lightning_sdc.models.base import check_basic_args, register, shape_str
 from lightning_sdc.models.layers import (
     ACTIVATIONS,
@@ -50,9 +51,8 @@ class ConvNet(nn.Module):
         super().__init__()
         name = type(self).__name__
         h, w = check_basic_args(name, channels, num_classes, im_size)
-        for what, v in (("width", width), ("depth", depth)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: {what} must be a positive int, got {v!r}")
+        check_int(f"{name}: width", width, 1)
+        check_int(f"{name}: depth", depth, 1)
         act = check_choice(name, "act", act, ACTIVATIONS)
         norm = check_choice(name, "norm", norm, NORMS)
         pooling = check_choice(name, "pooling", pooling, POOLINGS)

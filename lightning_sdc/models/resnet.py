@@ -17,10 +17,12 @@ Attribute names equal the reference's (``conv1``, ``bn1``, ``layer<k>.<i>.conv1`
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_sdc.checks import check_choices
 from lightning_sdc.models.base import MNIST_OR_CIFAR, InputRule, check_basic_args, check_input, register
 from lightning_sdc.models.layers import instance_or_batch_norm
 
@@ -62,11 +64,10 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """DC ``networks.py:ResNet`` (``avg_pool=False``) or ``ResNet_AP`` (``avg_pool=True``) with BasicBlocks."""
 
-    def __init__(self, channels: int, num_classes: int, im_size: Sequence[int] = (32, 32), *, depth: int = 18,
-                 norm: str = "instancenorm", avg_pool: bool = False) -> None:
+    def __init__(self, channels: int, num_classes: int, im_size: Sequence[int] = (32, 32), *,
+                 depth: Literal[18, 34] = 18, norm: str = "instancenorm", avg_pool: bool = False) -> None:
         super().__init__()
-        if depth not in RESNET_BLOCKS:
-            raise ValueError(f"ResNet depth must be one of {sorted(RESNET_BLOCKS)}, got {depth!r}")
+        check_choices(ResNet, {"depth": depth})
         if norm not in ("instancenorm", "batchnorm"):
             raise ValueError(f"ResNet{depth}: unknown norm {norm!r}; allowed: instancenorm, batchnorm")
         name = f"ResNet{depth}{'BN' if norm == 'batchnorm' else ''}{'_AP' if avg_pool else ''}"

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lightning_sdc.training.checks import check_choices
+from lightning_sdc.checks import check_choices
 
 #: an augmentation ``augment(x, generator) -> x'`` applied to each training batch
 Augment = Callable[[Tensor, torch.Generator], Tensor]

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_sdc.checks import check_int, check_number
 from lightning_sdc.training.augment import Augment
-from lightning_sdc.training.checks import check_int, check_number
 from lightning_sdc.training.sam import SharpnessAwareStep, check_sam_settings
 
 #: ``on_batch(rows, logits, targets)``: ``rows`` the batch's row indices (CPU int64), detached ``logits``

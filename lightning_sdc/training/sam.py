@@ -26,7 +26,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from lightning_sdc.training.checks import check_number
+from lightning_sdc.checks import check_number
 
 #: GSAM's ``perturb_eps``.
 SAM_EPS = 1e-12

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_sdc.augment import DSASample, apply_dsa, dc_augment_strategy, default_dsa_strategy, sample_dsa
+from lightning_sdc.checks import check_int, check_number
 from lightning_sdc.matching.distances import DisMetric, gradient_distance
 from lightning_sdc.matching.sdc import sdc_term
 from lightning_sdc.methods.base import DistillationModule
@@ -57,7 +58,6 @@ from lightning_sdc.methods.gm import (
 from lightning_sdc.methods.registry import register_method
 from lightning_sdc.models import build_network
 from lightning_sdc.training import TrainAugment
-from lightning_sdc.training.checks import check_int, check_number
 
 #: images per class in DC's BatchNorm-statistics forward
 BN_REAL_PER_CLASS = 16

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_sdc.checks import check_int, check_number
 from lightning_sdc.methods.base import DistillationModule
 from lightning_sdc.methods.tm.meta import (
     InnerStep,
@@ -36,7 +37,6 @@ from lightning_sdc.methods.tm.meta import (
     trajectory_objective,
 )
 from lightning_sdc.methods.tm.student import FunctionalStudent
-from lightning_sdc.training.checks import check_int, check_number
 
 #: domain tags of the per-step generators (mixed into the seed so they never collide with other draws)
 _PLAN_KEY = 0x544D504C  # "TMPL"

@@ -39,10 +39,10 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
+from lightning_sdc.checks import check_number
 from lightning_sdc.methods.registry import register_method
 from lightning_sdc.methods.tm.base import TrajectoryMatching
 from lightning_sdc.methods.tm.meta import MatchResult
-from lightning_sdc.training.checks import check_number
 
 #: images per forward when scanning real images with an expert (the reference's batch of 256)
 SCAN_BATCH = 256

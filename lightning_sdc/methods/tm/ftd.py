@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
+from lightning_sdc.checks import check_number
 from lightning_sdc.methods.registry import register_method
 from lightning_sdc.methods.tm.base import TrajectoryMatching
 from lightning_sdc.synthetic import SyntheticSet
-from lightning_sdc.training.checks import check_number
 
 
 @register_method()

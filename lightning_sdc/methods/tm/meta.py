@@ -50,8 +50,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from lightning_sdc.checks import check_choices, check_number
 from lightning_sdc.matching.sdc import sdc_term
-from lightning_sdc.training.checks import check_choices, check_number
 
 Memory = Literal["unrolled", "constant"]
 MetaGradient = Literal["exact", "first_order"]

@@ -34,10 +34,10 @@ from typing import Any, Literal
 
 import torch
 
+from lightning_sdc.checks import check_int
 from lightning_sdc.methods.registry import register_method
 from lightning_sdc.methods.tm.base import TrajectoryMatching
 from lightning_sdc.methods.tm.meta import Memory, MetaGradient
-from lightning_sdc.training.checks import check_int
 
 
 @register_method()

@@ -23,13 +23,16 @@ def check_int(name: str, value: Any, low: int) -> int:
     return value
 
 
-def check_number(name: str, value: Any, low: float = 0.0, *, strict: bool = True, below: float | None = None) -> float:
-    """``value`` a finite real number ``> low`` (``>= low`` unless ``strict``) and, if given, ``< below``."""
+def check_number(name: str, value: Any, low: float = 0.0, *, strict: bool = True, below: float | None = None,
+                 at_most: float | None = None) -> float:
+    """``value`` a finite real number ``> low`` (``>= low`` unless ``strict``) and, if given, ``< below`` and
+    ``<= at_most``."""
     number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
     if not math.isfinite(number) or (number <= low if strict else number < low):
         raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}, got {value!r}")
-    if below is not None and number >= below:
-        raise ValueError(f"{name} must be a number in {'(' if strict else '['}{low:g}, {below:g}), got {value!r}")
+    if (below is not None and number >= below) or (at_most is not None and number > at_most):
+        high = f"{below:g})" if below is not None else f"{at_most:g}]"
+        raise ValueError(f"{name} must be a number in {'(' if strict else '['}{low:g}, {high}, got {value!r}")
     return number
 
 
