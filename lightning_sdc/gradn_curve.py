@@ -34,7 +34,7 @@ import pytorch_lightning as pl
 
 from lightning_sdc.callbacks.gradn import SOURCES, GraDNTracker, curve_summary, plot_gradn_curves
 from lightning_sdc.difficulty.grad_norms import GRAD_METHODS
-from lightning_sdc.io import atomic_write, atomic_write_text, prepare_output_dir
+from lightning_sdc.io import atomic_write, atomic_write_text, beside, prepare_output_dir
 from lightning_sdc.lightning_cli import CONFIG_DIR as CONFIGS
 from lightning_sdc.progress import progress, quiet_lightning, update_callback
 
@@ -106,13 +106,13 @@ def save_curves(runs: dict[str, dict[str, Any]], out: Path, settings: dict[str, 
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
 
-    npz = atomic_write(out.with_suffix(".npz"), write_npz)
+    npz = atomic_write(beside(out, ".npz"), write_npz)
     method = runs["base"]["method"]
     curves = {label: (runs[name]["steps"].tolist(), runs[name]["gradn"].tolist()) for name, label in
               (("base", f"{method} (λ = 0)"), ("sdc", f"{method} + SDC (λ = {settings['sdc_lambda']:g})"))}
     title = (f"{settings['config_name']}: mean GraDN, {settings['networks']} {runs['base']['source']} networks\n"
              f"faint: measured every {settings['every']} updates; bold: EMA (β = {ema:g}); grey band: the gap")
-    png = plot_gradn_curves(curves, out.with_suffix(".png"), ema=ema, title=title)
+    png = plot_gradn_curves(curves, beside(out, ".png"), ema=ema, title=title)
     return {"npz": npz, "png": png}
 
 

@@ -92,6 +92,17 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     return atomic_write(path, _write)
 
 
+#: the suffixes an ``--out`` stem may already carry (``--out table.md`` writes ``table.md`` and ``table.csv``)
+OUTPUT_SUFFIXES = (".md", ".csv", ".png", ".npz", ".json", ".pt")
+
+
+def beside(stem: str | os.PathLike, suffix: str) -> Path:
+    """``<stem><suffix>``: the stem's own output suffix is replaced, any other dot is part of the name
+    (``--out runs/lambda0.01`` writes ``lambda0.01.md``, not ``lambda0.md``)."""
+    stem = Path(stem)
+    return stem.with_suffix(suffix) if stem.suffix in OUTPUT_SUFFIXES else stem.with_name(stem.name + suffix)
+
+
 def safe_torch_load(path: str | os.PathLike, *, mmap: bool = False, what: str = "file", map_location: Any = "cpu") -> Any:
     """``torch.load(weights_only=True)`` whose errors name the file (a truncated zip otherwise does not)."""
     import torch

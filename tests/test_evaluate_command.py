@@ -101,12 +101,14 @@ def test_set_file_scored_with_its_own_network_options_and_a_progress_bar(tmp_pat
     monkeypatch.setattr(sys, "stderr", tty)
     monkeypatch.delenv("LIGHTNING_SDC_QUIET", raising=False)
     table = run(["evaluate", str(path), "--archs", "ConvNet", "ConvNetD1", "--arch_kwargs", "{ConvNet: {width: 4, "
-                 "depth: 1}, ConvNetD1: {width: 2}}", "--out", str(tmp_path / "res")])
+                 "depth: 1}, ConvNetD1: {width: 2}}", "--out", str(tmp_path / "lambda0.01")])
     assert "| ConvNet |" in table and "| ConvNetD1 |" in table and "epochs 1," in table
     assert any(name == "ConvNet" and kw.get("width") == 4 and kw.get("depth") == 1 for name, kw in built)
     assert any(name == "ConvNetD1" and kw.get("width") == 2 for name, kw in built)
     assert "evaluate ConvNet" in tty.getvalue() and "epoch" in tty.getvalue()
-    csv = (tmp_path / "res.csv").read_text()
+    # a dot in the stem is part of the name: lambda0.01.csv, not lambda0.csv
+    assert sorted(p.name for p in tmp_path.glob("lambda0*")) == ["lambda0.01.csv", "lambda0.01.md"]
+    csv = (tmp_path / "lambda0.01.csv").read_text()
     assert csv.count("\n") == 3
     # the recorded options are the default: a width-4 set is scored on width-4 networks
     built.clear()

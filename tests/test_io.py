@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_sdc.io import atomic_torch_save, atomic_write, atomic_write_text, safe_torch_load
+from lightning_sdc.io import atomic_torch_save, atomic_write, atomic_write_text, beside, safe_torch_load
 
 
 def test_atomic_save_roundtrip(tmp_path):
@@ -55,6 +55,12 @@ def test_weights_only_refuses_arbitrary_objects(tmp_path):
     torch.save({"obj": argparse.Namespace(a=1)}, p)  # a pickled object, not a tensor
     with pytest.raises(ValueError, match="evil.pt"):
         safe_torch_load(p)
+
+
+def test_beside_keeps_dots_in_the_name_and_replaces_an_output_suffix():
+    assert beside("runs/seed0_lambda0.01", ".md") == Path("runs/seed0_lambda0.01.md")
+    assert beside("table.md", ".csv") == Path("table.csv") and beside("table.csv", ".md") == Path("table.md")
+    assert beside("curve.v2", ".png") == Path("curve.v2.png")
 
 
 def test_atomic_text(tmp_path):

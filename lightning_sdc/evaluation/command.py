@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -98,7 +97,7 @@ def evaluate_command(
     """
     from lightning_sdc.data import ZCAWhitening, load_dataset
     from lightning_sdc.evaluation.set_files import check_settings, load_set
-    from lightning_sdc.io import prepare_output_file
+    from lightning_sdc.io import beside, prepare_output_file
 
     if metrics:
         from lightning_sdc.evaluation.ddranking import check_metrics, evaluate_metrics, metrics_markdown
@@ -109,7 +108,7 @@ def evaluate_command(
     opts = job_options(device, trainer)  # a bad process layout fails here, before any load or launch
     if out:  # before any training: a table nobody can write is lost work
         for suffix in (".md", ".csv"):
-            prepare_output_file(Path(out).with_suffix(suffix), "--out")
+            prepare_output_file(beside(out, suffix), "--out")
 
     loaded = load_set(path, dataset=dataset, zca=zca, root=root)
     synset, protocol = loaded.synset, loaded.protocol
@@ -161,7 +160,7 @@ def evaluate_command(
         names = "; ".join(f"{a}: {e}" for a, e in failures)
         done = ", ".join(r.arch for r in results) or "none"
         raise EvaluationError(f"evaluate {path}: {len(failures)} architecture(s) failed ({names}); finished: {done}"
-                              + (f" (written to {out}.md/.csv)" if out and results else ""))
+                              + (f" (written to {beside(out, '.md')}, {beside(out, '.csv')})" if out and results else ""))
     return table
 
 

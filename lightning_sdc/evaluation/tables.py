@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_sdc.evaluation.protocol import CROSS_ARCHS, EvalResult, evaluate_table
-from lightning_sdc.io import atomic_write_text
+from lightning_sdc.io import atomic_write_text, beside
 
 
 def evaluate_archs(synset: Any, test: Any, archs: Sequence[str] = CROSS_ARCHS, *,
@@ -48,6 +48,6 @@ def write_results(results: Sequence[EvalResult], stem: str | os.PathLike, title:
     """Write ``<stem>.md`` and ``<stem>.csv`` atomically; returns both paths."""
     stem = Path(stem)
     return [
-        atomic_write_text(results_markdown(results, title), stem.with_suffix(".md")),
-        atomic_write_text(results_csv(results), stem.with_suffix(".csv")),
+        atomic_write_text(results_markdown(results, title), beside(stem, ".md")),
+        atomic_write_text(results_csv(results), beside(stem, ".csv")),
     ]
