@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# one pytest worker per core (pytest-xdist); each test runs torch on one thread (tests/conftest.py)
+WORKERS ?= auto
 
 .PHONY: help install demo test test-all test-gpu bench lint format figures reproduce clean
 
@@ -22,11 +24,11 @@ install: $(STAMP)  ## create .venv and install the package with its dev extras
 demo: $(STAMP)  ## distill real bundled MNIST (mnist5k) on the CPU; print accuracy with and without SDC
 	$(BIN)/lightning-sdc demo
 
-test: $(STAMP)  ## fast test suite (CPU, < 15 min)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+test: $(STAMP)  ## fast test suite (CPU, < 15 min; one worker per core)
+	$(BIN)/python -m pytest -q -n $(WORKERS) $(PYTEST_ARGS)
 
 test-all: $(STAMP)  ## every CPU test, including @slow
-	$(BIN)/python -m pytest -q -m "not cuda" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(WORKERS) -m "not cuda" $(PYTEST_ARGS)
 
 test-gpu: $(STAMP)  ## the GPU check (<= 10 min): CUDA tests, quick CUDA bench, DC precisions, MTT memory -> benchmarks/GPU_CHECK.md
 	$(BIN)/python -m benchmarks.gpu_check --device cuda
