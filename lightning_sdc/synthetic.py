@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_sdc.checks import check_int
 from lightning_sdc.data import ClassIndexedImages
 from lightning_sdc.io import atomic_torch_save, safe_torch_load
 
@@ -182,8 +183,7 @@ class SyntheticSet(nn.Module):
         Soft/learned label modes start from one-hot-like logits (0 with 1 at the class); methods overwrite
         them (TESLA/DATM initialise from expert logits).
         """
-        if not isinstance(ipc, int) or isinstance(ipc, bool) or ipc < 1:
-            raise ValueError(f"ipc must be a positive integer, got {ipc!r}")
+        check_int("ipc", ipc, 1)
         c, h, w = (int(s) for s in image_shape)
         hard = torch.arange(num_classes).repeat_interleave(ipc)
         labels = hard if label_mode == "hard" else F.one_hot(hard, num_classes).float()

@@ -671,7 +671,7 @@ CASES: list[BadInput] = [
     BadInput("preemption-signal", "PreemptionCheckpoint(signals=['SIGKILL'])",
              lambda c: _preemption(signals=["SIGKILL"]), ValueError, ("signals", "'SIGKILL'", "SIGTERM")),
     BadInput("difficulty-chunk-0", "lightning-sdc difficulty --chunk_size 0 (before the ensemble trains)",
-             lambda c: _difficulty(chunk_size=0), ValueError, ("chunk_size", "0", "positive integer")),
+             lambda c: _difficulty(chunk_size=0), ValueError, ("chunk_size", "0", ">= 1")),
     BadInput("difficulty-out-file", "lightning-sdc difficulty --out <an existing file>",
              lambda c: _difficulty(out=_existing_file(c)), ValueError, ("out=", "scores_here", "existing file",
                                                                          "directory")),
@@ -695,7 +695,7 @@ CASES: list[BadInput] = [
     BadInput("asdc-end-neg", "ASDCRamp(lambda_end=-0.01)", lambda c: _asdc(lambda_end=-0.01), ValueError,
              ("lambda_end", "-0.01", ">= 0")),
     BadInput("asdc-steps-0", "ASDCRamp(steps=0)", lambda c: _asdc(steps=0), ValueError,
-             ("steps", "0", "positive integer")),
+             ("steps", "0", ">= 1")),
     BadInput("asdc-shape", "ASDCRamp(shape='cubic')", lambda c: _asdc(shape="cubic"), ValueError,
              ("shape", "'cubic'", "log, geometric, linear")),
     # ---------------------------------------------------------------- run set-up (Trainer.fit, before step 0)

@@ -99,7 +99,7 @@ def test_bad_samples(a, b, match):
 
 
 def test_bad_confidence():
-    with pytest.raises(ValueError, match=r"confidence=1\.5"):
+    with pytest.raises(ValueError, match=r"confidence must be a number in \(0, 1\), got 1\.5"):
         t_interval([1.0, 2.0], 1.5)
 
 
@@ -122,9 +122,10 @@ def test_plan_is_seed_major_and_validated():
         "configs/demo/digits_dsa_ipc1.yaml", "model.init_args.sdc_lambda=0,0.01", seeds=3, first_seed=4,
         overrides=["trainer.max_steps=2"])[0].fingerprint()
     cell, vary = "configs/demo/digits_dsa_ipc1.yaml", "model.init_args.sdc_lambda=0,0.01"
-    for kwargs, match in [({"seeds": 1}, "seeds=1"), ({"num_models": 0}, "num_models=0"),
+    for kwargs, match in [({"seeds": 1}, "seeds must be an integer >= 2, got 1"),
+                          ({"num_models": 0}, r"num_models must be an integer >= 1 \(> 0\), got 0"),
                           ({"overrides": ["model.init_args.sdc_lambda=1"]}, "varied key"),
-                          ({"overrides": ["max_steps"]}, "KEY=VALUE"), ({"gradn_networks": -1}, "gradn_networks")]:
+                          ({"overrides": ["max_steps"]}, "KEY=VALUE"), ({"gradn_networks": -1}, "gradn_networks must be an integer >= 0, got -1")]:
         with pytest.raises(ValueError, match=match):
             plan(cell, vary, **kwargs)
     with pytest.raises(UsageError, match="nope.yaml: no such file and no packaged config"):
@@ -139,7 +140,7 @@ def test_stratified_test_subset():
         runner.stratified_head(labels, 2)
     with pytest.raises(ValueError, match="class 0 has fewer than 3"):
         runner.stratified_head(labels, 9)
-    with pytest.raises(ValueError, match="test_size=0"):
+    with pytest.raises(ValueError, match=r"test_size must be an integer >= 1 \(> 0\), got 0"):
         plan("configs/demo/digits_dsa_ipc1.yaml", "model.init_args.sdc_lambda=0,0.01", test_size=0)
 
 

@@ -27,10 +27,10 @@ def test_formulas_known_numbers():
 
 @pytest.mark.parametrize(
     ("call", "match"),
-    [(lambda: ddr.hard_label_recovery(90.0, 0.7), r"full_accuracy=90\.0"),
-     (lambda: ddr.improvement_over_random(0.7, -0.1), "random_accuracy"),
-     (lambda: ddr.label_robust_score(0.1, 0.1, weight=1.5), r"weight=1\.5"),
-     (lambda: ddr.label_robust_score(20.0, 0.1), "hlr=20.0"),
+    [(lambda: ddr.hard_label_recovery(90.0, 0.7), r"full_accuracy must be a number in \[0, 1\], got 90\.0"),
+     (lambda: ddr.improvement_over_random(0.7, -0.1), r"random_accuracy must be a finite number >= 0, got -0\.1"),
+     (lambda: ddr.label_robust_score(0.1, 0.1, weight=1.5), r"weight must be a number in \[0, 1\], got 1\.5"),
+     (lambda: ddr.label_robust_score(20.0, 0.1), r"hlr must be a number in \[-1, 1\], got 20\.0"),
      (lambda: ddr.check_metrics(["lrs", "acc"]), "metric 'acc' is not allowed; allowed: hlr, ior, lrs")],
 )
 def test_bad_inputs(call, match):

@@ -275,13 +275,13 @@ def test_simulation_agrees_with_theory_slow(alpha, f, mode, angle):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"f": 0.0}, "f=0.0"),
-        ({"f": 1.5}, "f=1.5"),
-        ({"alpha": 0.0}, "alpha=0.0"),
-        ({"alpha": -1.0}, "alpha=-1.0"),
+        ({"f": 0.0}, r"f must be a finite number > 0, got 0\.0"),
+        ({"f": 1.5}, r"f must be a number in \(0, 1\], got 1\.5"),
+        ({"alpha": 0.0}, r"alpha must be a finite number > 0, got 0\.0"),
+        ({"alpha": -1.0}, r"alpha must be a finite number > 0, got -1\.0"),
         ({"mode": "medium"}, "'medium'"),
-        ({"angle_deg": 90.0}, "90.0"),
-        ({"angle_deg": -1.0}, "-1.0"),
+        ({"angle_deg": 90.0}, r"angle_deg must be a number in \[0, 90\), got 90\.0"),
+        ({"angle_deg": -1.0}, r"angle_deg must be a finite number >= 0, got -1\.0"),
     ],
 )
 def test_bad_input_is_named(kwargs, match):

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from lightning_sdc.checks import check_int, check_number
+
 RAMP_SHAPES = ("log", "geometric", "linear")
 
 
@@ -39,10 +41,8 @@ class ASDCRamp(pl.Callback):
 
     def __init__(self, lambda_start: float = 0.002, lambda_end: float = 0.008, steps: int = 10000, shape: str = "log"):
         for key, val in (("lambda_start", lambda_start), ("lambda_end", lambda_end)):
-            if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val) or val < 0:
-                raise ValueError(f"ASDCRamp.{key} must be a finite number >= 0, got {val!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"ASDCRamp.steps must be a positive integer, got {steps!r}")
+            check_number(f"ASDCRamp.{key}", val, 0, strict=False)
+        check_int("ASDCRamp.steps", steps, 1)
         if shape not in RAMP_SHAPES:
             raise ValueError(f"ASDCRamp.shape={shape!r} is not allowed; allowed: {', '.join(RAMP_SHAPES)}")
         if shape == "geometric" and lambda_start <= 0:

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 
 from lightning_sdc.evaluation.protocol import rank_share
 
-__all__ = ["check_every", "evaluated_set", "image_writers", "log_metrics", "output_dir", "rank_share"]
+__all__ = ["evaluated_set", "image_writers", "log_metrics", "output_dir", "rank_share"]
 
 
 def output_dir(trainer: pl.Trainer, dirpath: str | None = None) -> Path:
@@ -51,9 +51,3 @@ def evaluated_set(pl_module: pl.LightningModule) -> Any:
     if synset is None:
         raise TypeError(f"{type(pl_module).__name__} has no synthetic set (need a DistillationModule)")
     return synset
-
-
-def check_every(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value

@@ -16,7 +16,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
-from lightning_sdc.callbacks.common import check_every, evaluated_set, log_metrics, output_dir
+from lightning_sdc.callbacks.common import evaluated_set, log_metrics, output_dir
+from lightning_sdc.checks import check_int
 from lightning_sdc.evaluation import CROSS_ARCHS, EvalResult, evaluate_table, results_markdown, write_results
 from lightning_sdc.evaluation.protocol import dist_rank_world, eval_jobs, rank_share, unique_archs
 from lightning_sdc.progress import progress, trainer_progress_enabled
@@ -49,10 +50,9 @@ class CrossArchEvaluation(pl.Callback):
         self.archs = unique_archs(archs)  # KeyError listing the allowed names, ValueError for one named twice
         if not self.archs:
             raise ValueError("archs must name at least one architecture")
-        if num_models is not None:
-            check_every("num_models", num_models)
-        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0):
-            raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+        for what, value, low in (("num_models", num_models, 1), ("epochs", epochs, 0)):
+            if value is not None:
+                check_int(what, value, low)
         if augment is not None and augment not in ("dsa", "dc", "none"):
             raise ValueError(f"augment={augment!r} is not allowed; allowed: dsa, dc, none")
         self.num_models, self.epochs, self.lr, self.batch_size, self.augment = num_models, epochs, lr, batch_size, augment

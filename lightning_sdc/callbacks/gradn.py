@@ -23,7 +23,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from lightning_sdc.callbacks.common import check_every, log_metrics, output_dir, rank_share
+from lightning_sdc.callbacks.common import log_metrics, output_dir, rank_share
+from lightning_sdc.checks import check_int, check_number
 from lightning_sdc.difficulty.grad_norms import GRAD_METHODS, PARAM_SETS, per_sample_grad_norms
 from lightning_sdc.figures import save_figure
 from lightning_sdc.io import atomic_write_text
@@ -37,8 +38,7 @@ CSV_COLUMNS = ("step", "gradn", "gradn_ema")
 
 def ema_smooth(values: Sequence[float], beta: float) -> list[float]:
     """``s_0 = v_0``, ``s_t = β s_{t−1} + (1 − β) v_t`` (the smoothing of the paper's Figure 1)."""
-    if not 0 <= beta < 1:
-        raise ValueError(f"EMA coefficient must be in [0, 1), got {beta!r}")
+    check_number("EMA coefficient", beta, 0, strict=False, below=1)
     out: list[float] = []
     for v in values:
         out.append(float(v) if not out else beta * out[-1] + (1 - beta) * float(v))
@@ -74,9 +74,8 @@ class GraDNTracker(pl.Callback):
                  name: str = "gradn") -> None:
         for what, value in (("every", every), ("num_networks", num_networks), ("chunk_size", chunk_size),
                             ("train_epochs", train_epochs)):
-            check_every(what, value)
-        if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 <= ema < 1:
-            raise ValueError(f"ema must be a number in [0, 1), got {ema!r}")
+            check_int(what, value, 1)
+        check_number("ema", ema, 0, strict=False, below=1)
         for what, value, allowed in (("source", source, SOURCES), ("params", params, PARAM_SETS),
                                      ("method", method, GRAD_METHODS)):
             if value not in allowed:

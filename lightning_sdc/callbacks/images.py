@@ -30,7 +30,8 @@ import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_warn
 
-from lightning_sdc.callbacks.common import check_every, evaluated_set, image_writers, output_dir
+from lightning_sdc.callbacks.common import evaluated_set, image_writers, output_dir
+from lightning_sdc.checks import check_int
 from lightning_sdc.figures import grid_image, save_grid
 
 FORMATS = ("lightning_sdc", "tm")
@@ -68,7 +69,7 @@ class SyntheticImageLogger(pl.Callback):
 
     def __init__(self, every_n_steps: int = 100, dirpath: str | None = None, tag: str = TAG,
                  final: bool = True) -> None:
-        self.every_n_steps = check_every("every_n_steps", every_n_steps)
+        self.every_n_steps = check_int("every_n_steps", every_n_steps, 1)
         self.dirpath, self.tag, self.final = dirpath, tag, bool(final)
         self.written: list[Path] = []
 

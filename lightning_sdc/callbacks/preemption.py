@@ -30,6 +30,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_sdc import signals as stop_signals
+from lightning_sdc.checks import check_int, check_number
 from lightning_sdc.signals import Stopped
 
 SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP", "SIGCONT")
@@ -68,13 +69,10 @@ class PreemptionCheckpoint(pl.Callback):
     def __init__(self, every_n_minutes: float | None = 10.0, every_n_steps: int | None = None,
                  dirpath: str | None = None, signals: Sequence[str] = ("SIGTERM", "SIGUSR1", "SIGINT"),
                  resume: str = "Run the same command with --ckpt_path last to continue.") -> None:
-        if every_n_minutes is not None and (isinstance(every_n_minutes, bool)
-                                            or not isinstance(every_n_minutes, (int, float))
-                                            or not every_n_minutes > 0 or every_n_minutes == float("inf")):
-            raise ValueError(f"every_n_minutes must be a finite number > 0 or None, got {every_n_minutes!r}")
-        if every_n_steps is not None and (isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int)
-                                          or every_n_steps < 1):
-            raise ValueError(f"every_n_steps must be an integer >= 1 or None, got {every_n_steps!r}")
+        if every_n_minutes is not None:
+            check_number("every_n_minutes", every_n_minutes)
+        if every_n_steps is not None:
+            check_int("every_n_steps", every_n_steps, 1)
         self.every_n_minutes, self.every_n_steps, self.dirpath = every_n_minutes, every_n_steps, dirpath
         self.signals = tuple(_signal_number(s) for s in signals)
         self.resume, self.saves, self._saved_step, self._next_time = str(resume), 0, -1, float("inf")

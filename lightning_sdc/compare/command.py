@@ -20,17 +20,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lightning_sdc.checks import check_int, check_number
 from lightning_sdc.compare.runner import RunSpec, parse_vary, resolve, run_all
 from lightning_sdc.io import prepare_output_dir
 
 TRAINER_CONFIG = "configs/trainer/cpu.yaml"  # a packaged config name (works from any directory)
-
-
-def _check_int(name: str, value: object, low: int, what: str = "", optional: bool = False) -> None:
-    """Refuse ``value`` unless it is an integer >= ``low`` (or ``None`` when ``optional``), naming ``name``."""
-    if (value is None and optional) or (isinstance(value, int) and not isinstance(value, bool) and value >= low):
-        return
-    raise ValueError(f"{name}={value!r}: {what or f'expected an integer >= {low}'}")
 
 
 def _override(item: str) -> str:
@@ -56,12 +50,12 @@ def plan(
     """The runs of a comparison, seed-major (every value of seed 0, then of seed 1, …), validated before any
     compute."""
     key, values = parse_vary(vary)
-    _check_int("seeds", seeds, 2, "a paired comparison needs an integer >= 2 seeds")
-    _check_int("first_seed", first_seed, 0)
-    for name, v, low in (("num_models", num_models, 1), ("epochs", epochs, 0)):
-        _check_int(name, v, low, f"expected an integer >= {low} (or None: the config's)", optional=True)
-    _check_int("test_size", test_size, 1, "expected an integer >= 1 (or None: the whole test split)", optional=True)
-    _check_int("gradn_networks", gradn_networks, 0, "expected an integer >= 0 (0: no GraDN)")
+    check_int("seeds", seeds, 2)  # a paired comparison
+    check_int("first_seed", first_seed, 0)
+    check_int("gradn_networks", gradn_networks, 0)  # 0: no GraDN
+    for name, v, low in (("num_models", num_models, 1), ("epochs", epochs, 0), ("test_size", test_size, 1)):
+        if v is not None:  # None: the config's (test_size: the whole test split)
+            check_int(name, v, low)
     configs = [c for c in (trainer_config, cell) if c]
     for c in configs:
         resolve(c)  # a file or a packaged config name; else one line naming it and the closest names
@@ -125,15 +119,11 @@ def compare_command(
     Returns:
         The Markdown report (also printed).
     """
-    from lightning_sdc.compare.stats import check_confidence
-
-    check_confidence(confidence)
+    check_number("confidence", confidence, 0, below=1)
     if ddranking:
-        from lightning_sdc.evaluation.ddranking import check_weight
-
-        check_weight(ddranking_weight)
-        _check_int("full_data_epochs", full_data_epochs, 1)
-    _check_int("bootstrap", bootstrap, 100, "expected an integer >= 100 resamples")
+        check_number("ddranking_weight", ddranking_weight, 0, strict=False, at_most=1)
+        check_int("full_data_epochs", full_data_epochs, 1)
+    check_int("bootstrap", bootstrap, 100)
     specs = plan(cell, vary, seeds, first_seed, trainer_config, overrides, num_models, epochs, gradn_networks,
                  test_size)
     key, values = parse_vary(vary)

@@ -23,11 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as _st
 
-
-def check_confidence(confidence: float) -> float:
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
-        raise ValueError(f"confidence={confidence!r}: expected a number in (0, 1), e.g. 0.95")
-    return float(confidence)
+from lightning_sdc.checks import check_int, check_number
 
 
 def paired_differences(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
@@ -48,7 +44,7 @@ def t_interval(d: Sequence[float], confidence: float = 0.95) -> tuple[float, flo
     d = np.asarray(d, dtype=np.float64)
     if float(d.std(ddof=1)) == 0.0:
         return float(d.mean()), float(d.mean())
-    ci = _st.ttest_1samp(d, 0.0).confidence_interval(check_confidence(confidence))
+    ci = _st.ttest_1samp(d, 0.0).confidence_interval(check_number("confidence", confidence, 0, below=1))
     return float(ci.low), float(ci.high)
 
 
@@ -67,9 +63,8 @@ def bootstrap_interval(d: Sequence[float], confidence: float = 0.95, resamples: 
     """Percentile bootstrap interval of the mean of ``d`` (``scipy.stats.bootstrap``, ``resamples`` resamples
     drawn from ``default_rng(seed)``; a point when every difference is equal)."""
     d = np.asarray(d, dtype=np.float64)
-    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
-        raise ValueError(f"resamples={resamples!r}: expected an integer >= 1")
-    confidence = check_confidence(confidence)
+    check_int("resamples", resamples, 1)
+    confidence = check_number("confidence", confidence, 0, below=1)
     if float(d.std()) == 0.0:
         return float(d.mean()), float(d.mean())
     ci = _st.bootstrap((d,), np.mean, confidence_level=confidence, n_resamples=resamples, method="percentile",
@@ -108,5 +103,5 @@ def summarise_pairs(a: Sequence[float], b: Sequence[float], confidence: float = 
         n=int(d.size), mean_a=float(np.mean(a)), mean_b=float(np.mean(b)), mean_diff=float(d.mean()),
         sd_diff=float(d.std(ddof=1)), t_ci=t_interval(d, confidence),
         bootstrap_ci=bootstrap_interval(d, confidence, resamples, seed), t=t, p=p, wins=int((d > 0).sum()),
-        confidence=check_confidence(confidence),
+        confidence=float(confidence),  # checked by bootstrap_interval
     )

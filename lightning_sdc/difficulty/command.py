@@ -25,8 +25,7 @@ def stratified_rows(
     """Row indices of ``per_class`` random samples of each class (all rows, ascending, when ``None``)."""
     if per_class is None:
         return torch.arange(labels.shape[0])
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise ValueError(f"per_class must be a positive integer or None, got {per_class!r}")
+    check_int("per_class", per_class, 1)
     rows = []
     for c in range(num_classes):
         idx = (labels.cpu() == c).nonzero().flatten()
@@ -108,8 +107,7 @@ def difficulty_command(
     check_choices(difficulty_command, {"split": split, "params": params, "method": method, "augment": augment})
     check_int("models", models, 1)
     # everything the scoring and the outputs need is checked before the ensemble trains
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer (samples per vmapped call), got {chunk_size!r}")
+    check_int("chunk_size", chunk_size, 1)  # samples per vmapped call
     kept = KeptNetworks(prepare_output_dir(out, "out") / "networks")
     arch = NETWORKS.canonical(arch)
     dev = torch.device(

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_sdc.checks import check_choices
+from lightning_sdc.checks import check_choices, check_int
 
 ParamSet = Literal["all", "last_layer"]
 GradMethod = Literal["auto", "vmap", "loop"]
@@ -188,8 +188,7 @@ def per_sample_grad_norms(
     """
     check_choices(per_sample_grad_norms, {"params": params})
     check_inputs(inputs, targets)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    check_int("chunk_size", chunk_size, 1)
     how = resolve_method(method, inputs.device)
     inputs, targets = inputs.detach(), targets.detach()
     if inputs.shape[0] == 0:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_sdc.checks import check_int
 from lightning_sdc.difficulty.grad_norms import (
     GradMethod,
     ParamSet,
@@ -79,8 +80,7 @@ def forward_scores(
     """
     models = _check_models(models)
     check_inputs(inputs, targets)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_int("batch_size", batch_size, 1)
     hard = targets if targets.dim() == 1 else targets.argmax(dim=1)
     rows: dict[str, list[Tensor]] = {"el2n": [], "loss": [], "wrong": []}
     for model in models:

@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from lightning_sdc.checks import check_int, check_number
 from lightning_sdc.evaluation.protocol import evaluate_synset, test_accuracy, train_network
 from lightning_sdc.io import atomic_torch_save, safe_torch_load
 from lightning_sdc.training import make_train_augment, seeded_generator
@@ -51,10 +52,8 @@ _FULL_KEY = 0x46554C4C  # "FULL"
 _CACHE_FORMAT = "lightning_sdc.full_data_accuracy/1"
 
 
-def _acc(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name}={value!r}: an accuracy must be a fraction in [0, 1]")
-    return float(value)
+def _acc(name: str, value: float) -> float:  # an accuracy: a fraction in [0, 1]
+    return check_number(name, value, 0, strict=False, at_most=1)
 
 
 def hard_label_recovery(full_accuracy: float, syn_accuracy: float) -> float:
@@ -67,20 +66,12 @@ def improvement_over_random(syn_accuracy: float, random_accuracy: float) -> floa
     return _acc("syn_accuracy", syn_accuracy) - _acc("random_accuracy", random_accuracy)
 
 
-def check_weight(weight: float) -> float:
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= float(weight) <= 1.0:
-        raise ValueError(f"weight={weight!r}: DD-Ranking's w must be in [0, 1] (leaderboard: 0.5)")
-    return float(weight)
-
-
 def label_robust_score(hlr: float, ior: float, weight: float = DEFAULT_WEIGHT) -> float:
     """``LRS = 100 · (e^α − e^{−1}) / (e − e^{−1})`` with ``α = w·IOR − (1 − w)·HLR`` (HLR, IOR as fractions in
     [−1, 1]); in %."""
-    w = check_weight(weight)
-    for name, v in (("hlr", hlr), ("ior", ior)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not -1.0 <= float(v) <= 1.0:
-            raise ValueError(f"{name}={v!r}: a difference of accuracies must be a fraction in [-1, 1]")
-    alpha = w * float(ior) - (1 - w) * float(hlr)
+    w = check_number("weight", weight, 0, strict=False, at_most=1)
+    hlr, ior = (check_number(name, v, -1, strict=False, at_most=1) for name, v in (("hlr", hlr), ("ior", ior)))
+    alpha = w * ior - (1 - w) * hlr
     return 100.0 * (math.exp(alpha) - math.exp(-1.0)) / (math.e - math.exp(-1.0))
 
 
@@ -115,8 +106,7 @@ def full_data_accuracy(train: tuple[torch.Tensor, torch.Tensor], test: tuple[tor
     """
     from lightning_sdc.models import build_network
 
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"full-data epochs={epochs!r}: expected an integer >= 1")
+    check_int("full-data epochs", epochs, 1)
     x, y = train
     tx, ty = test
     settings = {
@@ -199,7 +189,7 @@ def label_robust_metrics(synset: Any, train: tuple[torch.Tensor, torch.Tensor], 
     from lightning_sdc.evaluation.protocol import _unpack_synset
     from lightning_sdc.synthetic import random_coreset
 
-    check_weight(weight)
+    check_number("weight", weight, 0, strict=False, at_most=1)
     _, targets, set_lr, _ = _unpack_synset(synset)
     if targets.dim() != 1:
         raise ValueError("HLR/IOR here are DD-Ranking's hard-label metrics; this set has soft labels")
@@ -248,6 +238,5 @@ def evaluate_metrics(synset: Any, spec: Any, test: tuple[torch.Tensor, torch.Ten
                                  arch_kwargs=arch_kwargs[r.arch], syn=r.accuracies, **eval_kw) for r in results]
 
 
-__all__ = ["DEFAULT_WEIGHT", "METRICS", "LabelRobustResult", "check_metrics", "check_weight",
-           "default_cache_dir", "evaluate_metrics", "full_data_accuracy", "hard_label_recovery",
-           "improvement_over_random", "label_robust_metrics", "label_robust_score", "metrics_markdown"]
+__all__ = ["DEFAULT_WEIGHT", "METRICS", "LabelRobustResult", "check_metrics", "default_cache_dir",
+           "evaluate_metrics", "full_data_accuracy", "hard_label_recovery", "improvement_over_random", "label_robust_metrics", "label_robust_score", "metrics_markdown"]

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from lightning_sdc import models as networks
+from lightning_sdc.checks import check_int
 from lightning_sdc.data import DATASETS
 from lightning_sdc.models.base import forward_flops
 from lightning_sdc.models.compiled import CompiledNetwork, has_module_state, use_persistent_cache
@@ -275,8 +276,7 @@ class Protocol:
     test_bf16: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.stacked, bool) or not isinstance(self.stacked, int) or self.stacked < 1:
-            raise ValueError(f"stacked must be an integer >= 1 (networks trained at once), got {self.stacked!r}")
+        check_int("stacked", self.stacked, 1)  # networks trained at once
         for name in ("compiled", "test_bf16"):
             value = getattr(self, name)
             if not isinstance(value, bool) and not (name == "compiled" and value is None):
@@ -445,8 +445,7 @@ def evaluate_table(synset: Any, test: Any, archs: Sequence[str] = CROSS_ARCHS, *
     model order, ``seconds`` summed over processes) and ``(arch, message)`` for each that failed
     (``keep_going``).
     """
-    if isinstance(num_models, bool) or not isinstance(num_models, int) or num_models < 1:
-        raise ValueError(f"num_models must be >= 1, got {num_models}")
+    check_int("num_models", num_models, 1)
     unique_archs(archs)  # unknown or repeated names fail before any training
     p = make_protocol(synset, test, **protocol)
     jobs = eval_jobs(archs, list(models) if models is not None else num_models)

@@ -12,9 +12,11 @@ from typing import Any
 import numpy as np
 from scipy import optimize
 
+from lightning_sdc.checks import check_number
+
 from .imperfect import ImperfectSolution, solve_imperfect
 from .perfect import solve_perfect
-from .validation import check_alpha, check_angle, check_fraction, check_mode
+from .validation import check_mode
 
 
 def _sweep(alphas: Sequence[float], solve: Any) -> list:
@@ -64,9 +66,9 @@ def crossover_alpha(
     Raises:
         ValueError: bad arguments, or no sign change in ``alpha_range`` (the message gives both ends).
     """
-    f, angle_deg = check_fraction(f), check_angle(angle_deg)
+    f, angle_deg = check_number("f", f, at_most=1), check_number("angle_deg", angle_deg, strict=False, below=90)
     mode_a, mode_b = check_mode(mode_a), check_mode(mode_b)
-    lo, hi = (check_alpha(a, "alpha_range end") for a in alpha_range)
+    lo, hi = (check_number("alpha_range end", a) for a in alpha_range)
     if f == 1.0 or mode_a == mode_b:
         raise ValueError(f"no crossover: with f={f}, modes {mode_a!r} and {mode_b!r} give the same error")
     grid = np.geomspace(lo, hi, 25)

@@ -32,9 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
+from lightning_sdc.checks import check_number
+
 from .perfect import RESIDUAL_TOL, solve_perfect
 from .quadrature import GAUSS_CUT, gaussian_H, gaussian_phi, panel_rule, z_threshold
-from .validation import SaddlePointError, check_alpha, check_angle, check_fraction, check_mode
+from .validation import SaddlePointError, check_mode
 
 _START_DEG = 0.5
 _STEP_DEG = 10.0
@@ -249,11 +251,8 @@ def solve_imperfect(
         SaddlePointError: residuals not below 1e-10 (the message names the point).
     """
     alpha, f, mode, angle_deg = (
-        check_alpha(alpha),
-        check_fraction(f),
-        check_mode(mode),
-        check_angle(angle_deg),
-    )
+        check_number("alpha", alpha), check_number("f", f, at_most=1), check_mode(mode),
+        check_number("angle_deg", angle_deg, strict=False, below=90))
     where = f"alpha={alpha}, f={f}, mode={mode!r}, angle={angle_deg} deg"
     if angle_deg == 0.0:
         p = solve_perfect(alpha, f, mode)

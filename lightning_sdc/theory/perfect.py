@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import integrate, optimize
 
+from lightning_sdc.checks import check_number
+
 from .quadrature import GAUSS_CUT, gaussian_H, gaussian_phi, panel_rule, z_threshold
-from .validation import SaddlePointError, check_alpha, check_fraction, check_mode
+from .validation import SaddlePointError, check_mode
 
 #: residual tolerance every returned solution satisfies (absolute, both equations)
 RESIDUAL_TOL = 1e-10
@@ -238,7 +240,7 @@ def solve_perfect(
     Raises:
         ValueError: bad alpha, f or mode. SaddlePointError: no solution to 1e-10 (names the point).
     """
-    alpha, f, mode = check_alpha(alpha), check_fraction(f), check_mode(mode)
+    alpha, f, mode = check_number("alpha", alpha), check_number("f", f, at_most=1), check_mode(mode)
     where = f"alpha={alpha}, f={f}, mode={mode!r}"
     if initial is None and bracket is None:
         initial = _rough_guess(alpha, f, mode)

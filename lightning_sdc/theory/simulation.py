@@ -18,7 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import nnls
 
-from .validation import check_alpha, check_angle, check_fraction, check_mode
+from lightning_sdc.checks import check_number
+
+from .validation import check_mode
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,9 @@ def simulate(
     Raises:
         ValueError: bad arguments, or a non-separable kept set (names the point).
     """
-    alpha, f, mode, angle_deg = check_alpha(alpha), check_fraction(f), check_mode(mode), check_angle(angle_deg)
+    alpha, f, mode, angle_deg = (
+        check_number("alpha", alpha), check_number("f", f, at_most=1), check_mode(mode),
+        check_number("angle_deg", angle_deg, strict=False, below=90))
     if int(d) != d or d < 2:
         raise ValueError(f"dimension d={d!r} must be an integer >= 2")
     if int(repeats) != repeats or repeats < 2:
