@@ -8,6 +8,7 @@ bad value); :func:`check_choices` applies the same types when a class is built f
 from __future__ import annotations
 
 import math
+import numbers
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -16,18 +17,18 @@ from typing import Any
 
 
 def check_int(name: str, value: Any, low: int) -> int:
-    """``value`` an ``int`` (not a bool) ``>= low``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    """``value`` an integer (``int`` or NumPy's, not a bool) ``>= low``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         bound = ">= 1 (> 0)" if low == 1 else f">= {low}"
         raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
-    return value
+    return int(value)
 
 
 def check_number(name: str, value: Any, low: float = 0.0, *, strict: bool = True, below: float | None = None,
                  at_most: float | None = None) -> float:
     """``value`` a finite real number ``> low`` (``>= low`` unless ``strict``) and, if given, ``< below`` and
     ``<= at_most``."""
-    number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
     if not math.isfinite(number) or (number <= low if strict else number < low):
         raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}, got {value!r}")
     if (below is not None and number >= below) or (at_most is not None and number > at_most):
